@@ -1,0 +1,1 @@
+"""Mirror of ``onnxruntime.capi`` so that imports written for onnxruntime keep working."""

@@ -1,0 +1,1 @@
+"""Loading models: files, bytes, ModelProto; external data; version checks."""

@@ -1,0 +1,163 @@
+"""Turn a path, bytes or ModelProto into a checked ``onnx_ir.Model``.
+
+Loading is where untrusted input first arrives, so every failure here is one of
+onnxruntime's exception classes with onnxruntime's wording: a missing file is
+``NoSuchFile``, bytes that do not parse are ``InvalidProtobuf``, an external-data
+location that leaves the model's folder is refused with ``InvalidGraph``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from onnxrt.errors import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview, onnx.ModelProto]
+
+MIN_IR_VERSION = 3
+MAX_IR_VERSION = onnx.IR_VERSION
+MAX_ONNX_OPSET = onnx.defs.onnx_opset_version()
+
+
+@dataclass
+class LoadedModel:
+    proto: onnx.ModelProto  # external data not loaded; shape-inferred value_info added
+    model: ir.Model
+    base_dir: str | None  # folder external data is resolved (and confined) in
+    path: str | None
+
+
+def read_model_proto(source: ModelSource) -> tuple[onnx.ModelProto, str | None, str | None]:
+    """Parse ``source`` without loading external data. Returns (proto, base_dir, path)."""
+    if isinstance(source, onnx.ModelProto):
+        return source, os.getcwd(), None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        where = "bytes"
+        path = None
+        base_dir = os.getcwd()
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        where = path
+        if not os.path.isfile(path):
+            raise NoSuchFile(f"Load model from {path} failed:Load model {path} failed. File doesn't exist")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise NoSuchFile(f"Load model from {path} failed:{e.strerror}") from None
+        base_dir = str(Path(path).resolve().parent)
+    else:
+        raise TypeError(
+            f"Unable to load from type '{type(source).__name__}': expected a path, bytes or onnx.ModelProto"
+        )
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        raise InvalidProtobuf(f"Load model from {where} failed:Protobuf parsing failed.") from None
+    if not proto.HasField("graph"):
+        if path is None:
+            raise InvalidArgument("No graph was found in the protobuf.")
+        raise InvalidProtobuf(f"Load model from {where} failed:No graph was found in the protobuf.")
+    return proto, base_dir, path
+
+
+def _iter_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _iter_tensors(attr.g)
+            for g in attr.graphs:
+                yield from _iter_tensors(g)
+
+
+def all_tensors(proto: onnx.ModelProto):
+    yield from _iter_tensors(proto.graph)
+    for fn in proto.functions:
+        for node in fn.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+
+
+def check_external_data(proto: onnx.ModelProto, base_dir: str | None) -> None:
+    """Refuse external-data locations that resolve outside the model's folder."""
+    root = Path(base_dir or os.getcwd()).resolve()
+    for tensor in all_tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        if not location:
+            raise InvalidGraph(f"Tensor '{tensor.name}' has external data without a location.")
+        candidate = Path(location)
+        resolved = (root / candidate).resolve()
+        if candidate.is_absolute() or not resolved.is_relative_to(root):
+            raise InvalidGraph(
+                f"External data location '{location}' of tensor '{tensor.name}' is outside the model's "
+                f"folder '{root}'; refusing to read it."
+            )
+        if not resolved.is_file():
+            raise NoSuchFile(f"External data file '{location}' of tensor '{tensor.name}' does not exist in '{root}'.")
+        size = resolved.stat().st_size
+        offset = int(info.get("offset", 0) or 0)
+        length = int(info.get("length", 0) or 0)
+        if offset < 0 or length < 0 or offset + length > size:
+            raise InvalidGraph(
+                f"External data of tensor '{tensor.name}' (offset {offset}, length {length}) lies beyond the "
+                f"end of '{location}' ({size} bytes)."
+            )
+
+
+def check_versions(proto: onnx.ModelProto) -> None:
+    if proto.ir_version and proto.ir_version > MAX_IR_VERSION:
+        raise Fail(
+            f"Unsupported model IR version: {proto.ir_version}, max supported IR version: {MAX_IR_VERSION}"
+        )
+    if proto.ir_version and proto.ir_version < MIN_IR_VERSION:
+        raise Fail(f"Unsupported model IR version: {proto.ir_version}, min supported IR version: {MIN_IR_VERSION}")
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > MAX_ONNX_OPSET:
+            raise Fail(
+                f"Opset {opset.version} of domain ai.onnx is newer than the newest this onnxrt knows "
+                f"({MAX_ONNX_OPSET})."
+            )
+
+
+def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Add inferred value_info where ONNX shape inference can; never fail a load over it."""
+    try:
+        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:
+        return proto
+
+
+def load(source: ModelSource, *, run_shape_inference: bool = True) -> LoadedModel:
+    proto, base_dir, path = read_model_proto(source)
+    check_versions(proto)
+    check_external_data(proto, base_dir)
+    if run_shape_inference:
+        proto = infer_shapes(proto)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as e:  # a proto that parses but is not a coherent model
+        raise InvalidGraph(f"This is an invalid model. {type(e).__name__}: {e}") from None
+    if base_dir is not None:
+        ir.external_data.set_base_dir(model.graph, base_dir)
+    return LoadedModel(proto=proto, model=model, base_dir=base_dir, path=path)

@@ -1,0 +1,447 @@
+"""The execution plan: built once per graph at session construction.
+
+A :class:`GraphPlan` holds, for one graph (the main graph, a control-flow body or
+a function body):
+
+* an integer slot per value; slot 0 is always ``None`` (an omitted optional input)
+  and slot 1 swallows outputs nobody asked for;
+* the initializers pre-placed in a template list;
+* one :class:`Step` per node, in topological order, with its prepared kernel, the
+  slots it reads and writes, and the slots that die after it (released at once);
+* the names the graph reads from enclosing graphs (``captured_names``): a node with
+  a subgraph receives those as extra inputs after its regular ones, so lifetimes in
+  the enclosing graph stay exact.
+
+``run`` does nothing but execute the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxrt.errors import Fail, InvalidGraph, NotImplemented, OrtError, RuntimeException
+from onnxrt.ops import registry
+from onnxrt.runtime.values import ir_type_dtype, sparse_to_dense, tensor_to_numpy, type_to_proto
+
+NONE_SLOT = 0
+DISCARD_SLOT = 1
+
+
+@dataclass(slots=True)
+class Step:
+    kernel: Callable[..., Any]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    release: tuple[int, ...]
+    node: ir.Node
+    op_type: str
+    name: str
+
+
+@dataclass
+class PlanConfig:
+    """What planning needs beyond the graph: opsets, model functions, session settings."""
+
+    opsets: dict[str, int]
+    functions: dict[tuple[str, str, str], ir.Function] = field(default_factory=dict)
+    session: Any = None
+
+
+class Terminated(Exception):
+    """Raised inside a run when RunOptions.terminate was set."""
+
+
+class GraphPlan:
+    def __init__(
+        self,
+        graph: ir.Graph,
+        config: PlanConfig,
+        outer_scope: frozenset[str] = frozenset(),
+        overridable_initializers: bool = True,
+    ) -> None:
+        self.graph = graph
+        self.config = config
+        self._slot_of: dict[str, int] = {}
+        self._n_slots = 2
+        self.input_names = [v.name for v in graph.inputs]
+        self.output_names = [v.name for v in graph.outputs]
+        initializer_names = set(graph.initializers)
+        self.overridable: list[str] = [n for n in self.input_names if n in initializer_names]
+
+        template: dict[int, Any] = {}
+        self.constants: dict[str, Any] = {}
+        for name, value in graph.initializers.items():
+            slot = self._new_slot(name)
+            if value.const_value is None:
+                raise InvalidGraph(f"Initializer '{name}' has no value.")
+            array = tensor_to_numpy(value.const_value)
+            array.flags.writeable = False  # weights are shared by every run: no kernel may write them
+            template[slot] = array
+            if name not in self.input_names or not overridable_initializers:
+                self.constants[name] = array
+        self.input_slots = [self._slot_of.get(n) or self._new_slot(n) for n in self.input_names]
+
+        nodes = self._topological_order(graph, outer_scope)
+        defined = set(self._slot_of)
+        for node in nodes:
+            defined.update(o.name for o in node.outputs if o.name)
+        inner_scope = frozenset(outer_scope | defined)
+
+        self.captured_names: list[str] = []
+        self.steps: list[Step] = []
+        for node in nodes:
+            self.steps.append(self._plan_node(node, inner_scope, outer_scope))
+
+        missing = [n for n in self.output_names if n not in self._slot_of]
+        if missing:
+            raise InvalidGraph(f"Graph output(s) {missing} are not produced by any node, input or initializer.")
+        self.output_slots = [self._slot_of[n] for n in self.output_names]
+        self.captured_slots = [self._slot_of[n] for n in self.captured_names]
+
+        self._template: list[Any] = [None] * self._n_slots
+        for slot, array in template.items():
+            self._template[slot] = array
+        self._assign_release_points()
+
+    # -- building -------------------------------------------------------------------------
+
+    def _new_slot(self, name: str) -> int:
+        slot = self._n_slots
+        self._n_slots += 1
+        self._slot_of[name] = slot
+        return slot
+
+    def _read_slot(self, name: str, outer_scope: frozenset[str]) -> int:
+        slot = self._slot_of.get(name)
+        if slot is None:
+            if name not in outer_scope:
+                raise InvalidGraph(
+                    f"Value '{name}' is used but is not a graph input, an initializer, or the output of a node."
+                )
+            self.captured_names.append(name)
+            slot = self._new_slot(name)
+        return slot
+
+    @staticmethod
+    def _topological_order(graph: ir.Graph, outer_scope: frozenset[str]) -> list[ir.Node]:
+        nodes = list(graph)
+        producer: dict[str, int] = {}
+        for i, node in enumerate(nodes):
+            for out in node.outputs:
+                if out.name:
+                    if out.name in producer:
+                        raise InvalidGraph(f"Value '{out.name}' is produced by more than one node.")
+                    producer[out.name] = i
+        deps: list[set[int]] = []
+        for node in nodes:
+            needed: set[int] = set()
+            for name in _names_read(node):
+                j = producer.get(name)
+                if j is not None:
+                    needed.add(j)
+            deps.append(needed)
+        # Kahn's algorithm, keeping the file order among ready nodes.
+        order: list[ir.Node] = []
+        users: list[list[int]] = [[] for _ in nodes]
+        pending = [len(d) for d in deps]
+        for i, d in enumerate(deps):
+            for j in d:
+                users[j].append(i)
+        ready = [i for i, n in enumerate(pending) if n == 0]
+        import heapq
+
+        heapq.heapify(ready)
+        while ready:
+            i = heapq.heappop(ready)
+            order.append(nodes[i])
+            for u in users[i]:
+                pending[u] -= 1
+                if pending[u] == 0:
+                    heapq.heappush(ready, u)
+        if len(order) != len(nodes):
+            stuck = [nodes[i].name or nodes[i].op_type for i, n in enumerate(pending) if n > 0]
+            raise InvalidGraph(f"The graph has a cycle; nodes that can never run: {stuck[:10]}")
+        return order
+
+    def _plan_node(self, node: ir.Node, inner_scope: frozenset[str], outer_scope: frozenset[str]) -> Step:
+        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        opset = self.config.opsets.get(domain)
+        node_desc = f"node '{node.name}' ({node.op_type})"
+        if opset is None:
+            raise InvalidGraph(
+                f"This is an invalid model. {node_desc} uses domain '{domain or 'ai.onnx'}', "
+                f"which the model does not import."
+            )
+
+        attrs, subplans = self._parse_attributes(node, domain, opset, inner_scope)
+        captured: list[str] = []
+        for sub in subplans:
+            for name in sub.captured_names:
+                if name not in captured:
+                    captured.append(name)
+
+        in_slots = [NONE_SLOT if v is None or not v.name else self._read_slot(v.name, outer_scope) for v in node.inputs]
+        in_slots += [self._read_slot(name, outer_scope) for name in captured]
+
+        ctx = registry.KernelContext(
+            op_type=node.op_type,
+            domain=domain,
+            name=node.name or "",
+            opset=opset,
+            since_version=0,
+            attrs=attrs,
+            num_inputs=len(node.inputs),
+            num_outputs=len(node.outputs),
+            input_names=[v.name if v is not None else "" for v in node.inputs],
+            output_names=[v.name for v in node.outputs],
+            const_inputs=[self.constants.get(v.name) if v is not None else None for v in node.inputs],
+            input_types=[v.type if v is not None else None for v in node.inputs],
+            output_types=[v.type for v in node.outputs],
+            num_captured=len(captured),
+            session=self.config.session,
+        )
+        ctx.input_dtypes = [ir_type_dtype(t) for t in ctx.input_types]  # type: ignore[attr-defined]
+        ctx.output_dtypes = [ir_type_dtype(t) for t in ctx.output_types]  # type: ignore[attr-defined]
+        ctx.subplans = subplans  # type: ignore[attr-defined]
+        ctx.node = node  # type: ignore[attr-defined]
+
+        kernel = self._make_kernel(node, domain, opset, ctx)
+
+        out_slots = []
+        for v in node.outputs:
+            if not v.name:
+                out_slots.append(DISCARD_SLOT)
+            else:
+                out_slots.append(self._new_slot(v.name))
+        if node.op_type == "Constant" and domain == "" and len(node.outputs) == 1 and node.outputs[0].name:
+            # Constants are known now: later kernels may prepare with them.
+            try:
+                self.constants[node.outputs[0].name] = kernel()
+            except Exception:
+                pass
+        return Step(kernel, tuple(in_slots), tuple(out_slots), (), node, node.op_type, node.name or "")
+
+    def _make_kernel(self, node: ir.Node, domain: str, opset: int, ctx: registry.KernelContext) -> Callable:
+        from onnxrt.runtime import functions  # late import: functions builds GraphPlans
+
+        model_fn = self.config.functions.get((node.domain, node.op_type, node.overload or ""))
+        if model_fn is not None:
+            factory: Callable = functions.model_function_factory(model_fn, self.config)
+            ctx.since_version = opset
+        else:
+            found = registry.lookup(domain, node.op_type, opset)
+            if found is not None:
+                ctx.since_version, factory = found
+            else:
+                schema = _schema(node.op_type, opset, domain)
+                if schema is not None and (schema.has_function or schema.has_context_dependent_function):
+                    factory = functions.schema_function_factory(schema, self.config)
+                    ctx.since_version = schema.since_version
+                else:
+                    raise NotImplemented(
+                        f"Could not find an implementation for {node.op_type}({opset}) node with name "
+                        f"'{node.name}' in domain '{domain or 'ai.onnx'}'"
+                    )
+        try:
+            return factory(ctx)
+        except OrtError:
+            raise
+        except Exception as e:
+            raise Fail(f"Failed to prepare {ctx.describe()}: {type(e).__name__}: {e}") from e
+
+    def _parse_attributes(
+        self, node: ir.Node, domain: str, opset: int, inner_scope: frozenset[str]
+    ) -> tuple[dict[str, Any], list["GraphPlan"]]:
+        attrs: dict[str, Any] = dict(_schema_defaults(node.op_type, opset, domain))
+        subplans: list[GraphPlan] = []
+        for name, attr in node.attributes.items():
+            if attr.is_ref():
+                raise InvalidGraph(f"Attribute '{name}' of node '{node.name}' refers to a function attribute outside a function.")
+            attrs[name] = self._attribute_value(attr, inner_scope, subplans)
+        schema = _schema(node.op_type, opset, domain)
+        if schema is not None:
+            for name, spec in schema.attributes.items():
+                if spec.required and name not in attrs:
+                    raise InvalidGraph(
+                        f"This is an invalid model. Node '{node.name}' ({node.op_type}): required attribute "
+                        f"'{name}' is missing."
+                    )
+        return attrs, subplans
+
+    def _attribute_value(self, attr: ir.Attr, inner_scope: frozenset[str], subplans: list) -> Any:
+        t = attr.type
+        A = ir.AttributeType
+        if t == A.FLOAT:
+            return float(attr.value)
+        if t == A.INT:
+            return int(attr.value)
+        if t == A.STRING:
+            return attr.value if isinstance(attr.value, str) else attr.value.decode()
+        if t == A.TENSOR:
+            return tensor_to_numpy(attr.value)
+        if t == A.GRAPH:
+            sub = GraphPlan(attr.value, self.config, inner_scope, overridable_initializers=False)
+            subplans.append(sub)
+            return sub
+        if t == A.FLOATS:
+            return [float(x) for x in attr.value]
+        if t == A.INTS:
+            return [int(x) for x in attr.value]
+        if t == A.STRINGS:
+            return [x if isinstance(x, str) else x.decode() for x in attr.value]
+        if t == A.TENSORS:
+            return [tensor_to_numpy(x) for x in attr.value]
+        if t == A.GRAPHS:
+            subs = [GraphPlan(g, self.config, inner_scope, overridable_initializers=False) for g in attr.value]
+            subplans.extend(subs)
+            return subs
+        if t == A.SPARSE_TENSOR:
+            return sparse_to_dense(attr.value)
+        if t == A.TYPE_PROTO:
+            return attr.value
+        if t == A.TYPE_PROTOS:
+            return list(attr.value)
+        return attr.value
+
+    def _assign_release_points(self) -> None:
+        keep = set(self.output_slots) | {NONE_SLOT, DISCARD_SLOT}
+        last_use: dict[int, int] = {}
+        for i, step in enumerate(self.steps):
+            for s in step.inputs:
+                last_use[s] = i
+            for s in step.outputs:
+                last_use.setdefault(s, i)  # an output nobody reads dies where it is made
+        releases: list[list[int]] = [[] for _ in self.steps]
+        for slot, i in last_use.items():
+            if slot not in keep:
+                releases[i].append(slot)
+        for step, rel in zip(self.steps, releases):
+            step.release = tuple(rel)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, feeds: Sequence[Any], captured: Sequence[Any] = (), run_options: Any = None) -> list[Any]:
+        """Execute the graph. ``feeds`` align with ``input_names``, ``captured`` with ``captured_names``."""
+        values = self._template.copy()
+        for slot, value in zip(self.input_slots, feeds):
+            if value is not None or values[slot] is None:
+                values[slot] = value
+        for slot, value in zip(self.captured_slots, captured):
+            values[slot] = value
+        step = None
+        try:
+            if run_options is None:
+                for step in self.steps:
+                    result = step.kernel(*[values[i] for i in step.inputs])
+                    outs = step.outputs
+                    if len(outs) == 1:
+                        values[outs[0]] = result[0] if type(result) is tuple else result
+                    else:
+                        for slot, value in zip(outs, result):
+                            values[slot] = value
+                    for slot in step.release:
+                        values[slot] = None
+            else:
+                for step in self.steps:
+                    if run_options.terminate:
+                        raise Terminated()
+                    result = step.kernel(*[values[i] for i in step.inputs])
+                    outs = step.outputs
+                    if len(outs) == 1:
+                        values[outs[0]] = result[0] if type(result) is tuple else result
+                    else:
+                        for slot, value in zip(outs, result):
+                            values[slot] = value
+                    for slot in step.release:
+                        values[slot] = None
+        except Terminated:
+            raise
+        except OrtError as e:
+            if step is None or getattr(e, "_node_named", False):
+                raise
+            err = type(e)(
+                f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
+                f"Status Message: {e.message}"
+            )
+            err._node_named = True  # type: ignore[attr-defined]
+            raise err from e
+        except Exception as e:
+            if step is None:
+                raise
+            err = RuntimeException(
+                f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
+                f"Status Message: {type(e).__name__}: {e}"
+            )
+            err._node_named = True  # type: ignore[attr-defined]
+            raise err from e
+        out = [values[s] for s in self.output_slots]
+        for i, v in enumerate(out):
+            if isinstance(v, np.generic):
+                out[i] = np.asarray(v)
+        return out
+
+
+def _names_read(node: ir.Node) -> list[str]:
+    """Every value name a node reads, including names its subgraphs read from outside themselves."""
+    names = [v.name for v in node.inputs if v is not None and v.name]
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            names.extend(_free_names(attr.value))
+        elif attr.type == ir.AttributeType.GRAPHS:
+            for g in attr.value:
+                names.extend(_free_names(g))
+    return names
+
+
+def _free_names(graph: ir.Graph) -> set[str]:
+    defined = {v.name for v in graph.inputs} | set(graph.initializers)
+    used: set[str] = set()
+    for node in graph:
+        used.update(_names_read(node))
+        defined.update(o.name for o in node.outputs if o.name)
+    return used - defined
+
+
+_schema_cache: dict[tuple[str, int, str], Any] = {}
+
+
+def _schema(op_type: str, opset: int, domain: str) -> onnx.defs.OpSchema | None:
+    key = (op_type, opset, domain)
+    if key not in _schema_cache:
+        try:
+            _schema_cache[key] = onnx.defs.get_schema(op_type, opset, domain)
+        except Exception:
+            _schema_cache[key] = None
+    return _schema_cache[key]
+
+
+_defaults_cache: dict[tuple[str, int, str], dict[str, Any]] = {}
+
+
+def _schema_defaults(op_type: str, opset: int, domain: str) -> dict[str, Any]:
+    key = (op_type, opset, domain)
+    cached = _defaults_cache.get(key)
+    if cached is not None:
+        return cached
+    defaults: dict[str, Any] = {}
+    schema = _schema(op_type, opset, domain)
+    if schema is not None:
+        for name, spec in schema.attributes.items():
+            dv = spec.default_value
+            if dv is None or dv.type == onnx.AttributeProto.UNDEFINED:
+                continue
+            value = onnx.helper.get_attribute_value(dv)
+            if isinstance(value, bytes):
+                value = value.decode()
+            elif isinstance(value, list):
+                value = [v.decode() if isinstance(v, bytes) else v for v in value]
+            elif isinstance(value, onnx.TensorProto):
+                value = onnx.numpy_helper.to_array(value)
+            defaults[name] = value
+    _defaults_cache[key] = defaults
+    return defaults
