@@ -1,0 +1,514 @@
+"""Elementwise maths, comparison, logic, bitwise and variadic operators.
+
+Every kernel checks its input dtypes (exact ONNX typing: both operands of a binary op share one
+dtype), computes with numpy ufuncs and returns arrays (never numpy scalars) of exactly the spec's
+output dtype. bfloat16 and the other ml_dtypes floats are computed in float32 and cast back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import ml_dtypes
+import numpy as np
+from numpy.polynomial import chebyshev as _cheb
+
+from onnxrt.ops.registry import KernelContext, op, op_factory
+
+# -- dtype sets ----------------------------------------------------------------------------
+
+F16 = np.dtype(np.float16)
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+BF16 = np.dtype(ml_dtypes.bfloat16)
+BOOL = np.dtype(np.bool_)
+OBJ = np.dtype(object)
+
+FLOATS = frozenset({F16, F32, F64, BF16})
+FLOAT8S = frozenset(
+    np.dtype(getattr(ml_dtypes, n))
+    for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+    if hasattr(ml_dtypes, n)
+)
+SIGNED = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64))
+UNSIGNED = frozenset(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64))
+INTS = SIGNED | UNSIGNED
+NUMERIC = FLOATS | INTS
+SIGNED_NUMERIC = FLOATS | SIGNED
+ALL_PLAIN = NUMERIC | {BOOL}
+WITH_STRINGS = ALL_PLAIN | {OBJ}
+
+
+def _arr(value: Any) -> np.ndarray:
+    """numpy ufuncs return scalars for 0-d operands: wrap them back into arrays."""
+    return value if type(value) is np.ndarray else np.asarray(value)
+
+
+def _dtype(op_name: str, input_name: str, value: Any) -> np.dtype:
+    try:
+        return value.dtype
+    except AttributeError:
+        raise TypeError(
+            f"{op_name}: input '{input_name}' must be a tensor, got {type(value).__name__}"
+        ) from None
+
+
+def _names(dtypes) -> str:
+    return ", ".join(sorted(str(d) for d in dtypes))
+
+
+def _check(op_name: str, input_name: str, dt: np.dtype, allowed: frozenset) -> None:
+    if dt not in allowed:
+        raise TypeError(
+            f"{op_name}: input '{input_name}' has unsupported element type {dt}; expected one of {_names(allowed)}"
+        )
+
+
+def _same(op_name: str, a: str, da: np.dtype, b: str, db: np.dtype) -> None:
+    if da != db:
+        raise TypeError(f"{op_name}: inputs '{a}' ({da}) and '{b}' ({db}) must have the same element type")
+
+
+def _broadcast_error(op_name: str, arrays, names) -> ValueError:
+    shapes = ", ".join(f"'{n}' {tuple(np.shape(a))}" for n, a in zip(names, arrays))
+    return ValueError(f"{op_name}: input shapes are not broadcast-compatible: {shapes}")
+
+
+# -- unary ops -----------------------------------------------------------------------------
+
+
+def _unary(op_name: str, fn: Callable[[np.ndarray], Any], allowed: frozenset, result: np.dtype | None = None):
+    """A kernel applying ``fn`` elementwise; output dtype = input dtype (or ``result``)."""
+
+    def kernel(X):
+        dt = _dtype(op_name, "X", X)
+        if dt not in allowed:
+            _check(op_name, "X", dt, allowed)
+        if dt.kind == "V":  # bfloat16 / float8: through float32
+            r = fn(X.astype(F32))
+            return _arr(r) if result is not None else np.asarray(r).astype(dt)
+        r = fn(X)
+        if type(r) is not np.ndarray:
+            r = np.asarray(r)
+        if result is None and r.dtype != dt:
+            r = r.astype(dt)
+        return r
+
+    kernel.__name__ = op_name.lower()
+    return kernel
+
+
+def _register_unary(op_name: str, versions, fn, allowed, result=None) -> None:
+    kernel = _unary(op_name, fn, allowed, result)
+    op(op_name, *versions)(kernel)
+
+
+_register_unary("Abs", (1,), np.abs, NUMERIC)
+_register_unary("Neg", (1,), np.negative, SIGNED_NUMERIC)
+_register_unary("Reciprocal", (1,), np.reciprocal, FLOATS)
+_register_unary("Sqrt", (1,), np.sqrt, FLOATS)
+_register_unary("Exp", (1,), np.exp, FLOATS)
+_register_unary("Log", (1,), np.log, FLOATS)
+_register_unary("Floor", (1,), np.floor, FLOATS)
+_register_unary("Ceil", (1,), np.ceil, FLOATS)
+_register_unary("Round", (11,), np.rint, FLOATS)  # half to even
+_register_unary("Sign", (9,), np.sign, NUMERIC)
+_register_unary("Sin", (7,), np.sin, FLOATS)
+_register_unary("Cos", (7,), np.cos, FLOATS)
+_register_unary("Tan", (7,), np.tan, FLOATS)
+_register_unary("Asin", (7,), np.arcsin, FLOATS)
+_register_unary("Acos", (7,), np.arccos, FLOATS)
+_register_unary("Atan", (7,), np.arctan, FLOATS)
+_register_unary("Sinh", (9,), np.sinh, FLOATS)
+_register_unary("Cosh", (9,), np.cosh, FLOATS)
+_register_unary("Tanh", (1,), np.tanh, FLOATS)
+_register_unary("Asinh", (9,), np.arcsinh, FLOATS)
+_register_unary("Acosh", (9,), np.arccosh, FLOATS)
+_register_unary("Atanh", (9,), np.arctanh, FLOATS)
+_register_unary("IsNaN", (9,), np.isnan, FLOATS | FLOAT8S, result=BOOL)
+_register_unary("BitwiseNot", (18,), np.invert, INTS)
+_register_unary("Not", (1,), np.logical_not, frozenset({BOOL}))
+
+
+@op("IsInf", 10)
+def isinf(X, *, detect_negative=1, detect_positive=1):
+    dt = _dtype("IsInf", "X", X)
+    _check("IsInf", "X", dt, FLOATS | FLOAT8S)
+    if dt.kind == "V":
+        X = X.astype(F32)
+    if detect_negative and detect_positive:
+        return _arr(np.isinf(X))
+    if detect_positive:
+        return _arr(np.equal(X, np.inf))
+    if detect_negative:
+        return _arr(np.equal(X, -np.inf))
+    return np.zeros(X.shape, dtype=BOOL)
+
+
+# -- erf: piecewise Chebyshev interpolation of math.erf, tables built once at import -----------
+
+
+class _ErfTable:
+    """erf on [0, limit] as ``n`` polynomial pieces of degree ``deg``; a Taylor series near 0."""
+
+    def __init__(self, dtype: np.dtype, n: int, deg: int, limit: float, taylor_terms: int) -> None:
+        self.dtype = dtype
+        self.n = n
+        self.deg = deg
+        self.limit = dtype.type(limit)
+        self.h = limit / n
+        self.scale = dtype.type(2.0 / self.h)
+        nodes = np.cos(np.pi * (np.arange(deg + 1) + 0.5) / (deg + 1))
+        pieces = []
+        for i in range(n):
+            xs = i * self.h + (nodes + 1.0) * (self.h / 2.0)
+            coef = _cheb.chebfit(nodes, [math.erf(float(v)) for v in xs], deg)
+            pieces.append(_cheb.cheb2poly(coef))
+        self.table = np.ascontiguousarray(np.array(pieces, dtype=np.float64).T.astype(dtype))  # (deg+1, n)
+        # erf(x) = 2/sqrt(pi) * sum (-1)^k x^(2k+1) / (k! (2k+1)), as x * P(x^2)
+        self.taylor = [dtype.type((-1) ** k * 2.0 / math.sqrt(math.pi) / (math.factorial(k) * (2 * k + 1)))
+                       for k in range(taylor_terms)]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        s = np.abs(x)
+        np.minimum(s, self.limit, out=s)  # NaN stays NaN
+        s *= self.scale  # position in half-pieces
+        k = np.fmin(s, 2 * self.n - 1).astype(np.intp)
+        k >>= 1
+        u = s
+        u -= (2 * k + 1).astype(self.dtype)  # local coordinate in [-1, 1]
+        t = self.table
+        r = t[self.deg].take(k)
+        for d in range(self.deg - 1, -1, -1):
+            r *= u
+            r += t[d].take(k)
+        np.copysign(r, x, out=r)
+        small = np.abs(x) < self.dtype.type(self.h)
+        if small.any():
+            xs = x[small]
+            x2 = xs * xs
+            p = np.full_like(xs, self.taylor[-1])
+            for c in self.taylor[-2::-1]:
+                p *= x2
+                p += c
+            r[small] = xs * p
+        return r
+
+
+_ERF_TABLES: dict[np.dtype, _ErfTable] = {}
+
+
+def erf_array(x: np.ndarray) -> np.ndarray:
+    """erf of a float32 or float64 array (a new array of the same dtype)."""
+    table = _ERF_TABLES.get(x.dtype)
+    if table is None:
+        if x.dtype == F32:
+            table = _ErfTable(F32, 24, 7, 4.0, 6)
+        else:
+            table = _ErfTable(F64, 32, 13, 6.0, 10)
+        _ERF_TABLES[x.dtype] = table
+    return table(x)
+
+
+@op("Erf", 9)
+def erf(input):  # noqa: A002 - ONNX input name
+    dt = _dtype("Erf", "input", input)
+    _check("Erf", "input", dt, NUMERIC)
+    if dt == F32 or dt == F64:
+        return erf_array(np.asarray(input))
+    if dt in FLOATS:
+        return erf_array(np.asarray(input, dtype=F32)).astype(dt)
+    return erf_array(np.asarray(input, dtype=F64)).astype(dt)
+
+
+# -- binary ops ----------------------------------------------------------------------------
+
+
+def _legacy_align(op_name: str, A: np.ndarray, B: np.ndarray, broadcast: int, axis: int | None) -> np.ndarray:
+    """Opset-1..6 broadcasting: B is broadcast onto A's shape, suffix-aligned or from ``axis``."""
+    a_shape, b_shape = np.shape(A), np.shape(B)
+    if not broadcast:
+        if a_shape != b_shape:
+            raise ValueError(
+                f"{op_name}: without broadcast=1, inputs must have the same shape; got A {a_shape} and B {b_shape}"
+            )
+        return B
+    if len(b_shape) > len(a_shape):
+        raise ValueError(f"{op_name}: B {b_shape} has a higher rank than A {a_shape} (legacy broadcast)")
+    if axis is None or int(np.prod(b_shape, dtype=np.int64)) == 1:
+        if int(np.prod(b_shape, dtype=np.int64)) != 1 and a_shape[len(a_shape) - len(b_shape):] != b_shape:
+            raise ValueError(f"{op_name}: B {b_shape} is not a suffix of A {a_shape} (legacy broadcast)")
+        return B
+    ax = axis + len(a_shape) if axis < 0 else axis
+    if not 0 <= ax <= len(a_shape) - len(b_shape) or a_shape[ax:ax + len(b_shape)] != b_shape:
+        raise ValueError(
+            f"{op_name}: B {b_shape} does not match A {a_shape} starting at axis {axis} (legacy broadcast)"
+        )
+    return np.reshape(B, b_shape + (1,) * (len(a_shape) - ax - len(b_shape)))
+
+
+def _binary(op_name: str, fn: Callable, allowed: frozenset, result: np.dtype | None = None,
+            names: tuple[str, str] = ("A", "B")):
+    """A two-input kernel; both inputs share one dtype; output dtype = input dtype or ``result``."""
+    na, nb = names
+
+    def kernel(A, B):
+        da = _dtype(op_name, na, A)
+        db = _dtype(op_name, nb, B)
+        if da != db:
+            _same(op_name, na, da, nb, db)
+        if da not in allowed:
+            _check(op_name, na, da, allowed)
+        try:
+            if da.kind == "V":
+                r = fn(A.astype(F32), B.astype(F32))
+                return _arr(r) if result is not None else np.asarray(r).astype(da)
+            r = fn(A, B)
+        except ValueError as e:
+            if "broadcast" in str(e):
+                raise _broadcast_error(op_name, (A, B), names) from None
+            raise
+        return r if type(r) is np.ndarray else np.asarray(r)
+
+    kernel.__name__ = op_name.lower()
+    return kernel
+
+
+def _register_binary(op_name: str, fn: Callable, allowed: frozenset, versions, legacy_versions=(),
+                     result: np.dtype | None = None) -> None:
+    kernel = _binary(op_name, fn, allowed, result)
+    op(op_name, *versions)(kernel)
+    if legacy_versions:
+
+        def legacy(ctx: KernelContext):
+            broadcast = int(ctx.attrs.get("broadcast", 0))
+            axis = ctx.attrs.get("axis")
+
+            def run(A, B):
+                return kernel(A, _legacy_align(op_name, A, B, broadcast, axis))
+
+            return run
+
+        op_factory(op_name, *legacy_versions)(legacy)
+
+
+def _int_div(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Integer division truncating toward zero (C semantics); x / 0 gives 0 instead of crashing."""
+    if A.dtype.kind == "u":
+        with np.errstate(divide="ignore"):
+            return np.floor_divide(A, B)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rem = np.fmod(A, B)
+        q = np.subtract(A, rem)
+        np.floor_divide(q, B, out=q)
+    return q
+
+
+def _div(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    if A.dtype.kind in "iu":
+        return _int_div(A, B)
+    return np.divide(A, B)
+
+
+_register_binary("Add", np.add, NUMERIC, (7,), (1,))
+_register_binary("Sub", np.subtract, NUMERIC, (7,), (1,))
+_register_binary("Mul", np.multiply, NUMERIC, (7,), (1,))
+_register_binary("Div", _div, NUMERIC, (7,), (1,))
+
+_register_binary("And", np.logical_and, frozenset({BOOL}), (7,), (1,))
+_register_binary("Or", np.logical_or, frozenset({BOOL}), (7,), (1,))
+_register_binary("Xor", np.logical_xor, frozenset({BOOL}), (7,), (1,))
+_register_binary("BitwiseAnd", np.bitwise_and, INTS, (18,))
+_register_binary("BitwiseOr", np.bitwise_or, INTS, (18,))
+_register_binary("BitwiseXor", np.bitwise_xor, INTS, (18,))
+
+_register_binary("Equal", np.equal, WITH_STRINGS, (7,), (1,), result=BOOL)
+_register_binary("Greater", np.greater, NUMERIC, (7,), (1,), result=BOOL)
+_register_binary("Less", np.less, NUMERIC, (7,), (1,), result=BOOL)
+_register_binary("GreaterOrEqual", np.greater_equal, NUMERIC, (12,), result=BOOL)
+_register_binary("LessOrEqual", np.less_equal, NUMERIC, (12,), result=BOOL)
+
+
+# -- Mod -------------------------------------------------------------------------------------
+
+
+@op_factory("Mod", 10)
+def mod(ctx: KernelContext):
+    fmod = int(ctx.attrs.get("fmod", 0))
+    if fmod not in (0, 1):
+        raise ValueError(f"Mod: attribute fmod must be 0 or 1, got {fmod}")
+    ufunc = np.fmod if fmod else np.mod
+
+    def compute(A, B):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return ufunc(A, B)
+
+    return _binary("Mod", compute, NUMERIC)
+
+
+# -- BitShift ----------------------------------------------------------------------------------
+
+
+@op_factory("BitShift", 11)
+def bitshift(ctx: KernelContext):
+    direction = ctx.attrs.get("direction", "")
+    if direction not in ("LEFT", "RIGHT"):
+        raise ValueError(f"BitShift: attribute direction must be 'LEFT' or 'RIGHT', got {direction!r}")
+    left = direction == "LEFT"
+
+    def compute(X, Y):
+        dt = X.dtype
+        bits = dt.itemsize * 8
+        # Shift counts outside [0, bits) give what the sign fill alone produces.
+        if dt.kind == "u":
+            valid = Y < bits
+        else:
+            valid = (Y >= 0) & (Y < bits)
+        all_valid = bool(valid.all())
+        y = Y if all_valid else np.where(valid, Y, 0).astype(dt)
+        r = np.left_shift(X, y) if left else np.right_shift(X, y)
+        if all_valid:
+            return r
+        if left or dt.kind == "u":
+            fill = np.zeros((), dtype=dt)
+        else:
+            fill = np.where(X < 0, dt.type(-1), dt.type(0))
+        return np.where(valid, r, fill).astype(dt, copy=False)
+
+    return _binary("BitShift", compute, INTS, names=("X", "Y"))
+
+
+# -- Pow ---------------------------------------------------------------------------------------
+
+
+def _pow(X, Y, square: bool = False):
+    dx = _dtype("Pow", "X", X)
+    dy = _dtype("Pow", "Y", Y)
+    _check("Pow", "X", dx, NUMERIC)
+    _check("Pow", "Y", dy, NUMERIC)
+    try:
+        if square:
+            if dx.kind == "V":
+                return np.asarray(np.square(X.astype(F32))).astype(dx)
+            return _arr(np.square(X))
+        if dx.kind == "f" or dx.kind == "V":
+            xc = X.astype(F32) if dx.kind == "V" else X
+            if dy != xc.dtype:
+                # same precision arithmetic as the base (exponents of another type converted)
+                if dy.kind in "iu" or dy.kind == "V" or dy.itemsize < xc.dtype.itemsize:
+                    Y = Y.astype(xc.dtype)
+                else:  # wider float exponent: compute in its precision, then narrow
+                    xc = xc.astype(dy)
+            r = np.power(xc, Y)
+            return np.asarray(r).astype(dx, copy=False)
+        # integer base: result is the base's type
+        if dy.kind in "iu":
+            if dy.kind == "i" and bool((Y < 0).any()):
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                    r = np.power(X.astype(F64), Y.astype(F64))
+                    r = np.where(np.isfinite(r), r, 0)
+                return np.asarray(r).astype(dx)
+            with np.errstate(over="ignore"):
+                r = np.power(X, Y.astype(dx) if dy != dx and dy.itemsize <= dx.itemsize else Y)
+            return np.asarray(r).astype(dx, copy=False)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            yf = Y.astype(F32) if dy.kind == "V" else Y
+            r = np.power(X.astype(F64), yf.astype(F64))
+            r = np.where(np.isfinite(r), r, 0)
+        return np.asarray(r).astype(dx)
+    except ValueError as e:
+        if "broadcast" in str(e):
+            raise _broadcast_error("Pow", (X, Y), ("X", "Y")) from None
+        raise
+
+
+@op_factory("Pow", 7)
+def pow_(ctx: KernelContext):
+    y = ctx.const_inputs[1] if len(ctx.const_inputs) > 1 else None
+    if y is not None and y.ndim == 0 and y.dtype.kind in "fiu" and float(y) == 2.0:
+        def run_square(X, Y):
+            if getattr(X, "dtype", None) is not None and X.dtype.kind in "fV":
+                return _pow(X, Y, square=True)
+            return _pow(X, Y)
+        return run_square
+    return _pow
+
+
+@op_factory("Pow", 1)
+def pow_legacy(ctx: KernelContext):
+    broadcast = int(ctx.attrs.get("broadcast", 0))
+    axis = ctx.attrs.get("axis")
+
+    def run(X, Y):
+        if X.dtype != Y.dtype:
+            _same("Pow", "X", X.dtype, "Y", Y.dtype)
+        return _pow(X, _legacy_align("Pow", X, Y, broadcast, axis))
+
+    return run
+
+
+# -- variadic ----------------------------------------------------------------------------------
+
+
+def _variadic(op_name: str, ufunc, allowed: frozenset, mean: bool = False):
+    def kernel(*data):
+        if not data:
+            raise ValueError(f"{op_name}: at least one input is required")
+        names = [f"data_{i}" for i in range(len(data))]
+        dt = _dtype(op_name, names[0], data[0])
+        _check(op_name, names[0], dt, allowed)
+        for n, d in zip(names[1:], data[1:]):
+            dd = _dtype(op_name, n, d)
+            if dd != dt:
+                _same(op_name, names[0], dt, n, dd)
+        via = dt.kind == "V"
+        arrays = [d.astype(F32) if via else d for d in data]
+        try:
+            if len(arrays) == 1:
+                acc = np.array(arrays[0], copy=True)
+            else:
+                acc = _arr(ufunc(arrays[0], arrays[1]))
+                for d in arrays[2:]:
+                    if np.shape(d) == acc.shape or np.broadcast_shapes(acc.shape, np.shape(d)) == acc.shape:
+                        ufunc(acc, d, out=acc)
+                    else:
+                        acc = _arr(ufunc(acc, d))
+        except ValueError as e:
+            if "broadcast" in str(e) or "shape" in str(e):
+                raise _broadcast_error(op_name, data, names) from None
+            raise
+        if mean:
+            acc = acc / acc.dtype.type(len(data)) if acc.dtype.kind == "f" else acc // len(data)
+            acc = _arr(acc)
+        return acc.astype(dt) if via else acc
+
+    kernel.__name__ = op_name.lower()
+    return kernel
+
+
+op("Max", 1)(_variadic("Max", np.maximum, NUMERIC))
+op("Min", 1)(_variadic("Min", np.minimum, NUMERIC))
+op("Sum", 1)(_variadic("Sum", np.add, NUMERIC))
+op("Mean", 1)(_variadic("Mean", np.add, FLOATS, mean=True))
+
+
+# -- Where ---------------------------------------------------------------------------------------
+
+
+@op("Where", 9)
+def where(condition, X, Y):
+    dc = _dtype("Where", "condition", condition)
+    if dc != BOOL:
+        raise TypeError(f"Where: input 'condition' must be bool, got {dc}")
+    dx = _dtype("Where", "X", X)
+    dy = _dtype("Where", "Y", Y)
+    if dx != dy:
+        _same("Where", "X", dx, "Y", dy)
+    try:
+        r = np.where(condition, X, Y)
+    except ValueError:
+        raise _broadcast_error("Where", (condition, X, Y), ("condition", "X", "Y")) from None
+    if r.dtype != dx:
+        r = r.astype(dx)
+    return r
