@@ -1,0 +1,642 @@
+"""ai.onnx.ml kernels: classic machine-learning operators (trees, linear models, encoders, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxrt.errors import InvalidArgument, InvalidGraph
+from onnxrt.ops.registry import KernelContext, op, op_factory
+
+ML = "ai.onnx.ml"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _attr(ctx: KernelContext, name: str, default: Any = None) -> Any:
+    v = ctx.attrs.get(name)
+    return default if v is None else v
+
+
+def _floats(ctx: KernelContext, name: str) -> np.ndarray | None:
+    """A float attribute list, or its ``<name>_as_tensor`` twin (opset 3), as float64."""
+    t = ctx.attrs.get(name + "_as_tensor")
+    if t is not None:
+        return np.asarray(t, dtype=np.float64).reshape(-1)
+    v = ctx.attrs.get(name)
+    if v is None:
+        return None
+    return np.asarray(v, dtype=np.float64).reshape(-1)
+
+
+def _as_float_matrix(X: Any, op_name: str) -> np.ndarray:
+    X = np.asarray(X)
+    if X.dtype == object or X.dtype.kind not in "fiub":
+        raise TypeError(f"{op_name}: input 'X' must be a numeric tensor, got dtype {X.dtype}")
+    if X.ndim == 0:
+        raise InvalidArgument(f"{op_name}: input 'X' must have rank >= 1, got a scalar")
+    if X.ndim == 1:
+        X = X.reshape(1, -1)
+    elif X.ndim > 2:
+        X = X.reshape(X.shape[0], -1)
+    return X
+
+
+_POST = {"NONE": 0, "SOFTMAX": 1, "LOGISTIC": 2, "SOFTMAX_ZERO": 3, "PROBIT": 4}
+
+
+def _post_code(value: Any, where: str) -> int:
+    if isinstance(value, (int, np.integer)):
+        if not 0 <= int(value) <= 4:
+            raise InvalidGraph(f"{where}: post_transform {value} is not in 0..4")
+        return int(value)
+    if value not in _POST:
+        raise InvalidGraph(f"{where}: unknown post_transform '{value}'")
+    return _POST[value]
+
+
+def _logistic(x: np.ndarray) -> np.ndarray:
+    # stable 1 / (1 + exp(-x))
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    if x.shape[-1] == 0:
+        return x
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_zero(x: np.ndarray) -> np.ndarray:
+    if x.shape[-1] == 0:
+        return x
+    nonzero = np.abs(x) > 1e-7
+    e = np.where(nonzero, np.exp(x - x.max(axis=-1, keepdims=True)), 0.0)
+    s = e.sum(axis=-1, keepdims=True)
+    return np.divide(e, s, out=np.zeros_like(e), where=s != 0)
+
+
+def _erfinv_approx(x: np.ndarray) -> np.ndarray:
+    """Winitzki's closed-form erf^-1 approximation (a = 0.147), as onnxruntime uses."""
+    a = 0.147
+    sgn = np.where(x < 0, -1.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ln = np.log((1.0 - x) * (1.0 + x))
+        v = 2.0 / (np.pi * a) + 0.5 * ln
+        return sgn * np.sqrt(-v + np.sqrt(v * v - ln / a))
+
+
+def _probit(x: np.ndarray) -> np.ndarray:
+    return np.sqrt(2.0) * _erfinv_approx(2.0 * x - 1.0)
+
+
+def _post_transform(scores: np.ndarray, code: int) -> np.ndarray:
+    if code == 0:
+        return scores
+    if code == 1:
+        return _softmax(scores)
+    if code == 2:
+        return _logistic(scores)
+    if code == 3:
+        return _softmax_zero(scores)
+    return _probit(scores)
+
+
+# --------------------------------------------------------------------------------------------
+# ArrayFeatureExtractor, Binarizer
+# --------------------------------------------------------------------------------------------
+
+
+@op("ArrayFeatureExtractor", 1, domain=ML)
+def array_feature_extractor(X, Y):
+    X = np.asarray(X)
+    idx = np.asarray(Y)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"ArrayFeatureExtractor: input 'Y' must be int64 indices, got {idx.dtype}")
+    idx = idx.reshape(-1).astype(np.int64)
+    if X.ndim == 0:
+        raise InvalidArgument("ArrayFeatureExtractor: input 'X' must have rank >= 1, got a scalar")
+    last = X.shape[-1]
+    if idx.size == 0:
+        raise InvalidArgument("ArrayFeatureExtractor: input 'Y' (indices) must not be empty")
+    bad = (idx < 0) | (idx >= last)
+    if bad.any():
+        raise InvalidArgument(
+            f"ArrayFeatureExtractor: index {int(idx[bad][0])} in input 'Y' is out of range for the last "
+            f"dimension of 'X' (size {last})"
+        )
+    out = X[..., idx]
+    if X.ndim == 1:
+        out = out.reshape(1, -1)
+    return out
+
+
+@op("Binarizer", 1, domain=ML)
+def binarizer(X, *, threshold=0.0):
+    X = np.asarray(X)
+    if X.dtype.kind not in "fiu":
+        raise TypeError(f"Binarizer: input 'X' must be numeric, got dtype {X.dtype}")
+    t = X.dtype.type(threshold)
+    out = np.where(X > t, X.dtype.type(1), X.dtype.type(0)).astype(X.dtype, copy=False)
+    if np.issubdtype(X.dtype, np.floating):
+        out = np.where(np.isnan(X), X, out)
+    return np.asarray(out)
+
+
+# --------------------------------------------------------------------------------------------
+# LabelEncoder
+# --------------------------------------------------------------------------------------------
+
+
+class _Mapper:
+    """Vectorised key -> value lookup with a default (numeric keys via searchsorted)."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, default: Any, out_dtype: np.dtype):
+        self.out_dtype = np.dtype(out_dtype)
+        self.default = default
+        self.string_keys = keys.dtype == object
+        if self.string_keys:
+            self.table = {}
+            for k, v in zip(keys.tolist(), values.tolist()):
+                self.table[k] = v  # last duplicate wins
+        else:
+            keys = keys.astype(np.float64) if keys.dtype.kind == "f" else keys.astype(np.int64)
+            self.nan_value = None
+            table: dict = {}
+            for k, v in zip(keys.tolist(), values.tolist()):
+                if isinstance(k, float) and k != k:
+                    self.nan_value = v
+                else:
+                    table[k] = v
+            self.keys = np.array(list(table.keys()), dtype=keys.dtype)
+            vals = np.empty(len(table), dtype=self.out_dtype)
+            vals[:] = list(table.values())
+            order = np.argsort(self.keys, kind="stable")
+            self.keys = self.keys[order]
+            self.values = vals[order]
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if self.string_keys:
+            if X.dtype != object and X.dtype.kind not in "US":
+                raise TypeError(f"LabelEncoder: input 'X' must be a string tensor, got {X.dtype}")
+            out = np.empty(X.shape, dtype=self.out_dtype)
+            get, d = self.table.get, self.default
+            out.reshape(-1)[:] = [get(s, d) for s in X.reshape(-1).tolist()]
+            return out
+        if X.dtype == object or X.dtype.kind not in "fiu":
+            raise TypeError(f"LabelEncoder: input 'X' must be numeric for numeric keys, got {X.dtype}")
+        flat = X.reshape(-1)
+        out = np.empty(flat.shape, dtype=self.out_dtype)
+        out[:] = self.default
+        if self.keys.size:
+            xk = flat.astype(self.keys.dtype)
+            pos = np.minimum(np.searchsorted(self.keys, xk), self.keys.size - 1)
+            hit = self.keys[pos] == xk
+            out[hit] = self.values[pos[hit]]
+        if self.nan_value is not None and flat.dtype.kind == "f":
+            out[np.isnan(flat)] = self.nan_value
+        return out.reshape(X.shape)
+
+
+@op_factory("LabelEncoder", 1, domain=ML)
+def label_encoder_1(ctx: KernelContext):
+    classes = np.array(_attr(ctx, "classes_strings", []), dtype=object)
+    default_int = int(_attr(ctx, "default_int64", -1))
+    default_str = _attr(ctx, "default_string", "_Unused")
+    to_int = _Mapper(classes, np.arange(classes.size, dtype=np.int64), default_int, np.int64)
+    to_str = _Mapper(np.arange(classes.size, dtype=np.int64), classes, default_str, object)
+
+    def run(X):
+        X = np.asarray(X)
+        if X.dtype == object or X.dtype.kind in "US":
+            return to_int(X.astype(object))
+        return to_str(X)
+
+    return run
+
+
+def _label_encoder_side(ctx: KernelContext, prefix: str) -> np.ndarray | None:
+    t = ctx.attrs.get(prefix + "_tensor")
+    if t is not None:
+        return np.asarray(t).reshape(-1)
+    for suffix, dt in (("_strings", object), ("_int64s", np.int64), ("_floats", np.float32)):
+        v = ctx.attrs.get(prefix + suffix)
+        if v is not None:
+            return np.array(v, dtype=dt).reshape(-1)
+    return None
+
+
+@op_factory("LabelEncoder", 2, 4, domain=ML)
+def label_encoder(ctx: KernelContext):
+    where = ctx.describe()
+    keys = _label_encoder_side(ctx, "keys")
+    values = _label_encoder_side(ctx, "values")
+    if keys is None or values is None:
+        raise InvalidGraph(f"{where}: one keys_* and one values_* attribute are required")
+    if keys.size != values.size:
+        raise InvalidGraph(f"{where}: keys ({keys.size}) and values ({values.size}) differ in length")
+    out_dtype = values.dtype
+    dt = ctx.attrs.get("default_tensor")
+    if dt is not None:
+        default = np.asarray(dt).reshape(-1)[0]
+        if out_dtype == object:
+            default = str(default)
+    elif out_dtype == object:
+        default = _attr(ctx, "default_string", "_Unused")
+    elif out_dtype.kind == "f":
+        default = _attr(ctx, "default_float", -0.0)
+    else:
+        default = _attr(ctx, "default_int64", -1)
+    mapper = _Mapper(keys, values, default, out_dtype)
+
+    def run(X):
+        return mapper(np.asarray(X))
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Vectorised tree ensembles
+# --------------------------------------------------------------------------------------------
+
+_MODE_CODES = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4,
+               "BRANCH_NEQ": 5, "BRANCH_MEMBER": 6, "LEAF": 7}
+_AGG = {"AVERAGE": 0, "SUM": 1, "MIN": 2, "MAX": 3}
+
+
+class _Forest:
+    """Trees as flat arrays, walked for all (row, tree) pairs at once, one level per step.
+
+    Children >= 0 are node indices; a child < 0 is leaf ``~child``. Each leaf owns a run of
+    (target, weight) entries in CSR form.
+    """
+
+    def __init__(self, *, feat, thr, mode, true_next, false_next, miss_true, roots,
+                 member_sets, leaf_start, leaf_target, leaf_weight, n_targets, agg, where):
+        self.feat = np.asarray(feat, dtype=np.int64)
+        self.thr = np.asarray(thr, dtype=np.float64)
+        self.mode = np.asarray(mode, dtype=np.int64)
+        self.true_next = np.asarray(true_next, dtype=np.int64)
+        self.false_next = np.asarray(false_next, dtype=np.int64)
+        self.miss_true = np.asarray(miss_true, dtype=bool)
+        self.roots = np.asarray(roots, dtype=np.int64)
+        self.leaf_start = np.asarray(leaf_start, dtype=np.int64)  # n_leaves + 1
+        self.leaf_target = np.asarray(leaf_target, dtype=np.int64)
+        self.leaf_weight = np.asarray(leaf_weight, dtype=np.float64)
+        self.n_targets = int(n_targets)
+        self.agg = agg
+        self.where = where
+        n_nodes = self.feat.size
+        n_leaves = self.leaf_start.size - 1
+        for name, nxt in (("true", self.true_next), ("false", self.false_next), ("root", self.roots)):
+            if nxt.size and (nxt.max(initial=-1) >= n_nodes or (~nxt[nxt < 0]).max(initial=-1) >= n_leaves):
+                raise InvalidGraph(f"{where}: a {name} branch points outside the nodes/leaves")
+        if self.leaf_target.size and (self.leaf_target.min() < 0 or self.leaf_target.max() >= self.n_targets):
+            raise InvalidGraph(f"{where}: a leaf target id is outside [0, {self.n_targets})")
+        # membership sets, one padded row per BRANCH_MEMBER node
+        self.member_row = np.full(n_nodes, -1, dtype=np.int64)
+        members = np.nonzero(self.mode == 6)[0]
+        if members.size:
+            sets = member_sets or []
+            if len(sets) < members.size:
+                raise InvalidGraph(f"{where}: membership_values holds {len(sets)} sets for {members.size} member nodes")
+            width = max((len(s) for s in sets), default=0) or 1
+            table = np.full((members.size, width), np.nan)
+            for i in range(members.size):
+                table[i, : len(sets[i])] = sets[i]
+            self.member_row[members] = np.arange(members.size)
+            self.member_table = table
+        self.uniform_mode = int(self.mode[0]) if n_nodes and (self.mode == self.mode[0]).all() else None
+        self.n_features = int(self.feat.max()) + 1 if n_nodes else 0
+
+    def leaves(self, X: np.ndarray) -> np.ndarray:
+        """(rows, trees) leaf indices reached by each row in each tree."""
+        n, t = X.shape[0], self.roots.size
+        if X.shape[1] < self.n_features:
+            raise InvalidArgument(
+                f"{self.where}: input 'X' has {X.shape[1]} features, the trees read feature {self.n_features - 1}")
+        cur = np.tile(self.roots, n)
+        rows = np.repeat(np.arange(n, dtype=np.int64), t)
+        active = np.nonzero(cur >= 0)[0]
+        steps = 0
+        while active.size:
+            steps += 1
+            if steps > self.feat.size + 1:
+                raise InvalidGraph(f"{self.where}: the trees contain a cycle")
+            nodes = cur[active]
+            x = X[rows[active], self.feat[nodes]]
+            thr = self.thr[nodes]
+            m = self.uniform_mode if self.uniform_mode is not None else self.mode[nodes]
+            with np.errstate(invalid="ignore"):
+                if isinstance(m, int):
+                    cond = self._compare(m, x, thr, nodes)
+                else:
+                    cond = np.zeros(nodes.size, dtype=bool)
+                    for code in np.unique(m):
+                        sel = m == code
+                        cond[sel] = self._compare(int(code), x[sel], thr[sel], nodes[sel])
+            cond |= self.miss_true[nodes] & np.isnan(x)
+            nxt = np.where(cond, self.true_next[nodes], self.false_next[nodes])
+            cur[active] = nxt
+            active = active[nxt >= 0]
+        return (~cur).reshape(n, t)
+
+    def _compare(self, code: int, x, thr, nodes) -> np.ndarray:
+        if code == 0:
+            return x <= thr
+        if code == 1:
+            return x < thr
+        if code == 2:
+            return x >= thr
+        if code == 3:
+            return x > thr
+        if code == 4:
+            return x == thr
+        if code == 5:
+            return x != thr
+        if code == 6:
+            return (self.member_table[self.member_row[nodes]] == x[:, None]).any(axis=1)
+        raise InvalidGraph(f"{self.where}: a LEAF node is used as a branch")
+
+    def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Aggregated (rows, targets) scores and a has-score mask, before base values."""
+        n = X.shape[0]
+        leaves = self.leaves(X).reshape(-1)
+        counts = self.leaf_start[leaves + 1] - self.leaf_start[leaves]
+        rows = np.repeat(np.repeat(np.arange(n, dtype=np.int64), self.roots.size), counts)
+        offs = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        entries = np.repeat(self.leaf_start[leaves], counts) + offs
+        lin = rows * self.n_targets + self.leaf_target[entries]
+        w = self.leaf_weight[entries]
+        size = n * self.n_targets
+        hits = np.bincount(lin, minlength=size).reshape(n, self.n_targets)
+        has = hits > 0
+        if self.agg in (0, 1):
+            s = np.bincount(lin, weights=w, minlength=size).reshape(n, self.n_targets)
+            if self.agg == 0 and self.roots.size:
+                s = s / self.roots.size
+        else:
+            s = np.full(size, np.inf if self.agg == 2 else -np.inf)
+            (np.minimum if self.agg == 2 else np.maximum).at(s, lin, w)
+            s = np.where(has.reshape(-1), s, 0.0).reshape(n, self.n_targets)
+        return s, has
+
+
+def _forest_from_legacy(ctx: KernelContext, prefix: str, n_targets: int, agg: int) -> _Forest:
+    """TreeEnsembleRegressor/Classifier (opset 1/3) node lists -> _Forest."""
+    where = ctx.describe()
+    treeids = list(_attr(ctx, "nodes_treeids", []))
+    nodeids = list(_attr(ctx, "nodes_nodeids", []))
+    n = len(treeids)
+    featids = list(_attr(ctx, "nodes_featureids", []))
+    modes = list(_attr(ctx, "nodes_modes", []))
+    values = _floats(ctx, "nodes_values")
+    values = np.zeros(n) if values is None else values
+    trues = list(_attr(ctx, "nodes_truenodeids", []))
+    falses = list(_attr(ctx, "nodes_falsenodeids", []))
+    miss = list(_attr(ctx, "nodes_missing_value_tracks_true", [])) or [0] * n
+    for name, lst in (("nodes_nodeids", nodeids), ("nodes_featureids", featids), ("nodes_modes", modes),
+                      ("nodes_values", values), ("nodes_truenodeids", trues), ("nodes_falsenodeids", falses),
+                      ("nodes_missing_value_tracks_true", miss)):
+        if len(lst) != n:
+            raise InvalidGraph(f"{where}: {name} has {len(lst)} entries, nodes_treeids has {n}")
+    try:
+        mode_codes = [_MODE_CODES[m] for m in modes]
+    except KeyError as e:
+        raise InvalidGraph(f"{where}: unknown node mode {e.args[0]!r}") from None
+    key_to_pos = {}
+    for i, (t, nd) in enumerate(zip(treeids, nodeids)):
+        if (t, nd) in key_to_pos:
+            raise InvalidGraph(f"{where}: node ({t}, {nd}) is defined twice")
+        key_to_pos[(t, nd)] = i
+    is_leaf = [c == 7 for c in mode_codes]
+    leaf_id = {}
+    branch_id = {}
+    for i in range(n):
+        if is_leaf[i]:
+            leaf_id[i] = len(leaf_id)
+        else:
+            branch_id[i] = len(branch_id)
+
+    def ref(pos: int) -> int:
+        return ~leaf_id[pos] if is_leaf[pos] else branch_id[pos]
+
+    def child(i: int, nid: int) -> int:
+        pos = key_to_pos.get((treeids[i], nid))
+        if pos is None:
+            raise InvalidGraph(f"{where}: node ({treeids[i]}, {nodeids[i]}) points to missing node {nid}")
+        return ref(pos)
+
+    b = sorted(branch_id, key=branch_id.get)
+    true_next = [child(i, trues[i]) for i in b]
+    false_next = [child(i, falses[i]) for i in b]
+    # a root is the first node of each tree that no node of that tree points to
+    referenced = set()
+    for i in b:
+        referenced.add((treeids[i], trues[i]))
+        referenced.add((treeids[i], falses[i]))
+    roots, seen = [], set()
+    for i in range(n):
+        t = treeids[i]
+        if t not in seen and (t, nodeids[i]) not in referenced:
+            seen.add(t)
+            roots.append(ref(i))
+    # leaf outputs
+    t_tree = list(_attr(ctx, prefix + "_treeids", []))
+    t_node = list(_attr(ctx, prefix + "_nodeids", []))
+    t_ids = list(_attr(ctx, prefix + "_ids", []))
+    t_w = _floats(ctx, prefix + "_weights")
+    t_w = np.zeros(len(t_tree)) if t_w is None else t_w
+    if not (len(t_tree) == len(t_node) == len(t_ids) == len(t_w)):
+        raise InvalidGraph(f"{where}: {prefix}_treeids/_nodeids/_ids/_weights differ in length")
+    ent_leaf = []
+    for tt, nn in zip(t_tree, t_node):
+        pos = key_to_pos.get((tt, nn))
+        if pos is None or not is_leaf[pos]:
+            raise InvalidGraph(f"{where}: {prefix} entry refers to ({tt}, {nn}), which is not a leaf")
+        ent_leaf.append(leaf_id[pos])
+    ent_leaf = np.asarray(ent_leaf, dtype=np.int64)
+    order = np.argsort(ent_leaf, kind="stable")
+    leaf_start = np.zeros(len(leaf_id) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(ent_leaf, minlength=len(leaf_id)), out=leaf_start[1:])
+    return _Forest(
+        feat=[featids[i] for i in b], thr=[values[i] for i in b], mode=[mode_codes[i] for i in b],
+        true_next=true_next, false_next=false_next, miss_true=[bool(miss[i]) for i in b], roots=roots,
+        member_sets=None, leaf_start=leaf_start, leaf_target=np.asarray(t_ids, np.int64)[order],
+        leaf_weight=np.asarray(t_w)[order], n_targets=n_targets, agg=agg, where=where)
+
+
+def _tree_input(X: Any, op_name: str) -> np.ndarray:
+    X = _as_float_matrix(X, op_name)
+    return X.astype(np.float64, copy=False)
+
+
+@op_factory("TreeEnsembleRegressor", 1, 3, domain=ML)
+def tree_ensemble_regressor(ctx: KernelContext):
+    where = ctx.describe()
+    agg_name = _attr(ctx, "aggregate_function", "SUM")
+    if agg_name not in _AGG:
+        raise InvalidGraph(f"{where}: unknown aggregate_function '{agg_name}'")
+    n_targets = int(_attr(ctx, "n_targets", 1))
+    forest = _forest_from_legacy(ctx, "target", n_targets, _AGG[agg_name])
+    base = _floats(ctx, "base_values")
+    post = _post_code(_attr(ctx, "post_transform", "NONE"), where)
+    if base is not None and base.size not in (0, n_targets):
+        raise InvalidGraph(f"{where}: base_values has {base.size} entries for {n_targets} targets")
+
+    def run(X):
+        s, _ = forest.scores(_tree_input(X, "TreeEnsembleRegressor"))
+        if base is not None and base.size:
+            s = s + base
+        return _post_transform(s, post).astype(np.float32)
+
+    return run
+
+
+@op_factory("TreeEnsembleClassifier", 1, 3, domain=ML)
+def tree_ensemble_classifier(ctx: KernelContext):
+    where = ctx.describe()
+    labels_s = ctx.attrs.get("classlabels_strings")
+    labels_i = ctx.attrs.get("classlabels_int64s")
+    if (labels_s is None) == (labels_i is None):
+        raise InvalidGraph(f"{where}: exactly one of classlabels_strings and classlabels_int64s is required")
+    labels = np.array(labels_s, dtype=object) if labels_s is not None else np.array(labels_i, dtype=np.int64)
+    n_classes = labels.size
+    forest = _forest_from_legacy(ctx, "class", n_classes, 1)
+    base = _floats(ctx, "base_values")
+    base = np.zeros(0) if base is None else base
+    post = _post_code(_attr(ctx, "post_transform", "NONE"), where)
+    class_ids = set(_attr(ctx, "class_ids", []))
+    cw = _floats(ctx, "class_weights")
+    all_positive = bool(cw is None or (cw >= 0).all())
+    binary = n_classes == 2 and len(class_ids) == 1
+    return _classifier_run(forest, labels, base, post, binary, all_positive, "TreeEnsembleClassifier")
+
+
+def _classifier_run(forest, labels, base, post, binary, all_positive, op_name):
+    n_classes = labels.size
+
+    def run(X):
+        s, has = forest.scores(_tree_input(X, op_name))
+        return _finish_classifier(s, has, labels, base, post, binary, all_positive)
+
+    if n_classes == 0:
+        raise InvalidGraph(f"{op_name}: no class labels")
+    return run
+
+
+def _finish_classifier(s, has, labels, base, post, binary, all_positive):
+    """onnxruntime's label choice and score layout for tree classifiers, row-vectorised."""
+    n, n_classes = s.shape
+    if n_classes != 2:
+        if base.size:
+            k = min(base.size, n_classes)
+            s = s.copy()
+            s[:, :k] += base[:k]
+            has = has.copy()
+            has[:, :k] = True
+        best = np.argmax(np.where(has, s, -np.inf), axis=1)
+        return labels[best], _post_transform(s, post).astype(np.float32)
+    s = s.copy()
+    has = has.copy()
+    if base.size == 2:
+        h1 = has[:, 1]
+        shifted = base[1] + s[:, 0]
+        s[:, 1] = np.where(h1, shifted, s[:, 1] + base[1])
+        s[:, 0] = np.where(h1, -shifted, s[:, 0] + base[0])
+        single = np.zeros(n, dtype=bool)
+    else:
+        if base.size == 1:
+            s[:, 0] += base[0]
+        single = ~has[:, 1]
+    pos_weight = np.where(has[:, 1], s[:, 1], np.where(has[:, 0], s[:, 0], 0.0))
+    if binary:
+        positive = pos_weight > (0.5 if all_positive else 0.0)
+    else:
+        positive = pos_weight > 0
+    label = np.where(positive, labels[1], labels[0]).astype(labels.dtype)
+    z = np.zeros((n, 2), dtype=np.float64)
+    two = ~single
+    if two.any():
+        z[two] = _post_transform(s[two], post)
+    if single.any():
+        v = s[single, 0]
+        if post == 4:
+            z[single, 0] = _probit(v)
+        else:
+            if binary and not all_positive:
+                pair = np.stack([_logistic(-v), _logistic(v)] if post == 2 else [-v, v], axis=1)
+            else:
+                pair = np.stack([1.0 - v, v], axis=1)
+            z[single] = _post_transform(pair, post)
+    return label, z.astype(np.float32)
+
+
+@op_factory("TreeEnsemble", 5, domain=ML)
+def tree_ensemble(ctx: KernelContext):
+    where = ctx.describe()
+    a = ctx.attrs
+
+    def req(name):
+        v = a.get(name)
+        if v is None:
+            raise InvalidGraph(f"{where}: attribute '{name}' is required")
+        return v
+
+    modes = np.asarray(req("nodes_modes")).reshape(-1).astype(np.int64)
+    n = modes.size
+    feat = np.asarray(req("nodes_featureids"), dtype=np.int64)
+    splits = np.asarray(req("nodes_splits"), dtype=np.float64).reshape(-1)
+    tn = np.asarray(req("nodes_truenodeids"), dtype=np.int64)
+    tl = np.asarray(req("nodes_trueleafs"), dtype=np.int64)
+    fn = np.asarray(req("nodes_falsenodeids"), dtype=np.int64)
+    fl = np.asarray(req("nodes_falseleafs"), dtype=np.int64)
+    miss = a.get("nodes_missing_value_tracks_true")
+    miss = np.zeros(n, dtype=bool) if miss is None or len(miss) == 0 else np.asarray(miss, dtype=bool)
+    for name, arr in (("nodes_featureids", feat), ("nodes_splits", splits), ("nodes_truenodeids", tn),
+                      ("nodes_trueleafs", tl), ("nodes_falsenodeids", fn), ("nodes_falseleafs", fl),
+                      ("nodes_missing_value_tracks_true", miss)):
+        if arr.size != n:
+            raise InvalidGraph(f"{where}: {name} has {arr.size} entries, nodes_modes has {n}")
+    if ((modes < 0) | (modes > 6)).any():
+        raise InvalidGraph(f"{where}: nodes_modes values must be in 0..6")
+    targets = np.asarray(req("leaf_targetids"), dtype=np.int64)
+    weights = np.asarray(req("leaf_weights"), dtype=np.float64).reshape(-1)
+    if targets.size != weights.size:
+        raise InvalidGraph(f"{where}: leaf_targetids ({targets.size}) and leaf_weights ({weights.size}) differ")
+    n_targets = int(a.get("n_targets") or (int(targets.max()) + 1 if targets.size else 1))
+    agg = int(a.get("aggregate_function", 1))
+    if agg not in (0, 1, 2, 3):
+        raise InvalidGraph(f"{where}: aggregate_function {agg} is not in 0..3")
+    post = _post_code(int(a.get("post_transform", 0)), where)
+    member_sets = None
+    mv = a.get("membership_values")
+    if mv is not None:
+        mv = np.asarray(mv, dtype=np.float64).reshape(-1)
+        cuts = np.nonzero(np.isnan(mv))[0]
+        member_sets, start = [], 0
+        for c in list(cuts) + [mv.size]:
+            if c > start or c < mv.size:
+                member_sets.append(mv[start:c])
+            start = c + 1
+    forest = _Forest(
+        feat=feat, thr=splits, mode=modes, true_next=np.where(tl != 0, ~tn, tn),
+        false_next=np.where(fl != 0, ~fn, fn), miss_true=miss,
+        roots=np.asarray(req("tree_roots"), dtype=np.int64), member_sets=member_sets,
+        leaf_start=np.arange(targets.size + 1), leaf_target=targets, leaf_weight=weights,
+        n_targets=n_targets, agg=agg, where=where)
+
+    def run(X):
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64, np.float16):
+            raise TypeError(f"TreeEnsemble: input 'X' must be float16/float32/float64, got {X.dtype}")
+        X2 = X.reshape(X.shape[0], -1) if X.ndim >= 2 else X.reshape(1, -1)
+        s, _ = forest.scores(X2.astype(np.float64))
+        return _post_transform(s, post).astype(X.dtype)
+
+    return run
