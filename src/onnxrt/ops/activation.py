@@ -1,0 +1,338 @@
+"""Activation functions: Relu family, sigmoid family, Gelu/Swish/SwiGLU/Mish, Clip, Shrink.
+
+float16, bfloat16 (and other ml_dtypes floats) are computed in float32 and cast back once, which is
+both faster and more accurate than numpy's per-operation half-precision loops. Attributes (Python
+floats) are converted to the computing dtype once per call so float32 stays float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from onnxrt.ops.elementwise import (
+    BF16,
+    F16,
+    F32,
+    FLOATS,
+    NUMERIC,
+    SIGNED,
+    _arr,
+    _check,
+    _dtype,
+    _same,
+    erf_array,
+)
+from onnxrt.ops.registry import KernelContext, op, op_factory
+
+_RELU_TYPES = FLOATS | SIGNED
+_PRELU_TYPES = FLOATS | frozenset(np.dtype(t) for t in (np.int32, np.int64, np.uint32, np.uint64))
+
+
+def _prep(op_name: str, X, allowed: frozenset = FLOATS, input_name: str = "X"):
+    """(array to compute on, dtype to cast the result back to or None)."""
+    dt = _dtype(op_name, input_name, X)
+    if dt not in allowed:
+        _check(op_name, input_name, dt, allowed)
+    if dt == F16 or dt.kind == "V":
+        return X.astype(F32), dt
+    return X, None
+
+
+def _done(r, back):
+    if back is not None:
+        return np.asarray(r).astype(back)
+    return r if type(r) is np.ndarray else np.asarray(r)
+
+
+def _sigmoid_inplace(r: np.ndarray) -> np.ndarray:
+    """r <- 1 / (1 + exp(-r)), in place on a float array the caller owns."""
+    np.negative(r, out=r)
+    with np.errstate(over="ignore"):
+        np.exp(r, out=r)
+    r += 1
+    np.reciprocal(r, out=r)
+    return r
+
+
+def _fresh(X: np.ndarray) -> np.ndarray:
+    """A float array the kernel owns, holding X (0-d safe)."""
+    return np.array(X, copy=True)
+
+
+@op("Relu", 1)
+def relu(X):
+    Xc, back = _prep("Relu", X, _RELU_TYPES)
+    return _done(np.maximum(Xc, Xc.dtype.type(0)), back)
+
+
+@op("LeakyRelu", 1)
+def leaky_relu(X, *, alpha=0.01):
+    Xc, back = _prep("LeakyRelu", X)
+    a = Xc.dtype.type(alpha)
+    r = np.multiply(Xc, a)
+    if 0.0 <= alpha <= 1.0:  # max(x, a*x) is x for x >= 0 and a*x for x < 0
+        r = np.maximum(r, Xc, out=_arr(r))
+    else:
+        r = np.where(Xc < 0, r, Xc)
+    return _done(r, back)
+
+
+def _prelu(X, slope):
+    Xc, back = _prep("PRelu", X, _PRELU_TYPES)
+    ds = _dtype("PRelu", "slope", slope)
+    if ds != X.dtype:
+        _same("PRelu", "X", X.dtype, "slope", ds)
+    s = slope.astype(F32) if back is not None else slope
+    return Xc, s, back
+
+
+def _prelu_apply(Xc, s, back, x_shape):
+    try:
+        prod = np.multiply(Xc, s)
+    except ValueError:
+        raise ValueError(
+            f"PRelu: slope {tuple(np.shape(s))} is not broadcastable to X {tuple(x_shape)}"
+        ) from None
+    if prod.shape != tuple(x_shape):
+        raise ValueError(
+            f"PRelu: slope {tuple(np.shape(s))} must broadcast unidirectionally to X {tuple(x_shape)}"
+        )
+    zero = Xc.dtype.type(0)
+    return _done(np.where(Xc < zero, prod, Xc), back)
+
+
+@op("PRelu", 7)
+def prelu(X, slope):
+    Xc, s, back = _prelu(X, slope)
+    return _prelu_apply(Xc, s, back, np.shape(X))
+
+
+@op("PRelu", 1)
+def prelu_legacy(X, slope):
+    """Opset 1..6: a slope of size 1 is shared; a 1-D slope of size C applies per channel (axis 1)."""
+    Xc, s, back = _prelu(X, slope)
+    shape = np.shape(X)
+    if s.ndim == 1 and len(shape) >= 2 and s.shape[0] == shape[1] and s.shape[0] != 1:
+        s = s.reshape((shape[1],) + (1,) * (len(shape) - 2))
+    return _prelu_apply(Xc, s, back, shape)
+
+
+@op("Elu", 1)
+def elu(X, *, alpha=1.0):
+    Xc, back = _prep("Elu", X)
+    neg = np.minimum(Xc, Xc.dtype.type(0))
+    np.expm1(neg, out=neg)
+    neg *= Xc.dtype.type(alpha)
+    neg += np.maximum(Xc, Xc.dtype.type(0))
+    return _done(neg, back)
+
+
+@op("Selu", 1)
+def selu(X, *, alpha=1.6732632423543772, gamma=1.0507010221481323):
+    Xc, back = _prep("Selu", X)
+    t = Xc.dtype.type
+    neg = np.minimum(Xc, t(0))
+    np.expm1(neg, out=neg)
+    neg *= t(alpha)
+    neg += np.maximum(Xc, t(0))
+    neg *= t(gamma)
+    return _done(neg, back)
+
+
+@op("Celu", 12)
+def celu(X, *, alpha=1.0):
+    Xc, back = _prep("Celu", X)
+    if alpha == 0:
+        raise ValueError("Celu: attribute alpha must be non-zero")
+    t = Xc.dtype.type
+    r = np.divide(Xc, t(alpha))
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.expm1(r, out=r)
+        r *= t(alpha)
+    np.minimum(r, t(0), out=r)
+    r += np.maximum(Xc, t(0))
+    return _done(r, back)
+
+
+@op("Sigmoid", 1)
+def sigmoid(X):
+    Xc, back = _prep("Sigmoid", X)
+    return _done(_sigmoid_inplace(_fresh(Xc)), back)
+
+
+@op("HardSigmoid", 1)
+def hard_sigmoid(X, *, alpha=0.2, beta=0.5):
+    Xc, back = _prep("HardSigmoid", X)
+    t = Xc.dtype.type
+    r = _arr(np.multiply(Xc, t(alpha)))
+    r += t(beta)
+    np.maximum(r, t(0), out=r)
+    np.minimum(r, t(1), out=r)
+    return _done(r, back)
+
+
+@op("HardSwish", 14)
+def hard_swish(X):
+    Xc, back = _prep("HardSwish", X)
+    t = Xc.dtype.type
+    r = _arr(np.multiply(Xc, t(1.0 / 6.0)))
+    r += t(0.5)
+    np.maximum(r, t(0), out=r)
+    np.minimum(r, t(1), out=r)
+    r *= Xc
+    return _done(r, back)
+
+
+@op("Softplus", 1)
+def softplus(X):
+    Xc, back = _prep("Softplus", X)
+    return _done(np.logaddexp(Xc, Xc.dtype.type(0)), back)
+
+
+@op("Softsign", 1)
+def softsign(X):
+    Xc, back = _prep("Softsign", X)
+    r = _arr(np.abs(Xc))
+    r += Xc.dtype.type(1)
+    np.divide(Xc, r, out=r)
+    return _done(r, back)
+
+
+@op("ThresholdedRelu", 10)
+def thresholded_relu(X, *, alpha=1.0):
+    Xc, back = _prep("ThresholdedRelu", X)
+    t = Xc.dtype.type
+    return _done(np.where(Xc > t(alpha), Xc, t(0)), back)
+
+
+@op("Shrink", 9)
+def shrink(input, *, bias=0.0, lambd=0.5):  # noqa: A002 - ONNX input name
+    Xc, back = _prep("Shrink", input, NUMERIC, "input")
+    t = Xc.dtype.type
+    if Xc.dtype.kind == "f":
+        lo, hi, b = t(-lambd), t(lambd), t(bias)
+    else:  # integer inputs: compare against the float thresholds, shift by the bias in T
+        lo, hi, b = -float(lambd), float(lambd), t(bias)
+    with np.errstate(over="ignore"):
+        r = np.where(Xc < lo, Xc + b, np.where(Xc > hi, Xc - b, t(0)))
+    return _done(r.astype(Xc.dtype, copy=False), back)
+
+
+@op("Mish", 18)
+def mish(X):
+    Xc, back = _prep("Mish", X)
+    r = np.logaddexp(Xc, Xc.dtype.type(0))
+    r = _arr(r)
+    np.tanh(r, out=r)
+    r *= Xc
+    return _done(r, back)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+@op_factory("Gelu", 20)
+def gelu(ctx: KernelContext):
+    approximate = ctx.attrs.get("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"Gelu: attribute approximate must be 'none' or 'tanh', got {approximate!r}")
+
+    def run_erf(X):
+        Xc, back = _prep("Gelu", X)
+        t = Xc.dtype.type
+        r = _arr(np.multiply(Xc, t(1.0 / math.sqrt(2.0))))
+        r = erf_array(r)
+        r += t(1)
+        r *= Xc
+        r *= t(0.5)
+        return _done(r, back)
+
+    def run_tanh(X):
+        Xc, back = _prep("Gelu", X)
+        t = Xc.dtype.type
+        r = _arr(np.multiply(Xc, Xc))
+        r *= t(0.044715)
+        r += t(1)
+        r *= Xc
+        r *= t(_SQRT_2_OVER_PI)
+        np.tanh(r, out=r)
+        r += t(1)
+        r *= Xc
+        r *= t(0.5)
+        return _done(r, back)
+
+    return run_tanh if approximate == "tanh" else run_erf
+
+
+def _swish(Xc: np.ndarray, alpha: float) -> np.ndarray:
+    r = _arr(np.multiply(Xc, Xc.dtype.type(alpha))) if alpha != 1.0 else _fresh(Xc)
+    _sigmoid_inplace(r)
+    r *= Xc
+    return r
+
+
+@op("Swish", 24)
+def swish(X, *, alpha=1.0):
+    Xc, back = _prep("Swish", X)
+    return _done(_swish(Xc, alpha), back)
+
+
+@op("SwiGLU", 28)
+def swiglu(A, B, *, alpha=1.0):
+    Ac, back = _prep("SwiGLU", A, FLOATS, "A")
+    db = _dtype("SwiGLU", "B", B)
+    if db != A.dtype:
+        _same("SwiGLU", "A", A.dtype, "B", db)
+    if np.shape(A) != np.shape(B):
+        raise ValueError(f"SwiGLU: inputs A {tuple(np.shape(A))} and B {tuple(np.shape(B))} must have the same shape")
+    r = _swish(Ac, alpha)
+    r *= B.astype(F32) if back is not None else B
+    return _done(r, back)
+
+
+# -- Clip ---------------------------------------------------------------------------------------
+
+
+def _clip(Xc: np.ndarray, lo, hi, back):
+    if lo is None and hi is None:
+        return _done(np.array(Xc, copy=True), back)
+    if lo is not None:
+        r = _arr(np.maximum(Xc, lo))
+        if hi is not None:
+            np.minimum(r, hi, out=r)
+    else:
+        r = _arr(np.minimum(Xc, hi))
+    return _done(r, back)
+
+
+@op_factory("Clip", 1)
+def clip_legacy(ctx: KernelContext):
+    lo_attr = ctx.attrs.get("min")
+    hi_attr = ctx.attrs.get("max")
+
+    def run(input):  # noqa: A002
+        Xc, back = _prep("Clip", input, FLOATS, "input")
+        t = Xc.dtype.type
+        return _clip(Xc, None if lo_attr is None else t(lo_attr), None if hi_attr is None else t(hi_attr), back)
+
+    return run
+
+
+def _bound(value, name: str, dt: np.dtype, compute: np.dtype):
+    if value is None:
+        return None
+    dv = _dtype("Clip", name, value)
+    if dv != dt:
+        _same("Clip", "input", dt, name, dv)
+    if np.size(value) != 1:
+        raise ValueError(f"Clip: input '{name}' must be a scalar (one element), got shape {tuple(np.shape(value))}")
+    return np.asarray(value).reshape(()).astype(compute)[()]
+
+
+@op("Clip", 11)
+def clip(input, min=None, max=None):  # noqa: A002 - ONNX input names
+    Xc, back = _prep("Clip", input, NUMERIC, "input")
+    dt = input.dtype
+    return _clip(Xc, _bound(min, "min", dt, Xc.dtype), _bound(max, "max", dt, Xc.dtype), back)
