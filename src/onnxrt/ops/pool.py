@@ -1,0 +1,278 @@
+"""Pooling: AveragePool, MaxPool (with indices), LpPool, the Global* pools, MaxUnpool.
+
+Every windowed pool is a reduction over a strided window view of the padded input (no loop over
+output pixels). Average divisors are separable, so they are an outer product of per-axis counts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from onnxrt.ops.conv import pad_spatial, resolve_pads, spatial_list, window_view
+from onnxrt.ops.registry import KernelContext, op, op_factory
+
+
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype.kind == "f" and dtype.itemsize >= 4:
+        return dtype
+    return np.dtype(np.float32)
+
+
+class _Geometry:
+    """Output size and padding of a windowed pool for one input shape."""
+
+    def __init__(self, op_name: str, in_sp, attrs: dict) -> None:
+        n = len(in_sp)
+        kernel = attrs.get("kernel_shape")
+        if not kernel or len(kernel) != n:
+            raise ValueError(
+                f"{op_name}: attribute kernel_shape={kernel} must have one value per spatial axis ({n}) "
+                f"of the input"
+            )
+        self.kernel = [int(k) for k in kernel]
+        self.strides = spatial_list(attrs.get("strides"), n, 1, "strides", op_name)
+        self.dilations = spatial_list(attrs.get("dilations"), n, 1, "dilations", op_name)
+        auto_pad = attrs.get("auto_pad", "NOTSET") or "NOTSET"
+        self.begin, self.end = resolve_pads(op_name, auto_pad, in_sp, self.kernel, self.strides, self.dilations,
+                                            attrs.get("pads"))
+        ceil_mode = bool(attrs.get("ceil_mode", 0))
+        self.dk = [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations)]
+        out = []
+        for i in range(n):
+            if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+                o = -(-in_sp[i] // self.strides[i])
+            else:
+                span = in_sp[i] + self.begin[i] + self.end[i] - self.dk[i]
+                if span < 0:
+                    raise ValueError(
+                        f"{op_name}: the padded input ({in_sp[i] + self.begin[i] + self.end[i]}) on spatial axis {i} "
+                        f"is shorter than the dilated kernel ({self.dk[i]})"
+                    )
+                if ceil_mode:
+                    o = -(-span // self.strides[i]) + 1
+                    if (o - 1) * self.strides[i] >= in_sp[i] + self.begin[i]:
+                        o -= 1
+                else:
+                    o = span // self.strides[i] + 1
+            out.append(o)
+        self.out = out
+        # extra padding at the end so that every window lies inside the padded input
+        self.extra = [max(0, (o - 1) * s + dk - (i + b + e))
+                      for o, s, dk, i, b, e in zip(out, self.strides, self.dk, in_sp, self.begin, self.end)]
+        self.in_sp = list(in_sp)
+
+    def windows(self, x: np.ndarray, value: Any) -> np.ndarray:
+        xp = pad_spatial(x, self.begin, [e + x_ for e, x_ in zip(self.end, self.extra)], value)
+        w = window_view(xp, self.kernel, self.strides, self.dilations)
+        n = len(self.kernel)
+        sl = (Ellipsis,) + tuple(slice(0, o) for o in self.out) + (slice(None),) * n
+        return w[sl] if w.shape[-2 * n:-n] != tuple(self.out) else w
+
+    def divisor(self, include_pad: bool, dtype) -> np.ndarray:
+        n = len(self.kernel)
+        d = np.ones((), dtype=dtype)
+        for i in range(n):
+            starts = np.arange(self.out[i]) * self.strides[i] - self.begin[i]
+            taps = starts[:, None] + np.arange(self.kernel[i])[None, :] * self.dilations[i]
+            lo, hi = (-self.begin[i], self.in_sp[i] + self.end[i]) if include_pad else (0, self.in_sp[i])
+            cnt = ((taps >= lo) & (taps < hi)).sum(axis=1).astype(dtype)
+            d = d[..., None] * cnt.reshape((1,) * i + (-1,))
+        return d
+
+
+def _check_input(op_name: str, X: Any) -> None:
+    if not isinstance(X, np.ndarray):
+        raise TypeError(f"{op_name}: input 'X' must be a tensor, got {type(X).__name__}")
+    if X.ndim < 3:
+        raise ValueError(f"{op_name}: input 'X' must have rank >= 3 (N, C, spatial...), got shape {X.shape}")
+
+
+def _geometry_cache(op_name: str, attrs: dict):
+    cache: dict[tuple, _Geometry] = {}
+
+    def get(shape) -> _Geometry:
+        geo = cache.get(shape)
+        if geo is None:
+            geo = cache[shape] = _Geometry(op_name, shape, attrs)
+        return geo
+
+    return get
+
+
+# ---------------------------------------------------------------------------------------------
+# AveragePool / LpPool
+
+
+@op_factory("AveragePool", 1, 7, 10, 11, 19, 22)
+def average_pool_factory(ctx: KernelContext):
+    attrs = dict(ctx.attrs)
+    include_pad = bool(attrs.get("count_include_pad", 0))
+    geometry = _geometry_cache("AveragePool", attrs)
+
+    def average_pool(X):
+        _check_input("AveragePool", X)
+        if X.dtype.kind not in "fV":
+            raise TypeError(f"AveragePool: input 'X' must be a float tensor, got {X.dtype}")
+        geo = geometry(X.shape[2:])
+        cdt = _compute_dtype(X.dtype)
+        n = len(geo.kernel)
+        w = geo.windows(X.astype(cdt, copy=False), 0)
+        s = w.sum(axis=tuple(range(-n, 0)), dtype=cdt)
+        s /= geo.divisor(include_pad, cdt)
+        return s.astype(X.dtype, copy=False)
+
+    return average_pool
+
+
+@op_factory("LpPool", 1, 2, 11, 18, 22)
+def lp_pool_factory(ctx: KernelContext):
+    attrs = dict(ctx.attrs)
+    p = attrs.get("p", 2)
+    geometry = _geometry_cache("LpPool", attrs)
+
+    def lp_pool(X):
+        _check_input("LpPool", X)
+        if X.dtype.kind not in "fV":
+            raise TypeError(f"LpPool: input 'X' must be a float tensor, got {X.dtype}")
+        geo = geometry(X.shape[2:])
+        cdt = _compute_dtype(X.dtype)
+        n = len(geo.kernel)
+        w = geo.windows(np.abs(X.astype(cdt, copy=False)), 0)
+        pp = cdt.type(p)
+        s = np.power(w, pp).sum(axis=tuple(range(-n, 0)), dtype=cdt)
+        return np.power(s, cdt.type(1.0) / pp).astype(X.dtype, copy=False)
+
+    return lp_pool
+
+
+# ---------------------------------------------------------------------------------------------
+# MaxPool
+
+
+def _lowest(dtype: np.dtype):
+    if dtype.kind in "iu":
+        return np.iinfo(dtype).min
+    return -np.inf
+
+
+@op_factory("MaxPool", 1, 8, 10, 11, 12, 22)
+def max_pool_factory(ctx: KernelContext):
+    attrs = dict(ctx.attrs)
+    storage_order = int(attrs.get("storage_order", 0))
+    want_indices = ctx.num_outputs > 1 and ctx.output_names[1] != ""
+    geometry = _geometry_cache("MaxPool", attrs)
+    pos_cache: dict[tuple, np.ndarray] = {}
+
+    def positions(geo: _Geometry) -> np.ndarray:
+        key = tuple(geo.in_sp)
+        pos = pos_cache.get(key)
+        if pos is None:
+            n = len(geo.in_sp)
+            if storage_order == 0:
+                mult = [math.prod(geo.in_sp[i + 1:]) for i in range(n)]
+            else:
+                mult = [math.prod(geo.in_sp[:i]) for i in range(n)]
+            grid = np.indices(geo.in_sp, dtype=np.int64)
+            flat = sum(grid[i] * mult[i] for i in range(n))
+            pos = geo.windows(flat, -1)
+            pos = np.ascontiguousarray(pos).reshape(tuple(geo.out) + (-1,))
+            pos_cache[key] = pos
+        return pos
+
+    def max_pool(X):
+        _check_input("MaxPool", X)
+        if X.dtype.kind not in "fiuV":
+            raise TypeError(f"MaxPool: input 'X' must be a numeric tensor, got {X.dtype}")
+        geo = geometry(X.shape[2:])
+        n = len(geo.kernel)
+        x = X if X.dtype.kind in "fiu" else X.astype(np.float32)
+        w = geo.windows(x, _lowest(x.dtype))
+        if not want_indices:
+            y = w.max(axis=tuple(range(-n, 0)))
+            return np.ascontiguousarray(y, dtype=X.dtype)
+        flat = np.ascontiguousarray(w).reshape(w.shape[:2 + n] + (-1,))
+        arg = flat.argmax(axis=-1)
+        y = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+        pos = positions(geo)
+        o_idx = np.indices(geo.out, dtype=np.int64)
+        idx = pos[tuple(o_idx) + (arg,)]
+        N, C = X.shape[:2]
+        base = (np.arange(N * C, dtype=np.int64) * math.prod(geo.in_sp)).reshape((N, C) + (1,) * n)
+        return np.ascontiguousarray(y, dtype=X.dtype), idx + base
+
+    return max_pool
+
+
+# ---------------------------------------------------------------------------------------------
+# Global pools
+
+
+def _global_check(op_name: str, X) -> tuple[int, ...]:
+    _check_input(op_name, X)
+    return tuple(range(2, X.ndim))
+
+
+@op("GlobalAveragePool", 1, 22)
+def global_average_pool(X):
+    axes = _global_check("GlobalAveragePool", X)
+    cdt = _compute_dtype(X.dtype)
+    return np.mean(X, axis=axes, keepdims=True, dtype=cdt).astype(X.dtype, copy=False)
+
+
+@op("GlobalMaxPool", 1, 22)
+def global_max_pool(X):
+    axes = _global_check("GlobalMaxPool", X)
+    x = X if X.dtype.kind in "fiu" else X.astype(np.float32)
+    return np.asarray(np.max(x, axis=axes, keepdims=True)).astype(X.dtype, copy=False)
+
+
+@op("GlobalLpPool", 1, 2, 22)
+def global_lp_pool(X, *, p=2):
+    axes = _global_check("GlobalLpPool", X)
+    cdt = _compute_dtype(X.dtype)
+    pp = cdt.type(p)
+    s = np.sum(np.power(np.abs(X.astype(cdt, copy=False)), pp), axis=axes, keepdims=True, dtype=cdt)
+    return np.power(s, cdt.type(1.0) / pp).astype(X.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# MaxUnpool
+
+
+@op("MaxUnpool", 9, 11, 22)
+def max_unpool(X, I, output_shape=None, *, kernel_shape=None, pads=None, strides=None):  # noqa: E741
+    op_name = "MaxUnpool"
+    _check_input(op_name, X)
+    if not isinstance(I, np.ndarray) or I.shape != X.shape:
+        raise ValueError(f"{op_name}: input 'I' must have the shape of 'X' {X.shape}, got {getattr(I, 'shape', I)}")
+    n = X.ndim - 2
+    if not kernel_shape or len(kernel_shape) != n:
+        raise ValueError(f"{op_name}: attribute kernel_shape={kernel_shape} must have {n} values")
+    strides = spatial_list(strides, n, 1, "strides", op_name)
+    begin, end = resolve_pads(op_name, "NOTSET", X.shape[2:], kernel_shape, strides, [1] * n, pads)
+    # Indices address the image the pooled tensor came from (the default unpooled shape); a larger
+    # output_shape places that image at the top-left corner.
+    shape = list(X.shape[:2]) + [
+        (i - 1) * s + k - b - e for i, s, k, b, e in zip(X.shape[2:], strides, kernel_shape, begin, end)
+    ]
+    total = math.prod(shape)
+    idx = I.reshape(-1).astype(np.int64, copy=False)
+    if idx.size and (idx.min() < 0 or idx.max() >= total):
+        raise ValueError(f"{op_name}: input 'I' has indices outside [0, {total}) for the unpooled shape {shape}")
+    y = np.zeros(total, dtype=X.dtype)
+    y[idx] = X.reshape(-1)
+    y = y.reshape(shape)
+    if output_shape is not None:
+        req = [int(v) for v in np.asarray(output_shape).reshape(-1)]
+        if len(req) != X.ndim:
+            raise ValueError(f"{op_name}: input 'output_shape' {req} must have {X.ndim} values")
+        req = list(X.shape[:2]) + req[2:]
+        if req != shape:
+            out = np.zeros(req, dtype=X.dtype)
+            sl = tuple(slice(0, min(a, b)) for a, b in zip(req, shape))
+            out[sl] = y[sl]
+            y = out
+    return y
