@@ -1,0 +1,107 @@
+"""Softmax, LogSoftmax, Hardmax.
+
+Opset < 13: the input is seen as a 2-D matrix [prod(shape[:axis]), prod(shape[axis:])] (default axis 1)
+and the op works along its second dimension, i.e. over all axes from ``axis`` to the last.
+Opset >= 13: the op works along the single axis ``axis`` (default -1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxrt.ops._common import normalize_axis
+from onnxrt.ops.registry import KernelContext, op_factory
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The float type arithmetic runs in: float16 and the ml_dtypes floats go through float32."""
+    if dtype == np.float32 or dtype == np.float64:
+        return dtype
+    return np.dtype(np.float32)
+
+
+def _check_float(X, op_name: str) -> None:
+    if not isinstance(X, np.ndarray):
+        raise TypeError(f"{op_name}: input 'input' must be a tensor, got {type(X).__name__}")
+    if X.dtype.kind in "biuOUS" or (X.dtype.kind == "V" and "int" in X.dtype.name):
+        raise TypeError(f"{op_name}: input 'input' must be a float tensor, got dtype {X.dtype}")
+
+
+def _axes(X: np.ndarray, axis: int, flatten: bool, op_name: str) -> tuple[int, ...]:
+    if X.ndim == 0:
+        raise ValueError(f"{op_name}: input 'input' must have rank >= 1, got a scalar")
+    a = normalize_axis(axis, X.ndim, op_name)
+    return tuple(range(a, X.ndim)) if flatten else (a,)
+
+
+def softmax_along(X: np.ndarray, axes: tuple[int, ...], log: bool = False) -> np.ndarray:
+    """(Log)softmax over ``axes`` in the compute dtype (a fresh array, written in place)."""
+    cdt = compute_dtype(X.dtype)
+    if X.dtype.kind == "V":
+        X = X.astype(cdt)
+    m = np.max(X, axis=axes, keepdims=True).astype(cdt, copy=False)
+    out = np.subtract(X, m, dtype=cdt)
+    if log:
+        tmp = np.exp(out)
+        s = np.sum(tmp, axis=axes, keepdims=True)
+        del tmp
+        np.log(s, out=s)
+        out -= s
+    else:
+        np.exp(out, out=out)
+        s = np.sum(out, axis=axes, keepdims=True)
+        out /= s
+    return out
+
+
+def _softmax_factory(log: bool):
+    def factory(ctx: KernelContext):
+        flatten = ctx.since_version < 13
+        axis = int(ctx.attrs.get("axis", 1 if flatten else -1))
+        name = ctx.op_type
+
+        def run(input):  # noqa: A002 - ONNX input name
+            _check_float(input, name)
+            axes = _axes(input, axis, flatten, name)
+            if input.size == 0:
+                return np.empty(input.shape, dtype=input.dtype)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                out = softmax_along(input, axes, log)
+            return out.astype(input.dtype, copy=False)
+
+        return run
+
+    return factory
+
+
+op_factory("Softmax", 1, 13)(_softmax_factory(False))
+op_factory("LogSoftmax", 1, 13)(_softmax_factory(True))
+
+
+@op_factory("Hardmax", 1, 13)
+def hardmax(ctx: KernelContext):
+    flatten = ctx.since_version < 13
+    axis = int(ctx.attrs.get("axis", 1 if flatten else -1))
+
+    def run(input):  # noqa: A002 - ONNX input name
+        _check_float(input, "Hardmax")
+        axes = _axes(input, axis, flatten, "Hardmax")
+        X = input
+        if X.dtype.kind == "V":
+            X = X.astype(np.float32)
+        out = np.zeros(input.shape, dtype=input.dtype)
+        if input.size == 0:
+            return out
+        a = axes[0]
+        if flatten:
+            # one dimension for all trailing axes; reshape of the result is a view
+            lead = X.shape[:a]
+            X2 = X.reshape(lead + (-1,))
+            o2 = out.reshape(lead + (-1,))
+        else:
+            X2, o2 = X, out
+        idx = np.expand_dims(np.argmax(X2, axis=a), a)  # first maximum wins
+        np.put_along_axis(o2, idx, 1, axis=a)
+        return out
+
+    return run
