@@ -550,10 +550,18 @@ def range_(ctx: KernelContext):
         if dtype.kind in "iu":
             return np.arange(s, lim, d, dtype=dtype)
         n = max(math.ceil((lim - s) / d), 0)
-        low = dtype == np.float16 or _is_ml_float(dtype)
-        compute = np.float32 if low and stash == onnx.TensorProto.FLOAT else np.float64
-        out = compute(s) + np.arange(n, dtype=compute) * compute(d)
-        return out.astype(dtype)
+        # onnxruntime's loop accumulates ``value += delta`` in T; np.add.accumulate is that same
+        # sequential sum. float16/bfloat16 accumulate in float32 (stash_type FLOAT, the default) or
+        # float64 (stash_type DOUBLE).
+        if dtype == np.float16 or _is_ml_float(dtype):
+            compute = np.dtype(np.float64 if stash == onnx.TensorProto.DOUBLE else np.float32)
+        else:
+            compute = dtype
+        steps = np.full(n, d, dtype=compute)
+        if n:
+            steps[0] = s
+        out = np.add.accumulate(steps, dtype=compute)
+        return out if out.dtype == dtype else out.astype(dtype)
 
     return run
 
