@@ -22,7 +22,7 @@ from onnxrt.ops.elementwise import (
     _check,
     _dtype,
     _same,
-    erf_array,
+    erfc_abs_array,
 )
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
@@ -240,27 +240,28 @@ def gelu(ctx: KernelContext):
         raise ValueError(f"Gelu: attribute approximate must be 'none' or 'tanh', got {approximate!r}")
 
     def run_erf(X):
+        # x * Phi(x), Phi(x) = erfc(-x/sqrt 2)/2: through erfc so large negative x keep their tail
         Xc, back = _prep("Gelu", X)
         t = Xc.dtype.type
-        r = _arr(np.multiply(Xc, t(1.0 / math.sqrt(2.0))))
-        r = erf_array(r)
-        r += t(1)
+        a = _arr(np.abs(Xc))
+        a *= t(1.0 / math.sqrt(2.0))
+        h = erfc_abs_array(a)
+        h *= t(0.5)
+        r = np.where(Xc < t(0), h, t(1) - h)
         r *= Xc
-        r *= t(0.5)
         return _done(r, back)
 
     def run_tanh(X):
+        # 0.5 * x * (1 + tanh(z)) == x * sigmoid(2 z): no cancellation for large negative x
         Xc, back = _prep("Gelu", X)
         t = Xc.dtype.type
         r = _arr(np.multiply(Xc, Xc))
         r *= t(0.044715)
         r += t(1)
         r *= Xc
-        r *= t(_SQRT_2_OVER_PI)
-        np.tanh(r, out=r)
-        r += t(1)
+        r *= t(2.0 * _SQRT_2_OVER_PI)
+        _sigmoid_inplace(r)
         r *= Xc
-        r *= t(0.5)
         return _done(r, back)
 
     return run_tanh if approximate == "tanh" else run_erf

@@ -146,33 +146,36 @@ def isinf(X, *, detect_negative=1, detect_positive=1):
     return np.zeros(X.shape, dtype=BOOL)
 
 
-# -- erf: piecewise Chebyshev interpolation of math.erf, tables built once at import -----------
+# -- erf / erfc ------------------------------------------------------------------------------
+# erfc(a) = exp(-a^2) * g(a) for a >= 0, with g = erfcx smooth and slowly varying: g is tabulated
+# once at import as piecewise polynomials (Chebyshev interpolation of math.erfc(a) * exp(a^2)), so
+# erfc keeps full relative accuracy deep into its tail (Gelu needs that for large negative inputs).
+# erf = 1 - erfc, except near 0 where a Taylor series keeps the relative accuracy.
 
 
-class _ErfTable:
-    """erf on [0, limit] as ``n`` polynomial pieces of degree ``deg``; a Taylor series near 0."""
-
-    def __init__(self, dtype: np.dtype, n: int, deg: int, limit: float, taylor_terms: int) -> None:
+class _ErfcTable:
+    def __init__(self, dtype: np.dtype, limit: float, n: int, deg: int, taylor_terms: int) -> None:
         self.dtype = dtype
         self.n = n
         self.deg = deg
         self.limit = dtype.type(limit)
-        self.h = limit / n
-        self.scale = dtype.type(2.0 / self.h)
+        h = limit / n
+        self.scale = dtype.type(2.0 / h)
         nodes = np.cos(np.pi * (np.arange(deg + 1) + 0.5) / (deg + 1))
         pieces = []
         for i in range(n):
-            xs = i * self.h + (nodes + 1.0) * (self.h / 2.0)
-            coef = _cheb.chebfit(nodes, [math.erf(float(v)) for v in xs], deg)
-            pieces.append(_cheb.cheb2poly(coef))
+            xs = i * h + (nodes + 1.0) * (h / 2.0)
+            g = [math.erfc(float(v)) * math.exp(float(v) * float(v)) for v in xs]
+            pieces.append(_cheb.cheb2poly(_cheb.chebfit(nodes, g, deg)))
         self.table = np.ascontiguousarray(np.array(pieces, dtype=np.float64).T.astype(dtype))  # (deg+1, n)
-        # erf(x) = 2/sqrt(pi) * sum (-1)^k x^(2k+1) / (k! (2k+1)), as x * P(x^2)
+        # erf(x) = 2/sqrt(pi) * sum (-1)^k x^(2k+1) / (k! (2k+1)) = x * P(x^2)
         self.taylor = [dtype.type((-1) ** k * 2.0 / math.sqrt(math.pi) / (math.factorial(k) * (2 * k + 1)))
                        for k in range(taylor_terms)]
+        self.taylor_below = dtype.type(0.5)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        s = np.abs(x)
-        np.minimum(s, self.limit, out=s)  # NaN stays NaN
+    def erfc_abs(self, a: np.ndarray) -> np.ndarray:
+        """erfc(a) for a >= 0 (NaN stays NaN, +inf gives 0)."""
+        s = np.minimum(a, self.limit)
         s *= self.scale  # position in half-pieces
         k = np.fmin(s, 2 * self.n - 1).astype(np.intp)
         k >>= 1
@@ -183,8 +186,17 @@ class _ErfTable:
         for d in range(self.deg - 1, -1, -1):
             r *= u
             r += t[d].take(k)
+        e = np.multiply(a, a)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        r *= e
+        return r
+
+    def erf(self, x: np.ndarray) -> np.ndarray:
+        r = self.erfc_abs(np.abs(x))
+        np.subtract(self.dtype.type(1), r, out=r)
         np.copysign(r, x, out=r)
-        small = np.abs(x) < self.dtype.type(self.h)
+        small = np.abs(x) < self.taylor_below
         if small.any():
             xs = x[small]
             x2 = xs * xs
@@ -192,23 +204,33 @@ class _ErfTable:
             for c in self.taylor[-2::-1]:
                 p *= x2
                 p += c
-            r[small] = xs * p
+            p *= xs
+            r[small] = p
         return r
 
 
-_ERF_TABLES: dict[np.dtype, _ErfTable] = {}
+_ERF_TABLES: dict[np.dtype, _ErfcTable] = {}
+
+
+def _erf_table(dtype: np.dtype) -> _ErfcTable:
+    table = _ERF_TABLES.get(dtype)
+    if table is None:
+        if dtype == F32:
+            table = _ErfcTable(F32, 10.0, 20, 7, 8)
+        else:
+            table = _ErfcTable(F64, 26.0, 52, 12, 14)
+        _ERF_TABLES[dtype] = table
+    return table
 
 
 def erf_array(x: np.ndarray) -> np.ndarray:
     """erf of a float32 or float64 array (a new array of the same dtype)."""
-    table = _ERF_TABLES.get(x.dtype)
-    if table is None:
-        if x.dtype == F32:
-            table = _ErfTable(F32, 24, 7, 4.0, 6)
-        else:
-            table = _ErfTable(F64, 32, 13, 6.0, 10)
-        _ERF_TABLES[x.dtype] = table
-    return table(x)
+    return _erf_table(x.dtype).erf(_arr(x))
+
+
+def erfc_abs_array(a: np.ndarray) -> np.ndarray:
+    """erfc(a) for a float32/float64 array of non-negative values (a new array)."""
+    return _erf_table(a.dtype).erfc_abs(_arr(a))
 
 
 @op("Erf", 9)
