@@ -169,8 +169,7 @@ def loop(ctx: KernelContext):
             max_trip = int(M.reshape(-1)[0])
         else:
             max_trip = -1
-        use_cond = cond is not None
-        if use_cond:
+        if cond is not None:
             keep_going = _scalar_bool(cond, "Loop", "input 'cond'")
             cond_value = cond
         else:
@@ -181,11 +180,12 @@ def loop(ctx: KernelContext):
         while keep_going and (max_trip < 0 or i < max_trip):
             outs = body_run([np.array(i, dtype=_INT64), cond_value, *carried], cap)
             cond_value = outs[0]
-            if use_cond:
-                if type(cond_value) is np.ndarray and cond_value.size == 1:
-                    keep_going = bool(cond_value.reshape(-1)[0])
-                else:
-                    keep_going = _scalar_bool(cond_value, "Loop", "the body's condition output")
+            # Like onnxruntime (and onnx's reference evaluator), the body's condition ends the loop
+            # even when the 'cond' input is omitted (the spec says it is then ignored).
+            if type(cond_value) is np.ndarray and cond_value.size == 1:
+                keep_going = bool(cond_value.reshape(-1)[0])
+            else:
+                keep_going = _scalar_bool(cond_value, "Loop", "the body's condition output")
             carried = outs[1 : 1 + n_carried]
             for k in range(n_scan):
                 scans[k].append(outs[1 + n_carried + k])
