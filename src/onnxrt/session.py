@@ -145,11 +145,14 @@ class InferenceSession:
         if options.enable_profiling:
             self._profiler = _profiler.Profiler(options.profile_file_prefix)
         with _profiler.session_event(self._profiler, "model_loading_uri" if self._model_path else "model_loading_array"):
-            loaded = loader.load(self._model_source)
+            loaded = loader.load(
+                self._model_source,
+                free_dims_by_name=options._free_dim_by_name,
+                free_dims_by_denotation=options._free_dim_by_denotation,
+            )
         self._loaded = loaded
         with _profiler.session_event(self._profiler, "session_initialization"):
             model = loaded.model
-            self._apply_free_dimension_overrides(model)
             self._apply_added_initializers(model)
             self._optimize(model)
             if options.optimized_model_filepath:
@@ -178,28 +181,10 @@ class InferenceSession:
             domain=model.domain or "",
             description=model.doc_string or "",
             graph_description=graph.doc_string or "",
-            version=int(model.model_version or 0),
+            # onnxruntime reports an unset model_version as INT64_MAX
+            version=int(loaded.proto.model_version) if loaded.proto.HasField("model_version") else 2**63 - 1,
             custom_metadata_map=dict(model.metadata_props),
         )
-
-    def _apply_free_dimension_overrides(self, model: ir.Model) -> None:
-        overrides = self._sess_options._free_dim_by_name
-        by_denotation = self._sess_options._free_dim_by_denotation
-        if not overrides and not by_denotation:
-            return
-        for value in model.graph.inputs:
-            if value.shape is None:
-                continue
-            dims = []
-            changed = False
-            for d in value.shape:
-                if isinstance(d, ir.SymbolicDim) and d.value in overrides:
-                    dims.append(overrides[d.value])
-                    changed = True
-                else:
-                    dims.append(d)
-            if changed:
-                value.shape = ir.Shape(dims)
 
     def _apply_added_initializers(self, model: ir.Model) -> None:
         for name, ort_value in self._sess_options._initializers.items():

@@ -148,10 +148,34 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         return proto
 
 
-def load(source: ModelSource, *, run_shape_inference: bool = True) -> LoadedModel:
+def apply_free_dimension_overrides(proto: onnx.ModelProto, by_name: dict[str, int], by_denotation: dict[str, int]) -> onnx.ModelProto:
+    """Fix symbolic input dims to the values given, before shape inference propagates them."""
+    if not by_name and not by_denotation:
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for value in copy.graph.input:
+        if value.type.WhichOneof("value") != "tensor_type":
+            continue
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in by_name:
+                dim.dim_value = by_name[dim.dim_param]
+            elif dim.denotation and dim.denotation in by_denotation:
+                dim.dim_value = by_denotation[dim.denotation]
+    return copy
+
+
+def load(
+    source: ModelSource,
+    *,
+    run_shape_inference: bool = True,
+    free_dims_by_name: dict[str, int] | None = None,
+    free_dims_by_denotation: dict[str, int] | None = None,
+) -> LoadedModel:
     proto, base_dir, path = read_model_proto(source)
     check_versions(proto)
     check_external_data(proto, base_dir)
+    proto = apply_free_dimension_overrides(proto, free_dims_by_name or {}, free_dims_by_denotation or {})
     if run_shape_inference:
         proto = infer_shapes(proto)
     try:
