@@ -471,6 +471,11 @@ def _forest_from_legacy(ctx: KernelContext, prefix: str, n_targets: int, agg: in
         leaf_weight=np.asarray(t_w)[order], n_targets=n_targets, agg=agg, where=where)
 
 
+def _acc_dtype(X: Any) -> type:
+    """onnxruntime accumulates tree scores in double for double input, else in float."""
+    return np.float64 if np.asarray(X).dtype == np.float64 else np.float32
+
+
 def _tree_input(X: Any, op_name: str) -> np.ndarray:
     X = _as_float_matrix(X, op_name)
     return X.astype(np.float64, copy=False)
@@ -490,9 +495,12 @@ def tree_ensemble_regressor(ctx: KernelContext):
         raise InvalidGraph(f"{where}: base_values has {base.size} entries for {n_targets} targets")
 
     def run(X):
-        s, _ = forest.scores(_tree_input(X, "TreeEnsembleRegressor"))
+        X2 = _tree_input(X, "TreeEnsembleRegressor")
+        s, has = forest.scores(X2)
+        s = s.astype(_acc_dtype(X))
         if base is not None and base.size:
-            s = s + base
+            # onnxruntime leaves a target that no leaf reached at 0, without its base value
+            s = np.where(has, s + base.astype(s.dtype), s.dtype.type(0))
         return _post_transform(s, post).astype(np.float32)
 
     return run
@@ -523,7 +531,8 @@ def _classifier_run(forest, labels, base, post, binary, all_positive, op_name):
 
     def run(X):
         s, has = forest.scores(_tree_input(X, op_name))
-        return _finish_classifier(s, has, labels, base, post, binary, all_positive)
+        acc = _acc_dtype(X)
+        return _finish_classifier(s.astype(acc), has, labels, base.astype(acc), post, binary, all_positive)
 
     if n_classes == 0:
         raise InvalidGraph(f"{op_name}: no class labels")
@@ -638,5 +647,273 @@ def tree_ensemble(ctx: KernelContext):
         X2 = X.reshape(X.shape[0], -1) if X.ndim >= 2 else X.reshape(1, -1)
         s, _ = forest.scores(X2.astype(np.float64))
         return _post_transform(s, post).astype(X.dtype)
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Scaler, Normalizer, Imputer, OneHotEncoder, CategoryMapper, FeatureVectorizer
+# --------------------------------------------------------------------------------------------
+
+
+def _numeric(X: Any, op_name: str) -> np.ndarray:
+    X = np.asarray(X)
+    if X.dtype == object or X.dtype.kind not in "fiu":
+        raise TypeError(f"{op_name}: input 'X' must be a numeric tensor, got dtype {X.dtype}")
+    return X
+
+
+@op_factory("Scaler", 1, domain=ML)
+def scaler(ctx: KernelContext):
+    offset = np.asarray(_attr(ctx, "offset", [0.0]), dtype=np.float32)
+    scale = np.asarray(_attr(ctx, "scale", [1.0]), dtype=np.float32)
+
+    def run(X):
+        X = _numeric(X, "Scaler")
+        c = X.shape[-1] if X.ndim else 1
+        for name, v in (("offset", offset), ("scale", scale)):
+            if v.size not in (1, c):
+                raise InvalidArgument(f"Scaler: attribute '{name}' has {v.size} values, input 'X' has {c} columns")
+        return np.asarray((X.astype(np.float32) - offset) * scale, dtype=np.float32)
+
+    return run
+
+
+@op("Normalizer", 1, domain=ML)
+def normalizer(X, *, norm="MAX"):
+    X = _numeric(X, "Normalizer")
+    x = X.astype(np.float32)
+    if x.ndim == 1:
+        x2 = x.reshape(1, -1)
+    elif x.ndim == 2:
+        x2 = x
+    else:
+        raise InvalidArgument(f"Normalizer: input 'X' must be 1-D or 2-D, got shape {list(X.shape)}")
+    if norm == "MAX":
+        d = x2.max(axis=1, keepdims=True) if x2.shape[1] else np.ones((x2.shape[0], 1), np.float32)
+    elif norm == "L1":
+        d = np.abs(x2).sum(axis=1, keepdims=True)
+    elif norm == "L2":
+        d = np.sqrt((x2 * x2).sum(axis=1, keepdims=True))
+    else:
+        raise InvalidArgument(f"Normalizer: norm must be MAX, L1 or L2, got '{norm}'")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(d != 0, x2 / d, x2)
+    return out.reshape(x.shape).astype(np.float32)
+
+
+@op_factory("Imputer", 1, domain=ML)
+def imputer(ctx: KernelContext):
+    fl = ctx.attrs.get("imputed_value_floats")
+    il = ctx.attrs.get("imputed_value_int64s")
+    if not fl and not il:
+        raise InvalidGraph(f"{ctx.describe()}: one of imputed_value_floats and imputed_value_int64s is required")
+    rep_f = float(_attr(ctx, "replaced_value_float", 0.0))
+    rep_i = int(_attr(ctx, "replaced_value_int64", 0))
+
+    def run(X):
+        X = _numeric(X, "Imputer")
+        if X.dtype.kind == "f":
+            if not fl:
+                raise TypeError("Imputer: float input 'X' needs imputed_value_floats")
+            values = np.asarray(fl, dtype=X.dtype)
+            mask = np.isnan(X) if np.isnan(rep_f) else X == X.dtype.type(rep_f)
+        else:
+            if not il:
+                raise TypeError("Imputer: integer input 'X' needs imputed_value_int64s")
+            values = np.asarray(il, dtype=X.dtype)
+            mask = X == rep_i
+        c = X.shape[-1] if X.ndim else 1
+        if values.size not in (1, c):
+            raise InvalidArgument(f"Imputer: {values.size} imputed values for {c} columns of input 'X'")
+        fill = np.broadcast_to(values if values.size == c else values[0], X.shape)
+        return np.where(mask, fill, X).astype(X.dtype)
+
+    return run
+
+
+@op_factory("OneHotEncoder", 1, domain=ML)
+def one_hot_encoder(ctx: KernelContext):
+    cs = ctx.attrs.get("cats_strings")
+    ci = ctx.attrs.get("cats_int64s")
+    if (cs is None) == (ci is None):
+        raise InvalidGraph(f"{ctx.describe()}: exactly one of cats_strings and cats_int64s is required")
+    cats = np.array(cs if cs is not None else ci, dtype=object if cs is not None else np.int64)
+    zeros = int(_attr(ctx, "zeros", 1))
+    string_cats = cs is not None
+    index = {v: i for i, v in enumerate(cats.tolist())}
+
+    def run(X):
+        X = np.asarray(X)
+        is_str = X.dtype == object or X.dtype.kind in "US"
+        if is_str != string_cats:
+            raise TypeError(
+                f"OneHotEncoder: input 'X' dtype {X.dtype} does not match the {'string' if string_cats else 'int64'} categories")
+        flat = X.reshape(-1)
+        if is_str:
+            pos = np.fromiter((index.get(s, -1) for s in flat.tolist()), dtype=np.int64, count=flat.size)
+        else:
+            if X.dtype.kind == "f":
+                as_int = flat.astype(np.int64)
+                flat_k = np.where(as_int == flat, as_int, np.iinfo(np.int64).min)
+            else:
+                flat_k = flat.astype(np.int64)
+            order = np.argsort(cats, kind="stable")
+            sc = cats[order].astype(np.int64)
+            p = np.minimum(np.searchsorted(sc, flat_k), max(sc.size - 1, 0))
+            pos = np.where(sc.size and (sc[p] == flat_k), order[p] if sc.size else -1, -1) if sc.size else \
+                np.full(flat.size, -1, np.int64)
+        if not zeros and (pos < 0).any():
+            raise InvalidArgument("OneHotEncoder: input 'X' holds a category not in the list and zeros=0")
+        out = np.zeros((flat.size, cats.size), dtype=np.float32)
+        hit = pos >= 0
+        out[np.nonzero(hit)[0], pos[hit]] = 1.0
+        return out.reshape(X.shape + (cats.size,))
+
+    return run
+
+
+@op_factory("CategoryMapper", 1, domain=ML)
+def category_mapper(ctx: KernelContext):
+    cs = np.array(_attr(ctx, "cats_strings", []), dtype=object)
+    ci = np.array(_attr(ctx, "cats_int64s", []), dtype=np.int64)
+    if cs.size != ci.size:
+        raise InvalidGraph(f"{ctx.describe()}: cats_strings ({cs.size}) and cats_int64s ({ci.size}) differ in length")
+    to_int = _Mapper(cs, ci, int(_attr(ctx, "default_int64", -1)), np.int64)
+    to_str = _Mapper(ci, cs, _attr(ctx, "default_string", "_Unused"), object)
+
+    def run(X):
+        X = np.asarray(X)
+        if X.dtype == object or X.dtype.kind in "US":
+            return to_int(X.astype(object))
+        if X.dtype.kind not in "iu":
+            raise TypeError(f"CategoryMapper: input 'X' must be string or int64, got {X.dtype}")
+        return to_str(X)
+
+    return run
+
+
+@op_factory("FeatureVectorizer", 1, domain=ML)
+def feature_vectorizer(ctx: KernelContext):
+    dims = [int(d) for d in _attr(ctx, "inputdimensions", [])]
+
+    def run(*inputs):
+        if len(dims) != len(inputs):
+            raise InvalidArgument(f"FeatureVectorizer: {len(inputs)} inputs but {len(dims)} inputdimensions")
+        if not inputs:
+            raise InvalidArgument("FeatureVectorizer: needs at least one input")
+        parts = []
+        n = None
+        for i, (x, d) in enumerate(zip(inputs, dims)):
+            x = _numeric(x, "FeatureVectorizer")
+            x2 = x.reshape(1, -1) if x.ndim <= 1 else x.reshape(x.shape[0], -1)
+            if n is None:
+                n = x2.shape[0]
+            elif x2.shape[0] != n:
+                raise InvalidArgument(f"FeatureVectorizer: input {i} has {x2.shape[0]} rows, input 0 has {n}")
+            block = np.zeros((n, d), dtype=np.float32)
+            k = min(d, x2.shape[1])
+            block[:, :k] = x2[:, :k]
+            parts.append(block)
+        return np.concatenate(parts, axis=1)
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Linear models, ZipMap
+# --------------------------------------------------------------------------------------------
+
+
+@op_factory("LinearRegressor", 1, domain=ML)
+def linear_regressor(ctx: KernelContext):
+    targets = int(_attr(ctx, "targets", 1))
+    coef = np.asarray(_attr(ctx, "coefficients", []), dtype=np.float32)
+    if targets < 1 or coef.size % targets:
+        raise InvalidGraph(f"{ctx.describe()}: {coef.size} coefficients do not split into {targets} targets")
+    coef_t = np.ascontiguousarray(coef.reshape(targets, -1).T)  # [features, targets]
+    inter = np.asarray(_attr(ctx, "intercepts", []), dtype=np.float32)
+    if inter.size not in (0, targets):
+        raise InvalidGraph(f"{ctx.describe()}: {inter.size} intercepts for {targets} targets")
+    post = _post_code(_attr(ctx, "post_transform", "NONE"), ctx.describe())
+
+    def run(X):
+        X2 = _as_float_matrix(X, "LinearRegressor").astype(np.float32)
+        if X2.shape[1] != coef_t.shape[0]:
+            raise InvalidArgument(
+                f"LinearRegressor: input 'X' has {X2.shape[1]} features, the model expects {coef_t.shape[0]}")
+        y = X2 @ coef_t
+        if inter.size:
+            y = y + inter
+        return _post_transform(y.astype(np.float64), post).astype(np.float32)
+
+    return run
+
+
+@op_factory("LinearClassifier", 1, domain=ML)
+def linear_classifier(ctx: KernelContext):
+    where = ctx.describe()
+    ls = ctx.attrs.get("classlabels_strings")
+    li = ctx.attrs.get("classlabels_ints")
+    if (ls is None) == (li is None):
+        raise InvalidGraph(f"{where}: exactly one of classlabels_strings and classlabels_ints is required")
+    labels = np.array(ls, dtype=object) if ls is not None else np.array(li, dtype=np.int64)
+    coef = np.asarray(_attr(ctx, "coefficients", []), dtype=np.float32)
+    inter = np.asarray(_attr(ctx, "intercepts", []), dtype=np.float32)
+    n_cls = inter.size if inter.size else max(labels.size, 1)
+    if coef.size % n_cls:
+        raise InvalidGraph(f"{where}: {coef.size} coefficients do not split into {n_cls} classes")
+    coef_t = np.ascontiguousarray(coef.reshape(n_cls, -1).T)
+    post = _post_code(_attr(ctx, "post_transform", "NONE"), where)
+    binary = n_cls == 1 and labels.size == 2
+
+    def run(X):
+        X2 = _as_float_matrix(X, "LinearClassifier").astype(np.float32)
+        if X2.shape[1] != coef_t.shape[0]:
+            raise InvalidArgument(
+                f"LinearClassifier: input 'X' has {X2.shape[1]} features, the model expects {coef_t.shape[0]}")
+        s = (X2 @ coef_t).astype(np.float64)
+        if inter.size:
+            s = s + inter
+        if n_cls == 1:
+            v = s[:, 0]
+            positive = v > 0
+            if binary:
+                label = np.where(positive, labels[1], labels[0]).astype(labels.dtype)
+            elif labels.dtype == object:
+                label = np.where(positive, labels[0] if labels.size else "1", "0").astype(object)
+            else:
+                label = np.where(positive, 1, 0).astype(np.int64)
+            if post in (0, 2):
+                p = _post_transform(v, post)
+                z = np.stack([1.0 - p, p], axis=1)
+            else:
+                z = _post_transform(np.stack([-v, v], axis=1), post)
+            return label, z.astype(np.float32)
+        best = np.argmax(s, axis=1)
+        if labels.size < n_cls:
+            raise InvalidArgument(f"LinearClassifier: {labels.size} class labels for {n_cls} classes")
+        return labels[best], _post_transform(s, post).astype(np.float32)
+
+    return run
+
+
+@op_factory("ZipMap", 1, domain=ML)
+def zipmap(ctx: KernelContext):
+    ls = ctx.attrs.get("classlabels_strings")
+    li = ctx.attrs.get("classlabels_int64s")
+    if (ls is None) == (li is None):
+        raise InvalidGraph(f"{ctx.describe()}: exactly one of classlabels_strings and classlabels_int64s is required")
+    labels = list(ls) if ls is not None else [int(v) for v in li]
+
+    def run(X):
+        X = np.asarray(X)
+        if X.dtype != np.float32:
+            raise TypeError(f"ZipMap: input 'X' must be float32, got {X.dtype}")
+        X2 = X.reshape(1, -1) if X.ndim == 1 else X
+        if X2.ndim != 2 or X2.shape[1] != len(labels):
+            raise InvalidArgument(
+                f"ZipMap: input 'X' must have {len(labels)} columns (one per label), got shape {list(X.shape)}")
+        return [dict(zip(labels, row)) for row in X2.tolist()]
 
     return run
