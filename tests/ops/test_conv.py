@@ -1,0 +1,203 @@
+"""Convolution, pooling and image kernels compared with onnxruntime on random inputs, plus edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import onnxrt
+
+ort = pytest.importorskip("onnxruntime")
+
+RNG = np.random.default_rng(1234)
+
+
+def _model(op_type, inputs, n_out=1, initializers=(), opset=22, **attrs):
+    """inputs: list of (name, array); names in `initializers` become constant weights."""
+    init_names = set(initializers)
+    graph_inputs = [
+        helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        for name, a in inputs if name and name not in init_names
+    ]
+    inits = [onnx.numpy_helper.from_array(a, name) for name, a in inputs if name in init_names]
+    outs = [helper.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)]
+    node = helper.make_node(op_type, [name for name, _ in inputs], [o.name for o in outs], **attrs)
+    graph = helper.make_graph([node], "g", graph_inputs, outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    return model.SerializeToString()
+
+
+def _run_both(op_type, inputs, n_out=1, initializers=(), opset=22, **attrs):
+    model = _model(op_type, inputs, n_out, initializers, opset, **attrs)
+    feed = {name: a for name, a in inputs if name and name not in set(initializers)}
+    ours = onnxrt.InferenceSession(model).run(None, feed)
+    theirs = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    return ours, theirs
+
+
+def _check(ours, theirs, rtol=1e-4, atol=1e-5):
+    assert len(ours) == len(theirs)
+    for a, e in zip(ours, theirs):
+        assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
+        if e.dtype.kind in "iu":
+            np.testing.assert_array_equal(a, e)
+        else:
+            np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+def _f32(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+CONV_CASES = [
+    # x shape, w shape, attrs
+    ((2, 3, 9, 11), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 4, 10, 10), (6, 2, 3, 2), dict(group=2, strides=[2, 1], pads=[0, 1, 2, 0])),
+    ((1, 6, 12, 12), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1], strides=[2, 2])),  # depthwise
+    ((2, 4, 9, 9), (8, 1, 3, 3), dict(group=4, dilations=[2, 2])),  # depthwise, multiplier 2
+    ((1, 8, 7, 7), (5, 8, 1, 1), {}),  # 1x1 GEMM
+    ((2, 8, 7, 7), (6, 4, 1, 1), dict(group=2, strides=[2, 2])),  # 1x1 strided, grouped
+    ((1, 3, 13, 13), (2, 3, 3, 3), dict(strides=[2, 3], auto_pad="SAME_UPPER")),
+    ((1, 3, 13, 13), (2, 3, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3])),
+    ((1, 3, 13, 12), (2, 3, 4, 4), dict(strides=[3, 2], auto_pad="SAME_LOWER")),
+    ((1, 3, 13, 12), (2, 3, 4, 4), dict(auto_pad="VALID")),
+    ((2, 3, 17), (4, 3, 5), dict(pads=[2, 1], strides=[2])),  # 1-D
+    ((1, 2, 5, 6, 7), (3, 2, 2, 3, 2), dict(pads=[1, 0, 1, 0, 1, 1], strides=[1, 2, 1])),  # 3-D
+]
+
+
+@pytest.mark.parametrize("const_w", [True, False])
+@pytest.mark.parametrize("xs,ws,attrs", CONV_CASES)
+def test_conv_matches_onnxruntime(xs, ws, attrs, const_w):
+    x, w, b = _f32(*xs), _f32(*ws), _f32(ws[0])
+    inits = ("W", "B") if const_w else ()
+    _check(*_run_both("Conv", [("X", x), ("W", w), ("B", b)], initializers=inits, **attrs))
+
+
+def test_conv_float16_and_float64():
+    x, w = _f32(1, 4, 8, 8), _f32(3, 4, 3, 3)
+    (ref,) = onnxrt.InferenceSession(_model("Conv", [("X", x), ("W", w)], pads=[1, 1, 1, 1])).run(None, {"X": x, "W": w})
+    for dt, tol in ((np.float16, 2e-2), (np.float64, 1e-5)):
+        xd, wd = x.astype(dt), w.astype(dt)
+        sess = onnxrt.InferenceSession(_model("Conv", [("X", xd), ("W", wd)], pads=[1, 1, 1, 1]))
+        (y,) = sess.run(None, {"X": xd, "W": wd})
+        assert y.dtype == dt and y.shape == ref.shape
+        np.testing.assert_allclose(y.astype(np.float32), ref, rtol=tol, atol=tol)
+    _check(*_run_both("Conv", [("X", x.astype(np.float64)), ("W", w.astype(np.float64))], opset=11), rtol=1e-10, atol=1e-10)
+
+
+CONVT_CASES = [
+    ((1, 3, 5, 5), (3, 2, 3, 3), dict(strides=[2, 2])),
+    ((2, 4, 4, 5), (4, 3, 3, 2), dict(group=2, strides=[2, 3], pads=[1, 0, 0, 1], output_padding=[1, 0])),
+    ((1, 2, 4, 4), (2, 2, 3, 3), dict(dilations=[2, 2], pads=[1, 1, 1, 1])),
+    ((1, 2, 4, 4), (2, 3, 3, 3), dict(strides=[2, 2], output_shape=[9, 10])),
+    ((1, 2, 4, 4), (2, 3, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+    ((1, 2, 6), (2, 3, 4), dict(strides=[3], pads=[1, 2])),
+    ((1, 2, 3, 3, 3), (2, 1, 2, 2, 2), dict(strides=[2, 1, 2])),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", CONVT_CASES)
+def test_conv_transpose_matches_onnxruntime(xs, ws, attrs):
+    group = attrs.get("group", 1)
+    x, w, b = _f32(*xs), _f32(*ws), _f32(ws[1] * group)
+    _check(*_run_both("ConvTranspose", [("X", x), ("W", w), ("B", b)], initializers=("W",), **attrs))
+
+
+POOL_CASES = [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[3, 3], dilations=[2, 2], pads=[1, 0, 2, 1]),
+    dict(kernel_shape=[3, 2], strides=[2, 1], auto_pad="SAME_UPPER"),
+]
+
+
+@pytest.mark.parametrize("attrs", POOL_CASES)
+def test_max_pool_with_indices_matches_onnxruntime(attrs):
+    x = _f32(2, 3, 9, 8)
+    _check(*_run_both("MaxPool", [("X", x)], n_out=2, **attrs))
+    _check(*_run_both("MaxPool", [("X", x)], n_out=2, storage_order=1, **attrs))
+
+
+@pytest.mark.parametrize("include_pad", [0, 1])
+@pytest.mark.parametrize("attrs", POOL_CASES)
+def test_average_pool_matches_onnxruntime(attrs, include_pad):
+    x = _f32(2, 3, 9, 8)
+    _check(*_run_both("AveragePool", [("X", x)], count_include_pad=include_pad, **attrs))
+
+
+def test_lp_and_global_pools_match_onnxruntime():
+    x = _f32(2, 3, 7, 6)
+    _check(*_run_both("LpPool", [("X", x)], kernel_shape=[3, 2], strides=[2, 2], p=3, pads=[1, 1, 0, 0]))
+    for op_type in ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"):
+        _check(*_run_both(op_type, [("X", x)], opset=18))
+
+
+def test_maxpool_uint8_and_maxunpool_round_trip():
+    x = RNG.integers(0, 255, (1, 2, 6, 6), dtype=np.uint8)
+    _check(*_run_both("MaxPool", [("X", x)], kernel_shape=[2, 2], strides=[2, 2], opset=12))
+    xf = _f32(1, 2, 6, 6)
+    sess = onnxrt.InferenceSession(_model("MaxPool", [("X", xf)], n_out=2, kernel_shape=[2, 2], strides=[2, 2]))
+    y, idx = sess.run(None, {"X": xf})
+    un = onnxrt.InferenceSession(_model("MaxUnpool", [("X", y), ("I", idx)], kernel_shape=[2, 2], strides=[2, 2]))
+    (z,) = un.run(None, {"X": y, "I": idx})
+    assert z.shape == xf.shape
+    np.testing.assert_array_equal(z.reshape(-1)[idx.reshape(-1)], y.reshape(-1))
+
+
+@pytest.mark.parametrize("mode,coord", [("linear", "half_pixel"), ("cubic", "align_corners"),
+                                        ("nearest", "asymmetric"), ("linear", "pytorch_half_pixel")])
+def test_resize_matches_onnxruntime(mode, coord):
+    x = _f32(1, 2, 5, 8)  # integral output sizes: onnxruntime and the spec differ on fractional ones
+    scales = np.array([1, 1, 1.6, 0.5], dtype=np.float32)
+    roi = np.zeros(0, dtype=np.float32)
+    _check(*_run_both("Resize", [("X", x), ("roi", roi), ("scales", scales)], initializers=("roi", "scales"),
+                      opset=19, mode=mode, coordinate_transformation_mode=coord), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_grid_sample_matches_onnxruntime(mode, padding_mode):
+    if mode == "cubic" and padding_mode == "border":
+        pytest.skip("onnxruntime's bicubic border padding differs from the ONNX reference (which onnxrt follows)")
+    x = _f32(2, 3, 5, 6)
+    grid = (RNG.random((2, 4, 7, 2)) * 2.6 - 1.3).astype(np.float32)
+    _check(*_run_both("GridSample", [("X", x), ("grid", grid)], opset=20, mode=mode, padding_mode=padding_mode,
+                      align_corners=0), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_errors_name_the_problem():
+    x, w = _f32(1, 3, 5, 5), _f32(2, 4, 3, 3)
+    sess = onnxrt.InferenceSession(_model("Conv", [("X", x), ("W", w)]))
+    with pytest.raises(Exception, match="channels"):
+        sess.run(None, {"X": x, "W": w})
+    x, w = _f32(1, 3, 2, 2), _f32(2, 3, 3, 3)
+    sess = onnxrt.InferenceSession(_model("Conv", [("X", x), ("W", w)]))
+    with pytest.raises(Exception, match="kernel"):
+        sess.run(None, {"X": x, "W": w})
+
+
+def test_maxpool_missing_kernel_and_empty_nms():
+    x = _f32(1, 1, 4, 4)
+    sess = onnxrt.InferenceSession(_model("MaxPool", [("X", x)], kernel_shape=[2]))
+    with pytest.raises(Exception, match="kernel_shape"):
+        sess.run(None, {"X": x})
+    boxes = np.zeros((1, 0, 4), dtype=np.float32)
+    scores = np.zeros((1, 2, 0), dtype=np.float32)
+    mx = np.array([3], dtype=np.int64)
+    (sel,) = onnxrt.InferenceSession(
+        _model("NonMaxSuppression", [("b", boxes), ("s", scores), ("m", mx)], opset=11)
+    ).run(None, {"b": boxes, "s": scores, "m": mx})
+    assert sel.shape == (0, 3) and sel.dtype == np.int64
+
+
+def test_conv_weight_prepared_once_and_weights_untouched():
+    x, w = _f32(1, 4, 6, 6), _f32(3, 4, 3, 3)
+    w_copy = w.copy()
+    sess = onnxrt.InferenceSession(_model("Conv", [("X", x), ("W", w)], initializers=("W",), pads=[1, 1, 1, 1]))
+    a = sess.run(None, {"X": x})[0]
+    b = sess.run(None, {"X": x})[0]
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(w, w_copy)
