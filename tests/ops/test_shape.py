@@ -193,6 +193,14 @@ def test_misc_against_ort():
     check("Squeeze", [np.zeros((1, 3, 1), np.float32)], opset=11, axes=[-1])
     check("Unsqueeze", [X3], opset=11, axes=[-1, 0])
     check("NonZero", [np.array([[1, 0], [0, 3]], np.int32)], opset=13)
+    check("NonZero", [np.array(2.0, np.float32)], opset=13)  # scalar: shape (1, nnz) like onnxruntime
+    check("GatherND", [RNG.standard_normal((2, 3, 4, 5)).astype(np.float32),
+                       RNG.integers(-4, 4, (2, 3, 2, 1)).astype(np.int64)], batch_dims=2)
+    check("ScatterElements", [np.arange(12, dtype=np.int64).reshape(3, 4), i64(0, 0, 2, 1).reshape(1, 4),
+                              i64(5, 6, 7, 8).reshape(1, 4)], axis=0, reduction="add")
+    check("Expand", [X3, i64(4)])
+    check("Tile", [X3, i64(0, 2, 1)])
+    check("SpaceToDepth", [RNG.standard_normal((1, 2, 4, 6)).astype(np.float32)], blocksize=2)
 
 
 def test_dropout_inference_and_mask():
@@ -273,3 +281,16 @@ def test_errors_name_the_problem(op_type, inputs, attrs, opset, fragment):
     msg = str(info.value)
     assert op_type in msg and fragment in msg
     assert "IndexError" not in msg
+
+
+def test_scalar_gather_keeps_string_and_exotic_dtypes():
+    from onnxrt.ops.registry import KernelContext, lookup
+
+    import ml_dtypes
+
+    since, factory = lookup("", "Gather", 13)
+    run = factory(KernelContext("Gather", "", "", 13, since, {"axis": 0}, 2, 1))
+    s = run(np.array(["ab", "c"], dtype=object), np.array(-1, np.int64))
+    assert s.dtype == object and s.shape == () and s.item() == "c"
+    b = run(np.array([1.5, 2.5], dtype=ml_dtypes.bfloat16), np.array(0, np.int32))
+    assert b.dtype == ml_dtypes.bfloat16 and b.shape == ()

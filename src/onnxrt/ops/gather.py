@@ -69,12 +69,12 @@ def gather(ctx: KernelContext):
                 out = data[i]
             else:
                 out = data[(slice(None),) * a + (i,)]
-            return out if type(out) is np.ndarray else np.asarray(out)
-        if indices.size:
-            lo, hi = int(indices.min()), int(indices.max())
-            if lo < -dim or hi >= dim:
-                _bounds(indices, dim, "Gather", f"axis {a} of input 'data'")
-        return np.take(data, indices, axis=a)
+            return out if type(out) is np.ndarray else np.array(out, dtype=data.dtype)
+        try:
+            return np.take(data, indices, axis=a)  # raise mode: negative indices count from the end
+        except IndexError:
+            _bounds(indices, dim, "Gather", f"axis {a} of input 'data'")
+            raise
 
     return run
 

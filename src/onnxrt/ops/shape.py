@@ -49,6 +49,8 @@ def _ints(value: Any, op_name: str, name: str) -> list[int]:
 
 def _scalar(value: Any, op_name: str, name: str) -> Any:
     """A scalar (or 1-element) tensor input as a Python number."""
+    if type(value) is np.ndarray and value.ndim == 0 and value.dtype.kind in "iufb":
+        return value.item()
     a = np.asarray(value)
     if a.size != 1:
         raise ValueError(f"{op_name}: input '{name}' must be a scalar (or have one element), got shape {a.shape}")
@@ -538,10 +540,7 @@ def range_(ctx: KernelContext):
     stash = ctx.attrs.get("stash_type", 1) if ctx.since_version >= 27 else None
 
     def run(start, limit, delta):
-        for name, v in (("start", start), ("limit", limit), ("delta", delta)):
-            if np.asarray(v).size != 1:
-                raise ValueError(f"Range: input '{name}' must be a scalar, got shape {np.asarray(v).shape}")
-        dtype = np.asarray(start).dtype
+        dtype = start.dtype
         s = _scalar(start, "Range", "start")
         lim = _scalar(limit, "Range", "limit")
         d = _scalar(delta, "Range", "delta")
@@ -730,8 +729,8 @@ def compress(input, condition, *, axis=None):  # noqa: A002
 
 @op("NonZero", 9)
 def non_zero(X):
-    if X.ndim == 0:
-        return np.zeros((0, 1 if bool(X) else 0), dtype=np.int64)
+    if X.ndim == 0:  # onnxruntime treats a scalar as a 1-element vector
+        return np.zeros((1, 1 if bool(X) else 0), dtype=np.int64)
     x = X.astype(np.float32) if X.dtype.kind == "V" else X
     nz = np.nonzero(x)
     if not nz:
