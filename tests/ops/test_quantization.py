@@ -85,6 +85,13 @@ def test_dequantize_linear_matches_ort(zp_type, layout):
     _both("DequantizeLinear", [("x", x), ("s", s), ("zp", zp)], [("y", T.FLOAT)], **attrs)
 
 
+def test_quantize_float16_divides_in_float32_like_ort():
+    x = (RNG.standard_normal(3000) * 100).astype(np.float16)
+    for opset in (21, 25):
+        _both("QuantizeLinear", [("x", x), ("s", np.array(0.37, np.float16)), ("zp", np.array(3, np.int8))],
+              [("y", T.INT8)], opset=opset)
+
+
 def test_dequantize_float16_scale_and_int32_input():
     x = np.array([-7, 0, 9, 127, -128], np.int8)
     _both("DequantizeLinear", [("x", x), ("s", np.array(0.1, np.float16))], [("y", T.FLOAT16)])

@@ -96,16 +96,23 @@ def _as_f32(v: np.ndarray) -> np.ndarray:
     return v.astype(np.float32)
 
 
-def _saturate_to(values: np.ndarray, dst: np.dtype, saturate: bool = True) -> np.ndarray:
-    """Quantized values (already rounded for integer targets) saturated into ``dst``."""
+def _saturate_to(values: np.ndarray, dst: np.dtype, saturate: bool = True, owned: bool = False) -> np.ndarray:
+    """Quantized values (already rounded for integer targets) saturated into ``dst``.
+
+    ``owned``: ``values`` is a temporary of the caller's that may be overwritten.
+    """
     if dst in _INT_RANGE:
         lo, hi = _INT_RANGE[dst]
-        with np.errstate(invalid="ignore"):
+        if values.dtype.kind == "f":
+            # fmax/fmin return the non-NaN operand: NaN saturates to the minimum, like onnxruntime
+            out = values if owned and values.flags.writeable else None
+            v = np.fmax(values, values.dtype.type(lo), out=out)
+            np.fmin(v, values.dtype.type(hi), out=v)
+        else:
             v = np.clip(values, lo, hi)
-            v = np.where(np.isnan(v), lo, v) if v.dtype.kind == "f" else v
-            if dst.kind == "V":
-                return v.astype(np.int8 if lo < 0 else np.uint8).astype(dst)
-            return v.astype(dst)
+        if dst.kind == "V":
+            return v.astype(np.int8 if lo < 0 else np.uint8).astype(dst)
+        return v.astype(dst)
     if is_float(dst):
         return convert(values, dst, saturate=saturate)
     raise TypeError(f"quantized output type {_describe(dst)} is not supported")
@@ -133,26 +140,24 @@ def _quantize(
     op_name: str = "QuantizeLinear",
 ) -> np.ndarray:
     s = _param_layout(scale, x.shape, axis, block_size, op_name, "y_scale")
-    if x.dtype == _F32 and precision == _F32 and s.dtype == _F32:
-        q = x / s
-    else:
-        wide = _F64 if x.dtype.kind in "iu" or precision == _F64 else _F32
-        xf = x.astype(wide) if x.dtype != wide else x
-        sf = s.astype(wide) if s.dtype != wide else s
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            q = xf / sf
-        if precision not in (wide,):
+    wide = _F64 if x.dtype.kind in "iu" or precision == _F64 else _F32
+    xf = x.astype(wide) if x.dtype != wide else x
+    sf = s.astype(wide) if s.dtype != wide else s
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = xf / sf
+        if precision != wide:
             q = q.astype(precision).astype(np.float32)  # division rounded to the requested precision
+    q = np.asarray(q)  # this function's temporary (0-d results come back as numpy scalars)
     if out_dtype in _INT_RANGE:
-        q = np.rint(q)
+        np.rint(q, out=q)
         if zero_point is not None:
             zp = _param_layout(zero_point, x.shape, axis, block_size, op_name, "y_zero_point")
-            q = q + _to_int_values(zp).astype(q.dtype)
-        return _saturate_to(q, out_dtype)
+            q += _to_int_values(zp).astype(q.dtype)
+        return _saturate_to(q, out_dtype, owned=True)
     if zero_point is not None:
         zp = _param_layout(zero_point, x.shape, axis, block_size, op_name, "y_zero_point")
         q = q + _as_f32(zp).astype(q.dtype)
-    return _saturate_to(q, out_dtype, saturate)
+    return np.asarray(_saturate_to(np.asarray(q), out_dtype, saturate))
 
 
 def _precision_dtype(scale_dtype: np.dtype, precision: int) -> np.dtype:
@@ -161,8 +166,8 @@ def _precision_dtype(scale_dtype: np.dtype, precision: int) -> np.dtype:
         if not is_float(dt):
             raise TypeError(f"QuantizeLinear: attribute precision must name a float type, got {_describe(dt)}")
         return dt if dt in (_F64, np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)) else _F32
-    if scale_dtype in (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16), _F64):
-        return scale_dtype
+    # Without the attribute, divide in float32 like onnxruntime does for every scale type (the
+    # opset-23 text says a float16/bfloat16 scale sets the precision; onnxruntime 1.31 ignores that).
     return _F32
 
 
@@ -406,10 +411,11 @@ def matmul_integer(ctx: KernelContext):
 
 def _requantize(acc: np.ndarray, multiplier: np.ndarray, y_zero_point: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
     """saturate(rint(acc * multiplier) + y_zp) for integer outputs; float8 outputs round once."""
-    v = acc.astype(np.float32, copy=False) * multiplier
+    v = np.asarray(acc.astype(np.float32, copy=False) * multiplier)
     if out_dtype in _INT_RANGE:
-        v = np.rint(v) + _to_int_values(y_zero_point).astype(np.float32)
-        return _saturate_to(v, out_dtype)
+        np.rint(v, out=v)
+        v += _to_int_values(y_zero_point).astype(np.float32)
+        return _saturate_to(v, out_dtype, owned=True)
     return _saturate_to(v + _as_f32(y_zero_point), out_dtype, True)
 
 
