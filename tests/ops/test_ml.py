@@ -89,15 +89,23 @@ def test_tree_classifier_multiclass_matches_ort(post, labels):
     _check(model, {"X": X}, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("post", ["NONE", "LOGISTIC"])
+@pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "PROBIT"])
 @pytest.mark.parametrize("weights", [[0.2, 0.7, 0.9, 0.4, 0.3], [0.2, -0.7, 0.9, 0.4, -0.3]])
-def test_tree_classifier_binary_matches_ort(post, weights):
+@pytest.mark.parametrize("ids", [[1, 1, 1, 1, 1], [0, 1, 0, 1, 0], [0, 0, 0, 0, 0]])
+@pytest.mark.parametrize("base", [[], [0.2, -0.3]])
+def test_tree_classifier_binary_matches_ort(post, weights, ids, base):
     attrs = _tree_attrs()
+    if base:
+        attrs["base_values"] = base
     model = _model(
         "TreeEnsembleClassifier", [("X", F, [None, 3])], [("Y", I, [None]), ("Z", F, [None, 2])],
         post_transform=post, class_treeids=[0, 0, 0, 1, 1], class_nodeids=[2, 3, 4, 1, 2],
-        class_ids=[1, 1, 1, 1, 1], class_weights=weights, classlabels_int64s=[0, 1], **attrs)
+        class_ids=ids, class_weights=weights, classlabels_int64s=[0, 1], **attrs)
     X = RNG.normal(size=(40, 3)).astype(np.float32)
+    if post == "PROBIT":  # onnxruntime's probit of scores outside (0, 1) is NaN/-inf: compare labels only
+        ours, ref = _both(model, {"X": X})
+        np.testing.assert_array_equal(ours[0], ref[0])
+        return
     _check(model, {"X": X}, rtol=1e-4, atol=1e-5)
 
 
@@ -137,7 +145,7 @@ def test_linear_models_match_ort():
 
 def test_linear_classifier_binary_matches_ort():
     X = RNG.normal(size=(6, 4)).astype(np.float32)
-    for post in ("NONE", "LOGISTIC"):
+    for post in ("NONE", "LOGISTIC", "SOFTMAX"):
         _check(_model("LinearClassifier", [("X", F, [None, 4])], [("Y", S, [None]), ("Z", F, [None, 2])],
                       coefficients=[0.5, -1.0, 0.25, 2.0], intercepts=[0.1], classlabels_strings=["no", "yes"],
                       post_transform=post), {"X": X}, rtol=1e-4)

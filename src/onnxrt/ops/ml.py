@@ -540,8 +540,14 @@ def _classifier_run(forest, labels, base, post, binary, all_positive, op_name):
 
 
 def _finish_classifier(s, has, labels, base, post, binary, all_positive):
-    """onnxruntime's label choice and score layout for tree classifiers, row-vectorised."""
+    """onnxruntime's label choice and score layout for tree classifiers, row-vectorised.
+
+    Observed onnxruntime behaviour: a class no leaf voted for scores 0 (its base value is not
+    added); with two classes and no base values, a row where only class 0 has a score gets a
+    synthesised second column.
+    """
     n, n_classes = s.shape
+    zero = s.dtype.type(0)
     if n_classes != 2:
         if base.size:
             k = min(base.size, n_classes)
@@ -550,39 +556,39 @@ def _finish_classifier(s, has, labels, base, post, binary, all_positive):
             has = has.copy()
             has[:, :k] = True
         best = np.argmax(np.where(has, s, -np.inf), axis=1)
-        return labels[best], _post_transform(s, post).astype(np.float32)
-    s = s.copy()
-    has = has.copy()
-    if base.size == 2:
-        h1 = has[:, 1]
-        shifted = base[1] + s[:, 0]
-        s[:, 1] = np.where(h1, shifted, s[:, 1] + base[1])
-        s[:, 0] = np.where(h1, -shifted, s[:, 0] + base[0])
+        return labels[best], _post_transform(np.where(has, s, zero), post).astype(np.float32)
+    s0, s1 = s[:, 0], s[:, 1]
+    h0, h1 = has[:, 0], has[:, 1]
+    if base.size >= 2:
+        shifted = base[1] + np.where(h0, s0, zero)
+        s0, s1 = np.where(h1, -shifted, s0 + base[0]), np.where(h1, shifted, s1 + base[1])
         single = np.zeros(n, dtype=bool)
     else:
         if base.size == 1:
-            s[:, 0] += base[0]
-        single = ~has[:, 1]
-    pos_weight = np.where(has[:, 1], s[:, 1], np.where(has[:, 0], s[:, 0], 0.0))
+            s0 = s0 + base[0]
+        single = ~h1 if base.size == 0 else np.zeros(n, dtype=bool)
+    pos_weight = np.where(h1, s1, np.where(h0, s0, zero))
     if binary:
         positive = pos_weight > (0.5 if all_positive else 0.0)
     else:
         positive = pos_weight > 0
     label = np.where(positive, labels[1], labels[0]).astype(labels.dtype)
-    z = np.zeros((n, 2), dtype=np.float64)
+    z = np.zeros((n, 2), dtype=s.dtype)
     two = ~single
     if two.any():
-        z[two] = _post_transform(s[two], post)
+        pair = np.stack([np.where(h0, s0, zero), np.where(h1, s1, zero)], axis=1)
+        z[two] = _post_transform(pair[two], post)
     if single.any():
-        v = s[single, 0]
+        v = np.where(h0, s0, zero)[single]
         if post == 4:
-            z[single, 0] = _probit(v)
+            z[single] = np.stack([_probit(v), v], axis=1)
+        elif binary and all_positive:
+            p = _logistic(v) if post == 2 else v
+            z[single] = np.stack([1.0 - p, p], axis=1)
+        elif post == 2:
+            z[single] = np.stack([_logistic(-v), _logistic(v)], axis=1)
         else:
-            if binary and not all_positive:
-                pair = np.stack([_logistic(-v), _logistic(v)] if post == 2 else [-v, v], axis=1)
-            else:
-                pair = np.stack([1.0 - v, v], axis=1)
-            z[single] = _post_transform(pair, post)
+            z[single] = np.stack([-v, v], axis=1)
     return label, z.astype(np.float32)
 
 
@@ -884,11 +890,9 @@ def linear_classifier(ctx: KernelContext):
                 label = np.where(positive, labels[0] if labels.size else "1", "0").astype(object)
             else:
                 label = np.where(positive, 1, 0).astype(np.int64)
-            if post in (0, 2):
-                p = _post_transform(v, post)
-                z = np.stack([1.0 - p, p], axis=1)
-            else:
-                z = _post_transform(np.stack([-v, v], axis=1), post)
+            # onnxruntime: [1 - p, p] with p the logistic (or probit) score, else the raw one
+            p = _logistic(v) if post == 2 else (_probit(v) if post == 4 else v)
+            z = np.stack([1.0 - p, p], axis=1)
             return label, z.astype(np.float32)
         best = np.argmax(s, axis=1)
         if labels.size < n_cls:
