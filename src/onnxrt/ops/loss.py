@@ -94,7 +94,7 @@ def softmax_cross_entropy_loss(ctx: KernelContext):
     def run(scores, labels, weights=None):
         _check_inputs("SoftmaxCrossEntropyLoss", scores, labels, weights, "scores", "labels", "weights")
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            log_p = softmax_along(scores, (1,), log=True)
+            log_p = softmax_along(scores, (1,), log=True, cdt=compute_dtype(scores.dtype))
         loss = nll(log_p, labels, weights, ignore_index, reduction, "SoftmaxCrossEntropyLoss", "labels")
         loss = np.asarray(loss).astype(scores.dtype, copy=False)
         if want_log_prob:

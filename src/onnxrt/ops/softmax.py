@@ -34,22 +34,33 @@ def _axes(X: np.ndarray, axis: int, flatten: bool, op_name: str) -> tuple[int, .
     return tuple(range(a, X.ndim)) if flatten else (a,)
 
 
-def softmax_along(X: np.ndarray, axes: tuple[int, ...], log: bool = False) -> np.ndarray:
-    """(Log)softmax over ``axes`` in the compute dtype (a fresh array, written in place)."""
-    cdt = compute_dtype(X.dtype)
-    if X.dtype.kind == "V":
+def native_dtype(dtype: np.dtype) -> np.dtype:
+    """Softmax runs in the input's own float type (float16 and bfloat16 included, rounding after each
+    step as the ONNX reference and the ops of its function body do); other ml_dtypes go through float32."""
+    if dtype.kind == "f" or dtype.name == "bfloat16":
+        return dtype
+    return np.dtype(np.float32)
+
+
+def softmax_along(X: np.ndarray, axes: tuple[int, ...], log: bool = False, cdt: np.dtype | None = None) -> np.ndarray:
+    """(Log)softmax over ``axes`` in ``cdt`` (default: the input's own float type), in a fresh array."""
+    if cdt is None:
+        cdt = native_dtype(X.dtype)
+    if X.dtype != cdt:
         X = X.astype(cdt)
+    # ml_dtypes' bfloat16 sum accumulates in bfloat16 (one rounding per element): sum in float32
+    sum_dt = np.float32 if cdt.kind == "V" else cdt
     m = np.max(X, axis=axes, keepdims=True).astype(cdt, copy=False)
     out = np.subtract(X, m, dtype=cdt)
     if log:
         tmp = np.exp(out)
-        s = np.sum(tmp, axis=axes, keepdims=True)
+        s = np.sum(tmp, axis=axes, keepdims=True, dtype=sum_dt).astype(cdt, copy=False)
         del tmp
         np.log(s, out=s)
         out -= s
     else:
         np.exp(out, out=out)
-        s = np.sum(out, axis=axes, keepdims=True)
+        s = np.sum(out, axis=axes, keepdims=True, dtype=sum_dt).astype(cdt, copy=False)
         out /= s
     return out
 
