@@ -147,45 +147,50 @@ def isinf(X, *, detect_negative=1, detect_positive=1):
 
 
 # -- erf / erfc ------------------------------------------------------------------------------
-# erfc(a) = exp(-a^2) * g(a) for a >= 0, with g = erfcx smooth and slowly varying: g is tabulated
-# once at import as piecewise polynomials (Chebyshev interpolation of math.erfc(a) * exp(a^2)), so
-# erfc keeps full relative accuracy deep into its tail (Gelu needs that for large negative inputs).
-# erf = 1 - erfc, except near 0 where a Taylor series keeps the relative accuracy.
+# erfc(a) = exp(-a^2) * erfcx(a) for a >= 0. erfcx is smooth on [0, inf) and, in the variable
+# t = K / (K + a) in (0, 1], is well approximated by one polynomial: it is fitted once at import by
+# Chebyshev interpolation of math.erfc(a) * exp(a^2) (asymptotic series where that overflows), and
+# evaluated by Horner in u = 2t - 1 (small power-basis coefficients: stable). erfc keeps its relative
+# accuracy deep into the tail (Gelu needs that for large negative inputs); erf = 1 - erfc, except
+# near 0 where a Taylor series keeps the relative accuracy.
+
+
+def _erfcx_scalar(z: float) -> float:
+    if z < 25.0:
+        return math.erfc(z) * math.exp(z * z)
+    total, term = 0.0, 1.0
+    for n in range(12):  # asymptotic series, ample at z >= 25
+        total += term
+        term *= -(2 * n + 1) / (2.0 * z * z)
+    return total / (z * math.sqrt(math.pi))
 
 
 class _ErfcTable:
-    def __init__(self, dtype: np.dtype, limit: float, n: int, deg: int, taylor_terms: int) -> None:
+    K = 3.0
+
+    def __init__(self, dtype: np.dtype, deg: int, taylor_terms: int, taylor_below: float) -> None:
         self.dtype = dtype
-        self.n = n
-        self.deg = deg
-        self.limit = dtype.type(limit)
-        h = limit / n
-        self.scale = dtype.type(2.0 / h)
         nodes = np.cos(np.pi * (np.arange(deg + 1) + 0.5) / (deg + 1))
-        pieces = []
-        for i in range(n):
-            xs = i * h + (nodes + 1.0) * (h / 2.0)
-            g = [math.erfc(float(v)) * math.exp(float(v) * float(v)) for v in xs]
-            pieces.append(_cheb.cheb2poly(_cheb.chebfit(nodes, g, deg)))
-        self.table = np.ascontiguousarray(np.array(pieces, dtype=np.float64).T.astype(dtype))  # (deg+1, n)
+        ts = (nodes + 1.0) / 2.0
+        values = [_erfcx_scalar(self.K * (1.0 - t) / t) for t in ts]
+        self.coef = [dtype.type(c) for c in _cheb.cheb2poly(_cheb.chebfit(nodes, values, deg))]
         # erf(x) = 2/sqrt(pi) * sum (-1)^k x^(2k+1) / (k! (2k+1)) = x * P(x^2)
         self.taylor = [dtype.type((-1) ** k * 2.0 / math.sqrt(math.pi) / (math.factorial(k) * (2 * k + 1)))
                        for k in range(taylor_terms)]
-        self.taylor_below = dtype.type(0.5)
+        self.taylor_below = dtype.type(taylor_below)
 
     def erfc_abs(self, a: np.ndarray) -> np.ndarray:
         """erfc(a) for a >= 0 (NaN stays NaN, +inf gives 0)."""
-        s = np.minimum(a, self.limit)
-        s *= self.scale  # position in half-pieces
-        k = np.fmin(s, 2 * self.n - 1).astype(np.intp)
-        k >>= 1
-        u = s
-        u -= (2 * k + 1).astype(self.dtype)  # local coordinate in [-1, 1]
-        t = self.table
-        r = t[self.deg].take(k)
-        for d in range(self.deg - 1, -1, -1):
+        t = self.dtype.type
+        u = np.add(a, t(self.K))
+        np.divide(t(2.0 * self.K), u, out=u)
+        u -= t(1)  # u = 2 K / (K + a) - 1 in (-1, 1]
+        c = self.coef
+        r = np.multiply(u, c[-1])
+        r += c[-2]
+        for ck in c[-3::-1]:
             r *= u
-            r += t[d].take(k)
+            r += ck
         e = np.multiply(a, a)
         np.negative(e, out=e)
         np.exp(e, out=e)
@@ -216,9 +221,9 @@ def _erf_table(dtype: np.dtype) -> _ErfcTable:
     table = _ERF_TABLES.get(dtype)
     if table is None:
         if dtype == F32:
-            table = _ErfcTable(F32, 10.0, 20, 7, 8)
+            table = _ErfcTable(F32, 12, 8, 0.5)
         else:
-            table = _ErfcTable(F64, 26.0, 52, 12, 14)
+            table = _ErfcTable(F64, 20, 9, 0.125)
         _ERF_TABLES[dtype] = table
     return table
 
