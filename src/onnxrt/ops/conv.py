@@ -88,7 +88,30 @@ def pad_spatial(x: np.ndarray, begin: Sequence[int], end: Sequence[int], value: 
         end = [max(0, e) for e in end]
         if not any(begin) and not any(end):
             return x
-    return np.pad(x, [(0, 0)] * lead + list(zip(begin, end)), mode="constant", constant_values=value)
+    shape = x.shape[:lead] + tuple(d + b + e for d, b, e in zip(x.shape[lead:], begin, end))
+    out = np.full(shape, value, dtype=x.dtype) if value != 0 else np.zeros(shape, dtype=x.dtype)
+    out[(Ellipsis,) + tuple(slice(b, b + d) for b, d in zip(begin, x.shape[lead:]))] = x
+    return out
+
+
+def out_spatial(padded: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+                op_name: str = "Conv") -> list[int]:
+    out = []
+    for i, (p, k, s, d) in enumerate(zip(padded, kernel, strides, dilations)):
+        dk = (k - 1) * d + 1
+        if p < dk:
+            raise ValueError(
+                f"{op_name}: the (padded) input is {p} long on spatial axis {i}, shorter than the dilated "
+                f"kernel extent {dk}"
+            )
+        out.append((p - dk) // s + 1)
+    return out
+
+
+def tap_slices(kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], out_sp: Sequence[int]):
+    """For every kernel tap (row-major), the spatial slices of the padded input it reads."""
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        yield tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, s, o in zip(tap, dilations, strides, out_sp))
 
 
 def window_view(xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]) -> np.ndarray:
@@ -173,36 +196,82 @@ def _conv_core(op_name: str, X: np.ndarray, W: np.ndarray, B: np.ndarray | None,
         y = np.matmul(wr, x.reshape(N, g, Cg, -1))
     elif Cg == 1 and g > 1:
         # depthwise: accumulate over kernel taps with broadcasting (no im2col).
-        xp = pad_spatial(x, begin, end)
-        win = window_view(xp, kernel, strides, dilations)  # (N, C, *O, *k)
-        osp = win.shape[2:2 + n]
+        flat_ok = Mg == 1 and all(st == 1 for st in strides) and n >= 2 and min(begin + end) >= 0
+        xp = _Padded(x, begin, end) if flat_ok else pad_spatial(x, begin, end)
+        osp = out_spatial(xp.shape[2:], kernel, strides, dilations, op_name)
         wd = wprep if wprep is not None else _as_weight_dtype(W, cdt).reshape(g, Mg, K)
-        y = np.zeros((N, g, Mg) + tuple(osp), dtype=cdt)
-        tmp = np.empty_like(y)
-        xin = win.reshape(N, g, 1, *win.shape[2:]) if Mg > 1 else None
-        bshape = (1, g, Mg) + (1,) * n
-        for t, tap in enumerate(itertools.product(*(range(k) for k in kernel))):
-            w_t = wd[:, :, t].reshape(bshape)
-            if Mg == 1:
-                src = win[(slice(None), slice(None)) + (slice(None),) * n + tap][:, :, None]
-            else:
-                src = xin[(slice(None), slice(None), slice(None)) + (slice(None),) * n + tap]
-            np.multiply(src, w_t, out=tmp)
-            y += tmp
+        if flat_ok:
+            y = _depthwise_flat(xp, wd[:, 0, :], kernel, dilations, osp)
+            osp = tuple(osp)
+        else:
+            y = _depthwise_taps(xp, wd, kernel, strides, dilations, osp, N, g, Mg, n, cdt)
     else:
         xp = pad_spatial(x, begin, end)
-        win = window_view(xp, kernel, strides, dilations)  # (N, C, *O, *k)
-        osp = win.shape[2:2 + n]
+        osp = out_spatial(xp.shape[2:], kernel, strides, dilations, op_name)
         P = math.prod(osp)
-        win = win.reshape((N, g, Cg) + win.shape[2:])
-        perm = (0, 1, 2) + tuple(range(3 + n, 3 + 2 * n)) + tuple(range(3, 3 + n))
-        cols = np.ascontiguousarray(win.transpose(perm)).reshape(N, g, Cg * K, P)
+        cols = np.empty((N, C, K) + tuple(osp), dtype=cdt)
+        for t, sl in enumerate(tap_slices(kernel, strides, dilations, osp)):
+            cols[:, :, t] = xp[(slice(None), slice(None)) + sl]
         wr = wprep if wprep is not None else _as_weight_dtype(W, cdt).reshape(g, Mg, Cg * K)
-        y = np.matmul(wr, cols)
+        y = np.matmul(wr, cols.reshape(N, g, Cg * K, P))
     y = y.reshape((N, M) + tuple(osp))
     if B is not None:
         y += B.astype(cdt, copy=False).reshape((M,) + (1,) * n)
     return y if y.dtype == X.dtype else y.astype(X.dtype)
+
+
+class _Padded:
+    """A padded input not materialised yet (its shape, and the pieces to build it)."""
+
+    def __init__(self, x: np.ndarray, begin, end) -> None:
+        self.x, self.begin, self.end = x, begin, end
+        self.shape = x.shape[:2] + tuple(d + b + e for d, b, e in zip(x.shape[2:], begin, end))
+        self.dtype = x.dtype
+
+
+def _depthwise_taps(xp, wd, kernel, strides, dilations, osp, N, g, Mg, n, cdt):
+    y = np.empty((N, g, Mg) + tuple(osp), dtype=cdt)
+    tmp = np.empty_like(y)
+    bshape = (1, g, Mg) + (1,) * n
+    xg = xp.reshape((N, g, 1) + xp.shape[2:])
+    for t, sl in enumerate(tap_slices(kernel, strides, dilations, osp)):
+        src = xg[(slice(None), slice(None), slice(None)) + sl]
+        w_t = wd[:, :, t].reshape(bshape)
+        if t == 0:
+            np.multiply(src, w_t, out=y)
+        else:
+            np.multiply(src, w_t, out=tmp)
+            y += tmp
+    return y
+
+
+def _depthwise_flat(xp, wd, kernel, dilations, osp):
+    """Stride-1 depthwise conv on the flattened padded image: each tap is one long contiguous
+    multiply-add at a fixed flat offset; the columns past the output width are dropped at the end."""
+    N, C = xp.shape[:2]
+    psp = xp.shape[2:]
+    n = len(psp)
+    pstr = [math.prod(psp[i + 1:]) for i in range(n)]
+    L = osp[0] * pstr[0]
+    tail = sum((k - 1) * d * ps for k, d, ps in zip(kernel[1:], dilations[1:], pstr[1:]))
+    flat = np.zeros((N, C, math.prod(psp) + tail), dtype=xp.dtype)
+    if isinstance(xp, _Padded):  # write the unpadded input straight into the flat buffer
+        view = flat[:, :, :math.prod(psp)].reshape(xp.shape)
+        view[(Ellipsis,) + tuple(slice(b, b + d) for b, d in zip(xp.begin, xp.x.shape[2:]))] = xp.x
+    else:
+        flat[:, :, :math.prod(psp)] = xp.reshape(N, C, -1)
+    y = np.empty((N, C, L), dtype=xp.dtype)
+    tmp = np.empty_like(y)
+    for t, tap in enumerate(itertools.product(*(range(k) for k in kernel))):
+        off = sum(ti * d * ps for ti, d, ps in zip(tap, dilations, pstr))
+        w_t = wd[:, t].reshape(1, C, 1)
+        if t == 0:
+            np.multiply(flat[:, :, off:off + L], w_t, out=y)
+        else:
+            np.multiply(flat[:, :, off:off + L], w_t, out=tmp)
+            y += tmp
+    y = y.reshape((N, C, osp[0]) + tuple(psp[1:]))
+    return np.ascontiguousarray(y[(Ellipsis,) + tuple(slice(0, o) for o in osp[1:])])
 
 
 def _prep_conv_weight(W: np.ndarray | None, attrs: dict, x_dtype: np.dtype | None):
