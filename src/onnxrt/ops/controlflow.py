@@ -121,7 +121,7 @@ def if_(ctx: KernelContext):
 
     def run_if(cond, *args):
         if type(cond) is np.ndarray and cond.size == 1:
-            taken = bool(cond.reshape(-1)[0])
+            taken = bool(cond.item())
         elif cond is None:
             raise ValueError("If: input 'cond' is missing")
         else:
@@ -168,7 +168,7 @@ def loop(ctx: KernelContext):
                 raise ValueError(f"Loop: input 'M' must be a scalar, got {getattr(M, 'shape', type(M).__name__)}")
             max_trip = int(M.reshape(-1)[0])
         else:
-            max_trip = -1
+            max_trip = None  # no trip count: run until the condition is false
         if cond is not None:
             keep_going = _scalar_bool(cond, "Loop", "input 'cond'")
             cond_value = cond
@@ -177,13 +177,13 @@ def loop(ctx: KernelContext):
             cond_value = _TRUE
         scans: list[list] = [[] for _ in range(n_scan)]
         i = 0
-        while keep_going and (max_trip < 0 or i < max_trip):
+        while keep_going and (max_trip is None or i < max_trip):
             outs = body_run([np.array(i, dtype=_INT64), cond_value, *carried], cap)
             cond_value = outs[0]
             # Like onnxruntime (and onnx's reference evaluator), the body's condition ends the loop
             # even when the 'cond' input is omitted (the spec says it is then ignored).
             if type(cond_value) is np.ndarray and cond_value.size == 1:
-                keep_going = bool(cond_value.reshape(-1)[0])
+                keep_going = bool(cond_value.item())
             else:
                 keep_going = _scalar_bool(cond_value, "Loop", "the body's condition output")
             carried = outs[1 : 1 + n_carried]
@@ -357,9 +357,9 @@ def scan8(ctx: KernelContext):
             lens = [int(v) for v in np.asarray(sequence_lens).reshape(-1)]
             if len(lens) != batch:
                 raise ValueError(f"Scan: input 'sequence_lens' has {len(lens)} entries, expected batch size {batch}")
-            bad = [v for v in lens if not 0 <= v <= max_len]
-            if bad:
-                raise ValueError(f"Scan: 'sequence_lens' values must be in [0, {max_len}], got {bad}")
+            bad = [v for v in lens if not 1 <= v <= max_len]
+            if bad:  # onnxruntime rejects empty sequences too
+                raise ValueError(f"Scan: 'sequence_lens' values must be in [1, {max_len}], got {bad}")
         final_states: list[list] = [[] for _ in range(n_states)]
         per_batch_outs: list[list] = [[] for _ in range(n_scan_out)]
         for b in range(batch):
