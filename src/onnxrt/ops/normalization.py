@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 
 from onnxrt.ops._common import normalize_axis
@@ -72,7 +73,8 @@ def _per_channel(p: np.ndarray, C: int, ndim: int, op_name: str, input_name: str
 # -- LayerNormalization / RMSNormalization ------------------------------------------------------------
 
 
-def _stat_dtype(ctx: KernelContext, index: int, stash_type: int) -> np.dtype | None:
+def _stat_dtype(ctx: KernelContext, index: int) -> np.dtype | None:
+    """The dtype shape inference gave an output, if any."""
     dts = getattr(ctx, "output_dtypes", None) or []
     if index < len(dts) and dts[index] is not None:
         return np.dtype(dts[index])
@@ -84,8 +86,8 @@ def layer_normalization(ctx: KernelContext):
     axis = int(ctx.attrs.get("axis", -1))
     epsilon = float(ctx.attrs.get("epsilon", 1e-5))
     stash_type = int(ctx.attrs.get("stash_type", 1))
-    mean_dt = _stat_dtype(ctx, 1, stash_type)
-    inv_dt = _stat_dtype(ctx, 2, stash_type)
+    mean_dt = _stat_dtype(ctx, 1)
+    inv_dt = _stat_dtype(ctx, 2)
     want_stats = ctx.num_outputs > 1
 
     def run(X, Scale, B=None):
@@ -111,7 +113,7 @@ def layer_normalization(ctx: KernelContext):
         if not want_stats:
             return Y
         stat_shape = X.shape[:a] + (1,) * (X.ndim - a)
-        default = np.dtype(np.float32) if X.dtype != np.float64 else np.dtype(np.float32)
+        default = np.dtype(ml_dtypes.bfloat16) if stash_type == 16 else np.dtype(np.float32)  # U
         m = mean.reshape(stat_shape).astype(mean_dt or default, copy=False)
         s = inv.reshape(stat_shape).astype(inv_dt or default, copy=False)
         return Y, m, s
