@@ -294,3 +294,11 @@ def test_scalar_gather_keeps_string_and_exotic_dtypes():
     assert s.dtype == object and s.shape == () and s.item() == "c"
     b = run(np.array([1.5, 2.5], dtype=ml_dtypes.bfloat16), np.array(0, np.int32))
     assert b.dtype == ml_dtypes.bfloat16 and b.shape == ()
+
+
+@pytest.mark.parametrize("largest", [0, 1])
+def test_topk_small_k_partition_path_matches_ort(largest):
+    x = RNG.integers(0, 6, size=(3, 300, 2)).astype(np.float32)  # many ties at the k-th value
+    check("TopK", [x, i64(7)], n_out=2, opset=11, axis=1, largest=largest)
+    xi = RNG.integers(0, 1000, size=(4, 500)).astype(np.int64)
+    check("TopK", [xi, i64(20)], n_out=2, opset=11, largest=largest)

@@ -774,7 +774,9 @@ def _topk(X: np.ndarray, k: int, axis: int, largest: int) -> tuple:
     if k < 0 or k > n:
         raise ValueError(f"TopK: k={k} is out of range for axis {a} of size {n} (input shape {X.shape})")
     x = X.astype(np.float32) if X.dtype.kind == "V" else X
-    if largest:
+    if 0 < k and k * 4 < n and n >= 64 and x.dtype != object and not (x.dtype.kind == "f" and np.isnan(x).any()):
+        idx = _topk_partial(x, k, a, largest)
+    elif largest:
         flipped = np.flip(x, axis=a)
         order = np.argsort(flipped, axis=a, kind="stable")
         idx = (n - 1) - np.flip(order, axis=a)
@@ -784,6 +786,35 @@ def _topk(X: np.ndarray, k: int, axis: int, largest: int) -> tuple:
         idx = idx[(slice(None),) * a + (slice(0, k),)]
     values = np.take_along_axis(X, idx, axis=a)
     return values, idx.astype(np.int64, copy=False)
+
+
+def _topk_partial(x: np.ndarray, k: int, a: int, largest: int) -> np.ndarray:
+    """TopK indices for k much smaller than n: partition to the k-th value, keep everything strictly
+    better plus the lowest-index ties, then sort only those k (stable: ties keep index order)."""
+    n = x.shape[a]
+    xm = np.moveaxis(x, a, -1)
+    lead = xm.shape[:-1]
+    xm = xm.reshape(-1, n)
+    if largest:
+        kth = np.partition(xm, n - k, axis=1)[:, n - k, None]
+        better = xm > kth
+    else:
+        kth = np.partition(xm, k - 1, axis=1)[:, k - 1, None]
+        better = xm < kth
+    tie = xm == kth
+    need = k - better.sum(axis=1, keepdims=True)
+    if np.array_equal(tie.sum(axis=1, keepdims=True), need):  # usual case: no surplus ties
+        keep = better | tie
+    else:
+        keep = better | (tie & (np.cumsum(tie, axis=1) <= need))
+    cols = np.nonzero(keep)[1].reshape(-1, k)  # ascending original index within each row
+    vals = np.take_along_axis(xm, cols, axis=1)
+    if largest:
+        order = (k - 1) - np.argsort(vals[:, ::-1], axis=1, kind="stable")[:, ::-1]
+    else:
+        order = np.argsort(vals, axis=1, kind="stable")
+    idx = np.take_along_axis(cols, order, axis=1).reshape(lead + (k,))
+    return np.moveaxis(idx, -1, a)
 
 
 @op("TopK", 1)
