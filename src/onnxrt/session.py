@@ -159,7 +159,9 @@ class InferenceSession:
                 self._save_optimized(model, options.optimized_model_filepath)
             opsets = {("" if d == "ai.onnx" else d): v for d, v in model.opset_imports.items()}
             functions = {(fn.domain, fn.name, fn.overload or ""): fn for fn in loaded.proto.functions}
-            config = PlanConfig(opsets=opsets, functions=functions, session=self)
+            expand = options._config.get("onnxrt.expand_function_ops", "")
+            config = PlanConfig(opsets=opsets, functions=functions, session=self,
+                                expand_ops=frozenset(op for op in expand.split(",") if op))
             self._plan = GraphPlan(model.graph, config)
             if self._profiler is not None:
                 self._profiler.instrument(self._plan)

@@ -89,28 +89,26 @@ def external_data_model(folder, location: str) -> str:
     """Save a model whose initializer lives in external data at ``location`` (relative to the model)."""
     import os
 
-    from onnx.external_data_helper import convert_model_to_external_data
+    from onnx.external_data_helper import set_external_data
 
+    weights = np.array([1, 2, 3], np.float32)
+    tensor = h.make_tensor("w", T.FLOAT, [3], weights.tobytes(), raw=True)
+    set_external_data(tensor, location=location, offset=0, length=weights.nbytes)
+    tensor.data_location = T.EXTERNAL
+    tensor.ClearField("raw_data")
     graph = h.make_graph(
         [h.make_node("Add", ["x", "w"], ["z"])],
         "ext",
         [h.make_tensor_value_info("x", T.FLOAT, [3])],
         [h.make_tensor_value_info("z", T.FLOAT, [3])],
-        [h.make_tensor("w", T.FLOAT, [3], [1, 2, 3])],
+        [tensor],
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
-    convert_model_to_external_data(model, location=location, size_threshold=0, all_tensors_to_one_file=True)
-    # write the data where `location` points, then the model with the reference
     data_path = os.path.normpath(os.path.join(folder, location))
     os.makedirs(os.path.dirname(data_path), exist_ok=True)
     with open(data_path, "wb") as f:
-        f.write(np.array([1, 2, 3], np.float32).tobytes())
-    for tensor in model.graph.initializer:
-        tensor.ClearField("raw_data")
-        for entry in tensor.external_data:
-            if entry.key == "offset":
-                entry.value = "0"
+        f.write(weights.tobytes())
     path = os.path.join(folder, "model.onnx")
     with open(path, "wb") as f:
         f.write(model.SerializeToString())

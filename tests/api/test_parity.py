@@ -106,7 +106,7 @@ def test_ortvalue_dlpack_both_ways():
     np.testing.assert_array_equal(from_numpy.numpy(), x)
     # onnxruntime's own OrtValue can be read through DLPack too
     theirs = onnxruntime.OrtValue.ortvalue_from_numpy(x)
-    np.testing.assert_array_equal(onnxrt.OrtValue.from_dlpack(theirs.to_dlpack()).numpy(), x)
+    np.testing.assert_array_equal(onnxrt.OrtValue.from_dlpack(theirs._ortvalue.to_dlpack()).numpy(), x)
 
 
 def test_session_options_defaults_match():

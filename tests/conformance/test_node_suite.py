@@ -33,17 +33,32 @@ def _params():
             yield pytest.param(name, id=name, marks=pytest.mark.xfail(reason=reason, strict=True))
 
 
+def _value(v):
+    """Case data as runtime values: some generators store TensorProto/SequenceProto/OptionalProto."""
+    from onnx import numpy_helper
+
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, onnx.SequenceProto):
+        return numpy_helper.to_list(v)
+    if isinstance(v, onnx.MapProto):
+        return numpy_helper.to_dict(v)
+    if isinstance(v, onnx.OptionalProto):
+        return numpy_helper.to_optional(v)
+    return v
+
+
 def run_case(case) -> None:
     session = onnxrt.InferenceSession(case.model.SerializeToString())
     input_names = [i.name for i in session.get_inputs()]
     for inputs, expected in case.data_sets:
-        feed = dict(zip(input_names, inputs))
+        feed = dict(zip(input_names, [_value(v) for v in inputs]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             outputs = session.run(None, feed)
         assert len(outputs) == len(expected), f"{len(outputs)} outputs, expected {len(expected)}"
         for i, (e, a) in enumerate(zip(expected, outputs)):
-            assert_same(e, a, case.rtol, case.atol, f"output {i} ({session.get_outputs()[i].name})")
+            assert_same(_value(e), a, case.rtol, case.atol, f"output {i} ({session.get_outputs()[i].name})")
 
 
 @pytest.mark.parametrize("name", list(_params()))

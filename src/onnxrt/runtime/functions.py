@@ -54,7 +54,7 @@ def _substitute_graph(graph: onnx.GraphProto, caller_attrs, defaults) -> None:
     graph.node.extend(new_nodes)
 
 
-def _body_plan(fn: onnx.FunctionProto, ctx: KernelContext, base_config: Any):
+def _body_plan(fn: onnx.FunctionProto, ctx: KernelContext, base_config: Any, schema: Any = None):
     from onnxrt.runtime.plan import GraphPlan, PlanConfig
 
     caller = {}
@@ -62,25 +62,47 @@ def _body_plan(fn: onnx.FunctionProto, ctx: KernelContext, base_config: Any):
     for name, attr in node.attributes.items():
         caller[name] = ir.serde.serialize_attribute(attr)
     defaults = {a.name: a for a in fn.attribute_proto}
+    if schema is not None:
+        # An op's function body refers to the op's attributes; those the node leaves out take the
+        # schema's defaults.
+        for name, spec in schema.attributes.items():
+            dv = spec.default_value
+            if name not in defaults and dv is not None and dv.type != onnx.AttributeProto.UNDEFINED:
+                defaults[name] = dv
+    nodes = _substitute(fn.node, caller, defaults)
+    # Context-dependent bodies leave out optional outputs the node does not ask for.
+    available = set(fn.input) | {o for n in nodes for o in n.output if o}
     graph = onnx.helper.make_graph(
-        _substitute(fn.node, caller, defaults),
+        nodes,
         f"{fn.domain}.{fn.name}",
         [onnx.ValueInfoProto(name=n) for n in fn.input],
-        [onnx.ValueInfoProto(name=n) for n in fn.output],
+        [onnx.ValueInfoProto(name=n) for n in fn.output if n in available],
     )
     opsets = dict(base_config.opsets)
     for imp in fn.opset_import:
         opsets["" if imp.domain == "ai.onnx" else imp.domain] = imp.version
-    config = PlanConfig(opsets=opsets, functions=base_config.functions, session=base_config.session)
-    return GraphPlan(ir.serde.deserialize_graph(graph), config, overridable_initializers=False)
+    config = PlanConfig(opsets=opsets, functions=base_config.functions, session=base_config.session,
+                        expand_ops=base_config.expand_ops)
+    plan = GraphPlan(ir.serde.deserialize_graph(graph), config, overridable_initializers=False)
+    plan.function_output_positions = [i for i, n in enumerate(fn.output) if n in available]  # type: ignore[attr-defined]
+    plan.function_output_count = len(fn.output)  # type: ignore[attr-defined]
+    return plan
 
 
 def _kernel_for(plan: Any, n_inputs: int, n_outputs: int) -> Callable:
     n_fn_inputs = len(plan.input_names)
+    positions = plan.function_output_positions
+    n_fn_outputs = plan.function_output_count
+    complete = positions == list(range(n_fn_outputs))
 
     def run_function(*args):
         feeds = list(args[:n_fn_inputs]) + [None] * (n_fn_inputs - len(args))
         outs = plan.run(feeds)
+        if not complete:
+            full: list[Any] = [None] * n_fn_outputs
+            for pos, value in zip(positions, outs):
+                full[pos] = value
+            outs = full
         return tuple(outs) if n_outputs != 1 else outs[0]
 
     return run_function
@@ -95,8 +117,17 @@ def model_function_factory(fn: onnx.FunctionProto, base_config: Any) -> Callable
 
 
 def _pick_version(versions: list[int], opset: int) -> int:
+    """The function body to use at ``opset``: the newest one not above it, else the oldest there is.
+
+    A body carries its own opset imports, so one written against a newer opset still computes the op's
+    semantics for an older model (Relu-14's only body is written with opset-18 ops).
+    """
     usable = [v for v in versions if v <= opset]
-    return max(usable) if usable else opset
+    if usable:
+        return max(usable)
+    if versions:
+        return min(versions)
+    return opset
 
 
 def schema_function_factory(schema: onnx.defs.OpSchema, base_config: Any) -> Callable[[KernelContext], Callable]:
@@ -105,7 +136,9 @@ def schema_function_factory(schema: onnx.defs.OpSchema, base_config: Any) -> Cal
         if schema.has_function:
             version = _pick_version(list(schema.function_opset_versions), ctx.opset)
             fn = onnx.FunctionProto.FromString(schema.get_function_with_opset_version(version))
-            return _kernel_for(_body_plan(fn, ctx, base_config), ctx.num_inputs, ctx.num_outputs)
+            if not fn.node:
+                raise Fail(f"{ctx.describe()}: ONNX defines no function body for this op at opset {ctx.opset}.")
+            return _kernel_for(_body_plan(fn, ctx, base_config, schema), ctx.num_inputs, ctx.num_outputs)
 
         version = _pick_version(list(schema.context_dependent_function_opset_versions), ctx.opset)
 
@@ -116,7 +149,7 @@ def schema_function_factory(schema: onnx.defs.OpSchema, base_config: Any) -> Cal
             if not data:
                 raise Fail(f"{ctx.describe()}: ONNX could not expand the function body for these input types.")
             fn = onnx.FunctionProto.FromString(data)
-            return _kernel_for(_body_plan(fn, ctx, base_config), ctx.num_inputs, ctx.num_outputs)
+            return _kernel_for(_body_plan(fn, ctx, base_config, schema), ctx.num_inputs, ctx.num_outputs)
 
         static_types = [type_to_proto(t) for t in ctx.input_types]
         if ctx.num_inputs and all(tp is not None and tp.WhichOneof("value") for tp in static_types):

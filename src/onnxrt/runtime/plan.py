@@ -17,6 +17,7 @@ a function body):
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -48,12 +49,20 @@ class PlanConfig:
     """What planning needs beyond the graph: opsets, model functions, session settings."""
 
     opsets: dict[str, int]
-    functions: dict[tuple[str, str, str], ir.Function] = field(default_factory=dict)
+    functions: dict[tuple[str, str, str], onnx.FunctionProto] = field(default_factory=dict)
     session: Any = None
+    # Ops run through their ONNX function body even when a kernel exists (session config entry
+    # "onnxrt.expand_function_ops", comma-separated): for checking kernels against their definition.
+    expand_ops: frozenset[str] = frozenset()
 
 
 class Terminated(Exception):
     """Raised inside a run when RunOptions.terminate was set."""
+
+
+# The RunOptions of the run in progress on this thread (or task): control-flow bodies run by kernels
+# check it too, so `terminate` also stops a long Loop.
+_active_run_options: contextvars.ContextVar[Any] = contextvars.ContextVar("onnxrt_run_options", default=None)
 
 
 class GraphPlan:
@@ -234,7 +243,7 @@ class GraphPlan:
             factory: Callable = functions.model_function_factory(model_fn, self.config)
             ctx.since_version = opset
         else:
-            found = registry.lookup(domain, node.op_type, opset)
+            found = None if node.op_type in self.config.expand_ops else registry.lookup(domain, node.op_type, opset)
             if found is not None:
                 ctx.since_version, factory = found
             else:
@@ -327,6 +336,18 @@ class GraphPlan:
 
     def run(self, feeds: Sequence[Any], captured: Sequence[Any] = (), run_options: Any = None) -> list[Any]:
         """Execute the graph. ``feeds`` align with ``input_names``, ``captured`` with ``captured_names``."""
+        if run_options is None:
+            run_options = _active_run_options.get()
+            token = None
+        else:
+            token = _active_run_options.set(run_options)
+        try:
+            return self._execute(feeds, captured, run_options)
+        finally:
+            if token is not None:
+                _active_run_options.reset(token)
+
+    def _execute(self, feeds: Sequence[Any], captured: Sequence[Any], run_options: Any) -> list[Any]:
         values = self._template.copy()
         for slot, value in zip(self.input_slots, feeds):
             if value is not None or values[slot] is None:
