@@ -61,7 +61,10 @@ class _InputSpec:
     type_string: str
 
 
-def _node_arg(value: ir.Value) -> NodeArg:
+def _node_arg(value: ir.Value, overrides: dict[str, onnx.TypeProto] | None = None) -> NodeArg:
+    if overrides and value.name in overrides:
+        tp = overrides[value.name]
+        return NodeArg(value.name, _types.type_proto_string(tp), _types.type_proto_shape(tp) or [])
     proto = type_to_proto(value.type, value.shape)
     if proto is None or proto.WhichOneof("value") is None:
         return NodeArg(value.name, "tensor(float)" if value.type is None else "unknown", [])
@@ -168,9 +171,10 @@ class InferenceSession:
 
         graph = model.graph
         initializer_names = set(graph.initializers)
-        self._inputs = [_node_arg(v) for v in graph.inputs if v.name not in initializer_names]
-        self._overridable = [_node_arg(v) for v in graph.inputs if v.name in initializer_names]
-        self._outputs = [_node_arg(v) for v in graph.outputs]
+        overrides = loaded.type_overrides
+        self._inputs = [_node_arg(v, overrides) for v in graph.inputs if v.name not in initializer_names]
+        self._overridable = [_node_arg(v, overrides) for v in graph.inputs if v.name in initializer_names]
+        self._outputs = [_node_arg(v, overrides) for v in graph.outputs]
         self._input_specs = {
             v.name: _input_spec(v, i) for i, v in enumerate(graph.inputs)
         }

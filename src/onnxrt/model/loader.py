@@ -9,7 +9,7 @@ location that leaves the model's folder is refused with ``InvalidGraph``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -32,6 +32,39 @@ class LoadedModel:
     model: ir.Model
     base_dir: str | None  # folder external data is resolved (and confined) in
     path: str | None
+    # Types onnx_ir cannot hold (maps), kept aside by value name for get_inputs()/get_outputs().
+    type_overrides: dict[str, onnx.TypeProto] = field(default_factory=dict)
+
+
+def _has_map(tp: onnx.TypeProto) -> bool:
+    which = tp.WhichOneof("value")
+    if which == "map_type":
+        return True
+    if which == "sequence_type":
+        return _has_map(tp.sequence_type.elem_type)
+    if which == "optional_type":
+        return _has_map(tp.optional_type.elem_type)
+    return False
+
+
+def set_aside_map_types(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TypeProto]]:
+    """Move map-typed value types out of the graph (onnx_ir does not support map types yet)."""
+    graph = proto.graph
+    if not any(_has_map(v.type) for v in (*graph.input, *graph.output, *graph.value_info)):
+        return proto, {}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    overrides: dict[str, onnx.TypeProto] = {}
+    for v in (*copy.graph.input, *copy.graph.output):
+        if _has_map(v.type):
+            saved = onnx.TypeProto()
+            saved.CopyFrom(v.type)
+            overrides[v.name] = saved
+            v.ClearField("type")
+    kept = [v for v in copy.graph.value_info if not _has_map(v.type)]
+    del copy.graph.value_info[:]
+    copy.graph.value_info.extend(kept)
+    return copy, overrides
 
 
 def read_model_proto(source: ModelSource) -> tuple[onnx.ModelProto, str | None, str | None]:
@@ -140,12 +173,31 @@ def check_versions(proto: onnx.ModelProto) -> None:
             )
 
 
+def _forget_invented_dims(values, original_params: set[str]) -> None:
+    # onnx's inference names unknown dims 'unk__N'; onnxruntime reports them as unknown (None)
+    for v in values:
+        if v.type.WhichOneof("value") != "tensor_type":
+            continue
+        for dim in v.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param.startswith("unk__") and dim.dim_param not in original_params:
+                dim.ClearField("dim_param")
+
+
 def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Add inferred value_info where ONNX shape inference can; never fail a load over it."""
     try:
-        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception:
         return proto
+    original = {
+        d.dim_param
+        for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info)
+        if v.type.WhichOneof("value") == "tensor_type"
+        for d in v.type.tensor_type.shape.dim
+        if d.HasField("dim_param")
+    }
+    _forget_invented_dims((*inferred.graph.output, *inferred.graph.value_info), original)
+    return inferred
 
 
 def apply_free_dimension_overrides(proto: onnx.ModelProto, by_name: dict[str, int], by_denotation: dict[str, int]) -> onnx.ModelProto:
@@ -178,10 +230,11 @@ def load(
     proto = apply_free_dimension_overrides(proto, free_dims_by_name or {}, free_dims_by_denotation or {})
     if run_shape_inference:
         proto = infer_shapes(proto)
+    ir_proto, type_overrides = set_aside_map_types(proto)
     try:
-        model = ir.serde.deserialize_model(proto)
+        model = ir.serde.deserialize_model(ir_proto)
     except Exception as e:  # a proto that parses but is not a coherent model
         raise InvalidGraph(f"This is an invalid model. {type(e).__name__}: {e}") from None
     if base_dir is not None:
         ir.external_data.set_base_dir(model.graph, base_dir)
-    return LoadedModel(proto=proto, model=model, base_dir=base_dir, path=path)
+    return LoadedModel(proto=proto, model=model, base_dir=base_dir, path=path, type_overrides=type_overrides)
