@@ -48,11 +48,17 @@ def _check_float(op_name: str, name: str, x: Any) -> np.ndarray:
     return x
 
 
-def _softmax_last(x: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis; an all -inf row gives zeros, not NaN."""
+def _softmax_last(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Numerically stable softmax over the last axis; an all -inf row gives zeros, not NaN.
+
+    ``inplace`` overwrites ``x`` (which the caller must own)."""
     m = np.max(x, axis=-1, keepdims=True)
     m[np.isneginf(m)] = 0
-    e = x - m
+    if inplace:
+        e = x
+        e -= m
+    else:
+        e = x - m
     np.exp(e, out=e)
     s = np.sum(e, axis=-1, keepdims=True)
     s[s == 0] = 1
@@ -163,9 +169,20 @@ def attention(ctx: KernelContext):
         bias = _attention_bias(
             name, dt, attn_mask, batch, hq, sq, skv, past_len, nonpad_kv_seqlen, is_causal, left, right, windowed
         )
-        qk_bias = scores + bias if bias is not None else scores
-        logits = qk_bias.astype(precision, copy=False) if precision is not None else qk_bias
-        probs = _softmax_last(logits)  # a new array: qk_bias stays intact for mode 2
+        # Work in place on the score buffer unless an intermediate is the requested qk output.
+        keep = mode if want_qk else -1
+        if bias is None:
+            qk_bias = scores
+        elif keep in (0, 1) and (scores is raw_scores or keep == 1):
+            qk_bias = scores + bias
+        else:
+            scores += bias
+            qk_bias = scores
+        if precision is not None and precision != dt:
+            logits, owned = qk_bias.astype(precision), True
+        else:
+            logits, owned = qk_bias, keep not in (0, 1, 2) or (keep == 0 and qk_bias is not raw_scores)
+        probs = _softmax_last(logits, inplace=owned)
         if bias is not None:
             dead = np.isneginf(np.max(bias, axis=-1, keepdims=True))
             if dead.any():

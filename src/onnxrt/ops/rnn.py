@@ -25,7 +25,11 @@ from onnxrt.ops.registry import KernelContext, op_factory
 
 def _sigmoid(x, a, b):
     # 0.5 * (1 + tanh(x / 2)) is exact and never overflows
-    return 0.5 * (np.tanh(0.5 * x) + 1)
+    y = x * x.dtype.type(0.5)
+    np.tanh(y, out=y)
+    y += 1
+    y *= 0.5
+    return y
 
 
 def _hard_sigmoid(x, a, b):
@@ -196,15 +200,10 @@ class _Common:
             np.clip(x, -self.clip, self.clip, out=x)
         return x
 
-    def apply(self, k: int, fns_by_dir, x):
-        """Activation k of each direction on x (D, batch, n)."""
-        if all(fns[k] is fns_by_dir[0][k] for fns in fns_by_dir):
-            return fns_by_dir[0][k](x)
-        return np.stack([fns_by_dir[d][k](x[d]) for d in range(len(fns_by_dir))])
-
-    def bound_acts(self, cdt):
+    def bound_acts(self, cdt) -> list[Callable]:
+        """Per activation slot, one callable over x (D, batch, n) applying each direction's function."""
         bound: dict[tuple, Callable] = {}
-        out = []
+        per_dir = []
         for fns in self.acts:
             row = []
             for entry in fns:
@@ -212,7 +211,14 @@ class _Common:
                 if key not in bound:
                     bound[key] = _bind(entry, cdt)
                 row.append(bound[key])
-            out.append(row)
+            per_dir.append(row)
+        out = []
+        for k in range(len(per_dir[0])):
+            fns = [row[k] for row in per_dir]
+            if all(fn is fns[0] for fn in fns):
+                out.append(fns[0])
+            else:
+                out.append(lambda x, fns=fns: np.stack([fn(x[d]) for d, fn in enumerate(fns)]))
         return out
 
     def finish(self, p, ys, states):
@@ -255,7 +261,7 @@ def rnn(ctx: KernelContext):
         ys = np.zeros((D, seq, p["batch"], H), dtype=cdt)
         for t in range(seq):
             pre = c.clipped(xw[:, t] + np.matmul(h, Rt))
-            h_new = c.apply(0, f, pre)
+            h_new = f[0](pre)
             mask = None if active is None else active[t][None, :, None]
             h = _step_update(h_new, h, mask)
             ys[:, t] = h if mask is None else np.where(mask, h, 0)
@@ -294,19 +300,19 @@ def gru(ctx: KernelContext):
             if lbr:
                 hr = np.matmul(h, Rt)  # (D, batch, 3H)
                 zr = c.clipped(x_t[..., : 2 * H] + hr[..., : 2 * H])
-                zr = c.apply(0, f, zr)
+                zr = f[0](zr)
                 z, r = zr[..., :H], zr[..., H:]
                 rh = hr[..., 2 * H:] if rbh is None else hr[..., 2 * H:] + rbh
                 pre = c.clipped(x_t[..., 2 * H:] + r * rh)
             else:
                 zr = c.clipped(x_t[..., : 2 * H] + np.matmul(h, Rt_zr))
-                zr = c.apply(0, f, zr)
+                zr = f[0](zr)
                 z, r = zr[..., :H], zr[..., H:]
                 pre = x_t[..., 2 * H:] + np.matmul(r * h, Rt_h)
                 if rbh is not None:
                     pre += rbh
                 pre = c.clipped(pre)
-            hh = c.apply(1, f, pre)
+            hh = f[1](pre)
             h_new = (one - z) * hh + z * h
             mask = None if active is None else active[t][None, :, None]
             h = _step_update(h_new, h, mask)
@@ -341,22 +347,35 @@ def lstm(ctx: KernelContext):
         h = p["h0"]
         ys = np.zeros((D, seq, batch, H), dtype=cdt)
         for t in range(seq):
-            g = xw[:, t] + np.matmul(h, Rt)  # (D, batch, 4H): i, o, f, c
+            g = np.matmul(h, Rt)  # (D, batch, 4H): i, o, f, c
+            g += xw[:, t]
+            if P is None:
+                # no peepholes: the three sigmoid-type gates in one call
+                iof = f[0](c.clipped(g[..., :3 * H]))
+                i, o = iof[..., :H], iof[..., H:2 * H]
+                fg = one - i if input_forget else iof[..., 2 * H:]
+                c_new = fg * cell + i * f[1](c.clipped(g[..., 3 * H:]))
+                h_new = o * f[2](c_new)
+                mask = None if active is None else active[t][None, :, None]
+                h = _step_update(h_new, h, mask)
+                cell = _step_update(c_new, cell, mask)
+                ys[:, t] = h if mask is None else np.where(mask, h, 0)
+                continue
             gi, go, gf, gc = g[..., :H], g[..., H:2 * H], g[..., 2 * H:3 * H], g[..., 3 * H:]
             if P is not None:
                 gi = gi + p_i * cell
                 gf = gf + p_f * cell
-            i = c.apply(0, f, c.clipped(gi))
+            i = f[0](c.clipped(gi))
             if input_forget:
                 fg = one - i
             else:
-                fg = c.apply(0, f, c.clipped(gf))
-            cand = c.apply(1, f, c.clipped(gc))
+                fg = f[0](c.clipped(gf))
+            cand = f[1](c.clipped(gc))
             c_new = fg * cell + i * cand
             if P is not None:
                 go = go + p_o * c_new
-            o = c.apply(0, f, c.clipped(go))
-            h_new = o * c.apply(2, f, c_new)
+            o = f[0](c.clipped(go))
+            h_new = o * f[2](c_new)
             mask = None if active is None else active[t][None, :, None]
             h = _step_update(h_new, h, mask)
             cell = _step_update(c_new, cell, mask)
