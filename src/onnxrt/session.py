@@ -165,6 +165,7 @@ class InferenceSession:
             expand = options._config.get("onnxrt.expand_function_ops", "")
             config = PlanConfig(opsets=opsets, functions=functions, session=self,
                                 expand_ops=frozenset(op for op in expand.split(",") if op))
+            self._plan_config = config
             self._plan = GraphPlan(model.graph, config)
             if self._profiler is not None:
                 self._profiler.instrument(self._plan)

@@ -263,12 +263,16 @@ def _legacy_align(op_name: str, A: np.ndarray, B: np.ndarray, broadcast: int, ax
         return B
     if len(b_shape) > len(a_shape):
         raise ValueError(f"{op_name}: B {b_shape} has a higher rank than A {a_shape} (legacy broadcast)")
+    def fits(a_dims: tuple, b_dims: tuple) -> bool:
+        # exporters of that era also relied on B's size-1 dims stretching, as numpy's do
+        return len(a_dims) == len(b_dims) and all(b in (a, 1) for a, b in zip(a_dims, b_dims))
+
     if axis is None or int(np.prod(b_shape, dtype=np.int64)) == 1:
-        if int(np.prod(b_shape, dtype=np.int64)) != 1 and a_shape[len(a_shape) - len(b_shape):] != b_shape:
+        if int(np.prod(b_shape, dtype=np.int64)) != 1 and not fits(a_shape[len(a_shape) - len(b_shape):], b_shape):
             raise ValueError(f"{op_name}: B {b_shape} is not a suffix of A {a_shape} (legacy broadcast)")
         return B
     ax = axis + len(a_shape) if axis < 0 else axis
-    if not 0 <= ax <= len(a_shape) - len(b_shape) or a_shape[ax:ax + len(b_shape)] != b_shape:
+    if not 0 <= ax <= len(a_shape) - len(b_shape) or not fits(a_shape[ax:ax + len(b_shape)], b_shape):
         raise ValueError(
             f"{op_name}: B {b_shape} does not match A {a_shape} starting at axis {axis} (legacy broadcast)"
         )
