@@ -355,31 +355,20 @@ class GraphPlan:
         for slot, value in zip(self.captured_slots, captured):
             values[slot] = value
         step = None
+        check_terminate = run_options is not None
         try:
-            if run_options is None:
-                for step in self.steps:
-                    result = step.kernel(*[values[i] for i in step.inputs])
-                    outs = step.outputs
-                    if len(outs) == 1:
-                        values[outs[0]] = result[0] if type(result) is tuple else result
-                    else:
-                        for slot, value in zip(outs, result):
-                            values[slot] = value
-                    for slot in step.release:
-                        values[slot] = None
-            else:
-                for step in self.steps:
-                    if run_options.terminate:
-                        raise Terminated()
-                    result = step.kernel(*[values[i] for i in step.inputs])
-                    outs = step.outputs
-                    if len(outs) == 1:
-                        values[outs[0]] = result[0] if type(result) is tuple else result
-                    else:
-                        for slot, value in zip(outs, result):
-                            values[slot] = value
-                    for slot in step.release:
-                        values[slot] = None
+            for step in self.steps:
+                if check_terminate and run_options.terminate:
+                    raise Terminated()
+                result = step.kernel(*[values[i] for i in step.inputs])
+                outs = step.outputs
+                if len(outs) == 1:
+                    values[outs[0]] = result[0] if type(result) is tuple else result
+                else:
+                    for slot, value in zip(outs, result):
+                        values[slot] = value
+                for slot in step.release:
+                    values[slot] = None
         except Terminated:
             raise
         except OrtError as e:
