@@ -219,3 +219,25 @@ def test_concurrent_runs_from_threads():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_optimized_model_filepath_writes_a_model_both_runtimes_load(tmp_path):
+    path = str(tmp_path / "optimized.onnx")
+    options = onnxrt.SessionOptions()
+    options.optimized_model_filepath = path
+    onnxrt.InferenceSession(models.add_model().SerializeToString(), options)
+    feed = {"x": np.ones((2, 3), np.float32), "y": np.full((1, 3), 2, np.float32)}
+    np.testing.assert_array_equal(onnxrt.InferenceSession(path).run(None, feed)[0],
+                                  onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)[0])
+
+
+def test_session_options_fields_from_later_features_are_accepted():
+    options = onnxrt.SessionOptions()
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxrt.ExecutionMode.ORT_PARALLEL
+    options.log_severity_level = 3
+    session = onnxrt.InferenceSession(models.add_model().SerializeToString(), options)
+    out = session.run(None, {"x": np.ones((2, 3), np.float32), "y": np.ones((1, 3), np.float32)})[0]
+    np.testing.assert_array_equal(out, np.full((2, 3), 2, np.float32))
