@@ -1,0 +1,5 @@
+import sys
+
+from onnxrt.cli import main
+
+sys.exit(main())
