@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -181,6 +182,9 @@ class InferenceSession:
         }
         self._required_inputs = [v.name for v in graph.inputs if v.name not in initializer_names]
         self._output_index = {name: i for i, name in enumerate(self._plan.output_names)}
+        self._value_names = set(self._plan._slot_of)
+        self._intermediate_plans: dict[frozenset[str], GraphPlan] = {}
+        self._plans_lock = threading.Lock()
         self._values_by_name = {v.name: v for v in graph.inputs}
         self._metadata = ModelMetadata(
             producer_name=model.producer_name or "",
@@ -320,25 +324,44 @@ class InferenceSession:
             feeds[spec.slot_index] = self._check_feed(spec, value)
         return feeds
 
-    def _output_positions(self, output_names: Sequence[str] | None) -> list[int] | None:
+    def _plan_for(self, output_names: Sequence[str] | None) -> tuple[GraphPlan, list[int] | None]:
+        """The plan to run and the positions of the requested outputs in its results.
+
+        Unlike onnxruntime, any value inside the graph can be fetched by name: a plan that keeps the
+        requested intermediates alive is built on first request and cached.
+        """
         if not output_names:
-            return None
+            return self._plan, None
         positions = []
+        extras = []
         for name in output_names:
             pos = self._output_index.get(name)
             if pos is None:
-                raise InvalidArgument(f"Invalid output name:{name}")
+                if name not in self._value_names:
+                    raise InvalidArgument(f"Invalid output name:{name}")
+                extras.append(name)
             positions.append(pos)
-        return positions
+        if not extras:
+            return self._plan, positions  # type: ignore[return-value]
+        key = frozenset(extras)
+        with self._plans_lock:
+            plan = self._intermediate_plans.get(key)
+            if plan is None:
+                plan = GraphPlan(self._loaded.model.graph, self._plan_config, extra_outputs=sorted(key))
+                if self._profiler is not None:
+                    self._profiler.instrument(plan)
+                self._intermediate_plans[key] = plan
+        index = {name: i for i, name in enumerate(plan.output_names)}
+        return plan, [index[name] for name in output_names]
 
     def _execute(self, output_names, input_feed, run_options) -> list[Any]:
-        positions = self._output_positions(output_names)
+        plan, positions = self._plan_for(output_names)
         feeds = self._feeds(input_feed)
         try:
             if self._profiler is not None:
-                outputs = self._profiler.run(self._plan, feeds, run_options)
+                outputs = self._profiler.run(plan, feeds, run_options)
             else:
-                outputs = self._plan.run(feeds, (), run_options)
+                outputs = plan.run(feeds, (), run_options)
         except Terminated:
             raise Fail("Exiting due to terminate flag being set to true.") from None
         if positions is not None:

@@ -241,3 +241,26 @@ def test_session_options_fields_from_later_features_are_accepted():
     session = onnxrt.InferenceSession(models.add_model().SerializeToString(), options)
     out = session.run(None, {"x": np.ones((2, 3), np.float32), "y": np.ones((1, 3), np.float32)})[0]
     np.testing.assert_array_equal(out, np.full((2, 3), 2, np.float32))
+
+
+def test_intermediate_values_can_be_fetched_by_name():
+    """onnxruntime refuses this ('Invalid output name'); onnxrt returns any value inside the graph."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    graph = h.make_graph(
+        [h.make_node("Neg", ["x"], ["a"]), h.make_node("Relu", ["a"], ["b"]), h.make_node("Add", ["b", "x"], ["y"])],
+        "g", [h.make_tensor_value_info("x", T.FLOAT, [3])], [h.make_tensor_value_info("y", T.FLOAT, [3])],
+    )
+    data = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
+    x = np.array([-1, 0, 2], np.float32)
+    session = onnxrt.InferenceSession(data)
+    a, y, b = session.run(["a", "y", "b"], {"x": x})
+    np.testing.assert_array_equal(a, -x)
+    np.testing.assert_array_equal(b, np.maximum(-x, 0))
+    np.testing.assert_array_equal(y, np.maximum(-x, 0) + x)
+    assert session.run(["a"], {"x": x})[0].tolist() == [1, 0, -2]
+    with pytest.raises(onnxrt.InvalidArgument, match="Invalid output name:nope"):
+        session.run(["nope"], {"x": x})
+    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument):
+        onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["a"], {"x": x})

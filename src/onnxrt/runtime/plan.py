@@ -72,13 +72,16 @@ class GraphPlan:
         config: PlanConfig,
         outer_scope: frozenset[str] = frozenset(),
         overridable_initializers: bool = True,
+        extra_outputs: Sequence[str] = (),
     ) -> None:
         self.graph = graph
         self.config = config
         self._slot_of: dict[str, int] = {}
         self._n_slots = 2
         self.input_names = [v.name for v in graph.inputs]
-        self.output_names = [v.name for v in graph.outputs]
+        # extra_outputs: values inside the graph a caller asked to fetch; they are kept alive to the end
+        self.output_names = [v.name for v in graph.outputs] + [n for n in extra_outputs if n not in
+                                                               {v.name for v in graph.outputs}]
         initializer_names = set(graph.initializers)
         self.overridable: list[str] = [n for n in self.input_names if n in initializer_names]
 
