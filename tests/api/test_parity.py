@@ -252,7 +252,7 @@ def test_intermediate_values_can_be_fetched_by_name():
         [h.make_node("Neg", ["x"], ["a"]), h.make_node("Relu", ["a"], ["b"]), h.make_node("Add", ["b", "x"], ["y"])],
         "g", [h.make_tensor_value_info("x", T.FLOAT, [3])], [h.make_tensor_value_info("y", T.FLOAT, [3])],
     )
-    data = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
+    data = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8).SerializeToString()
     x = np.array([-1, 0, 2], np.float32)
     session = onnxrt.InferenceSession(data)
     a, y, b = session.run(["a", "y", "b"], {"x": x})
