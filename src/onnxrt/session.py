@@ -168,6 +168,7 @@ class InferenceSession:
                                 expand_ops=frozenset(op for op in expand.split(",") if op))
             self._plan_config = config
             self._plan = GraphPlan(model.graph, config)
+            self._plan.parallel_pool = self._parallel_pool()
             if self._profiler is not None:
                 self._profiler.instrument(self._plan)
 
@@ -196,6 +197,17 @@ class InferenceSession:
             version=int(loaded.proto.model_version) if loaded.proto.HasField("model_version") else 2**63 - 1,
             custom_metadata_map=dict(model.metadata_props),
         )
+
+    def _parallel_pool(self) -> Any:
+        """The inter-op thread pool for ExecutionMode.ORT_PARALLEL (None when sequential)."""
+        from onnxrt.options import ExecutionMode
+
+        if int(self._sess_options.execution_mode) != int(ExecutionMode.ORT_PARALLEL):
+            return None
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = int(self._sess_options.inter_op_num_threads) or (os.cpu_count() or 2)
+        return ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="onnxrt-inter-op")
 
     def _apply_added_initializers(self, model: ir.Model) -> None:
         for name, ort_value in self._sess_options._initializers.items():
@@ -348,6 +360,7 @@ class InferenceSession:
             plan = self._intermediate_plans.get(key)
             if plan is None:
                 plan = GraphPlan(self._loaded.model.graph, self._plan_config, extra_outputs=sorted(key))
+                plan.parallel_pool = self._plan.parallel_pool
                 if self._profiler is not None:
                     self._profiler.instrument(plan)
                 self._intermediate_plans[key] = plan

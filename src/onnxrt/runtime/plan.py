@@ -119,6 +119,10 @@ class GraphPlan:
         for slot, array in template.items():
             self._template[slot] = array
         self._assign_release_points()
+        self._build_dependencies()
+        # Set by the session on its top-level plans for ExecutionMode.ORT_PARALLEL (never on subgraph
+        # plans: a body run from a pool thread must not wait on the same pool).
+        self.parallel_pool: Any = None
 
     # -- building -------------------------------------------------------------------------
 
@@ -335,6 +339,25 @@ class GraphPlan:
         for step, rel in zip(self.steps, releases):
             step.release = tuple(rel)
 
+    def _build_dependencies(self) -> None:
+        """Step-level dependencies for parallel execution: who waits for whom, who reads each slot."""
+        writer: dict[int, int] = {}
+        for i, step in enumerate(self.steps):
+            for slot in step.outputs:
+                writer[slot] = i
+        self._successors: list[list[int]] = [[] for _ in self.steps]
+        self._n_predecessors: list[int] = []
+        readers: dict[int, int] = {}
+        for i, step in enumerate(self.steps):
+            preds = {writer[s] for s in step.inputs if s in writer}
+            for p in preds:
+                self._successors[p].append(i)
+            self._n_predecessors.append(len(preds))
+            for s in set(step.inputs):
+                readers[s] = readers.get(s, 0) + 1
+        keep = set(self.output_slots) | {NONE_SLOT, DISCARD_SLOT}
+        self._readers = {s: n for s, n in readers.items() if s not in keep}
+
     # -- running ---------------------------------------------------------------------------
 
     def run(self, feeds: Sequence[Any], captured: Sequence[Any] = (), run_options: Any = None) -> list[Any]:
@@ -351,6 +374,9 @@ class GraphPlan:
                 _active_run_options.reset(token)
 
     def _execute(self, feeds: Sequence[Any], captured: Sequence[Any], run_options: Any) -> list[Any]:
+        pool = self.parallel_pool
+        if pool is not None and len(self.steps) > 1:
+            return self._execute_parallel(feeds, captured, run_options, pool)
         values = self._template.copy()
         for slot, value in zip(self.input_slots, feeds):
             if value is not None or values[slot] is None:
@@ -392,6 +418,99 @@ class GraphPlan:
             )
             err._node_named = True  # type: ignore[attr-defined]
             raise err from e
+        out = [values[s] for s in self.output_slots]
+        for i, v in enumerate(out):
+            if isinstance(v, np.generic):
+                out[i] = np.asarray(v)
+        return out
+
+
+    def _initial_values(self, feeds: Sequence[Any], captured: Sequence[Any]) -> list[Any]:
+        values = self._template.copy()
+        for slot, value in zip(self.input_slots, feeds):
+            if value is not None or values[slot] is None:
+                values[slot] = value
+        for slot, value in zip(self.captured_slots, captured):
+            values[slot] = value
+        return values
+
+    def _execute_parallel(self, feeds: Sequence[Any], captured: Sequence[Any], run_options: Any, pool: Any) -> list[Any]:
+        """ExecutionMode.ORT_PARALLEL: run each step as soon as its inputs exist, on the inter-op pool.
+
+        Independent branches (Inception towers, multi-head graphs) overlap; numpy releases the GIL in
+        its kernels, so the overlap is real. A slot is released when its last reader finishes.
+        """
+        import threading
+
+        values = self._initial_values(feeds, captured)
+        pending = list(self._n_predecessors)
+        readers_left = dict(self._readers)
+        lock = threading.Lock()
+        done = threading.Event()
+        state = {"finished": 0, "error": None}
+        n_steps = len(self.steps)
+
+        def run_chain(i: int) -> None:
+            # follow one ready successor on this thread (no hand-off cost along a chain); submit the others
+            next_step: int | None = i
+            while next_step is not None:
+                next_step = run_step(next_step)
+
+        def run_step(i: int) -> int | None:
+            step = self.steps[i]
+            try:
+                if state["error"] is not None:
+                    return None
+                if run_options is not None and run_options.terminate:
+                    raise Terminated()
+                result = step.kernel(*[values[s] for s in step.inputs])
+                if len(step.outputs) == 1:
+                    values[step.outputs[0]] = result[0] if type(result) is tuple else result
+                else:
+                    for slot, value in zip(step.outputs, result):
+                        values[slot] = value
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                with lock:
+                    if state["error"] is None:
+                        state["error"] = (e, step)
+                done.set()
+                return None
+            ready = []
+            with lock:
+                for s in set(step.inputs):
+                    left = readers_left.get(s)
+                    if left is not None:
+                        readers_left[s] = left - 1
+                        if left == 1:
+                            values[s] = None
+                for j in self._successors[i]:
+                    pending[j] -= 1
+                    if pending[j] == 0:
+                        ready.append(j)
+                state["finished"] += 1
+                if state["finished"] == n_steps:
+                    done.set()
+            for j in ready[1:]:
+                pool.submit(run_chain, j)
+            return ready[0] if ready else None
+
+        for i, n in enumerate(self._n_predecessors):
+            if n == 0:
+                pool.submit(run_chain, i)
+        done.wait()
+        if state["error"] is not None:
+            error, step = state["error"]
+            if isinstance(error, Terminated):
+                raise error
+            if isinstance(error, OrtError):
+                raise type(error)(
+                    f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
+                    f"Status Message: {error.message}"
+                ) from error
+            raise RuntimeException(
+                f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
+                f"Status Message: {type(error).__name__}: {error}"
+            ) from error
         out = [values[s] for s in self.output_slots]
         for i, v in enumerate(out):
             if isinstance(v, np.generic):
