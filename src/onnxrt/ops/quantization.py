@@ -292,11 +292,6 @@ def _zp_matching(op_name: str, name: str, zp: np.ndarray | None, x: np.ndarray) 
         raise TypeError(f"{op_name}: '{name}' has type {_describe(zp.dtype)}, expected {_describe(x.dtype)} (its tensor's)")
 
 
-def _exact_dtype(k: int) -> np.dtype:
-    """float32 when sums of k products of 255-bounded integers stay exact, else float64."""
-    return _F32 if k * 255 * 255 < _EXACT_F32 else _F64
-
-
 def _shifted(v: np.ndarray, zp: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     """v - zp as a float array of ``dtype`` (exact: |v - zp| <= 255)."""
     out = v.astype(dtype)
@@ -350,41 +345,95 @@ def _check_matmul_shapes(op_name: str, a: np.ndarray, b: np.ndarray) -> int:
     return ka
 
 
+# Largest integer magnitude a float32 accumulation may reach and stay exact, with a margin for the
+# float32 rounding of the bound itself (relative error below K * 2**-24).
+_F32_SAFE = _EXACT_F32 * 0.99
+
+
+def _shifted_magnitude(v: np.ndarray, zp: np.ndarray | None) -> float:
+    """An upper bound of |v - zp| from v's dtype range and the zero point, without reading v."""
+    lo, hi = _INT_RANGE.get(v.dtype, (-255, 255))
+    if zp is None:
+        return float(max(-lo, hi))
+    z = _to_int_values(np.asarray(zp))
+    return float(max(hi - int(z.min()), int(z.max()) - lo))
+
+
+class _IntB:
+    """B - b_zp for an integer matmul, as float32 (and float64 on demand), with the per-row
+    (per-k) maximum magnitude that bounds how large a float32 accumulation can grow."""
+
+    def __init__(self, b: np.ndarray, zp: np.ndarray | None) -> None:
+        self.f32 = _shifted(b, zp, _F32)
+        self._f64: np.ndarray | None = None
+        mag = np.abs(self.f32)
+        # (..., K, 1): |A| @ kmax bounds every |partial sum| of A @ B's output rows
+        self.kmax = mag.reshape(-1, 1) if b.ndim == 1 else mag.max(axis=-1, keepdims=True)
+        self.max = float(mag.max()) if mag.size else 0.0
+
+    @property
+    def f64(self) -> np.ndarray:
+        if self._f64 is None:
+            self._f64 = self.f32.astype(_F64)
+        return self._f64
+
+    def freeze(self) -> "_IntB":
+        self.f32.flags.writeable = False
+        self.kmax.flags.writeable = False
+        return self
+
+
 class _ConstCache:
-    """(value - zero point) of a constant operand, per float dtype, computed once."""
+    """(value - zero point) of a constant B operand, computed once per session."""
 
     def __init__(self, value: np.ndarray | None, zp: np.ndarray | None, have_zp_input: bool, layout) -> None:
         self.value = value
         self.zp = zp
         self.ok = value is not None and (zp is not None or not have_zp_input)
         self.layout = layout
-        self._by_dtype: dict[np.dtype, np.ndarray] = {}
+        self._cached: _IntB | None = None
 
-    def get(self, value: np.ndarray, zp: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    def get(self, value: np.ndarray, zp: np.ndarray | None) -> _IntB:
         if self.ok and value is self.value and zp is self.zp:
-            cached = self._by_dtype.get(dtype)
-            if cached is None:
-                cached = _shifted(value, self.layout(zp, value), dtype)
-                cached.flags.writeable = False
-                self._by_dtype[dtype] = cached
-            return cached
-        return _shifted(value, self.layout(zp, value), dtype)
+            if self._cached is None:
+                self._cached = _IntB(value, self.layout(zp, value)).freeze()
+            return self._cached
+        return _IntB(value, self.layout(zp, value))
+
+
+def _exact_matmul(af: np.ndarray, a_magnitude: float, bi: _IntB) -> np.ndarray:
+    """af @ B exactly, for integer-valued float32 ``af`` with |af| <= a_magnitude.
+
+    float32 BLAS is exact while every partial sum stays below 2**24 (integers all the way); the
+    bound is first taken from the dtype ranges, then, if that is too coarse, from the data
+    (sum_k |a_mk| * max_n |b_kn|, one matrix-vector product). Otherwise float64 (exact to 2**53).
+    """
+    k = af.shape[-1]
+    if k * a_magnitude * bi.max < _F32_SAFE:
+        return np.matmul(af, bi.f32)
+    if k < 2**16 and af.size:
+        bound = np.matmul(np.abs(af), bi.kmax)
+        if float(bound.max()) < _F32_SAFE:
+            return np.matmul(af, bi.f32)
+    return np.matmul(af.astype(_F64), bi.f64)
 
 
 def _int_matmul(op_name, a, b, a_zp, b_zp, b_cache: _ConstCache | None = None):
     """(A - a_zp) @ (B - b_zp) exactly, as a float array (float32 or float64)."""
-    k = _check_matmul_shapes(op_name, a, b)
-    dt = _exact_dtype(k)
-    af = _shifted(a, _a_zero_point(op_name, a_zp, a, "a_zero_point"), dt)
+    _check_matmul_shapes(op_name, a, b)
+    azp = _a_zero_point(op_name, a_zp, a, "a_zero_point")
+    af = _shifted(a, azp, _F32)
     if b_cache is not None:
-        bf = b_cache.get(b, b_zp, dt)
+        bi = b_cache.get(b, b_zp)
     else:
-        bf = _shifted(b, _b_zero_point(op_name, b_zp, b, "b_zero_point"), dt)
-    return np.matmul(af, bf)
+        bi = _IntB(b, _b_zero_point(op_name, b_zp, b, "b_zero_point"))
+    return _exact_matmul(af, _shifted_magnitude(a, azp), bi)
 
 
 def _float_to_int32(acc: np.ndarray) -> np.ndarray:
     """Exact integer-valued floats as int32, wrapping like 32-bit accumulation."""
+    if acc.dtype == _F32:  # exact float32 results are below 2**24
+        return acc.astype(np.int32)
     if acc.size and float(np.abs(acc).max()) >= 2.0**31:
         return acc.astype(np.int64).astype(np.int32)
     return acc.astype(np.int32)
@@ -556,20 +605,23 @@ def _make_conv(op_name: str, ctx: KernelContext, w_idx: int, wzp_idx: int):
     consts = ctx.const_inputs + [None] * 9
     w_const, wzp_const = consts[w_idx], consts[wzp_idx]
     has_wzp = ctx.num_inputs > wzp_idx and bool(ctx.input_names[wzp_idx])
-    cache: dict[np.dtype, np.ndarray] = {}
+    cache: dict[np.dtype, tuple[np.ndarray, float]] = {}
 
     def grouped_weights(w, w_zp, dtype):
-        if w is w_const and w_const is not None and (w_zp is wzp_const and (wzp_const is not None or not has_wzp)):
+        """(W - w_zp) grouped as (G, M/G, C/G * K), and the largest per-output-channel sum of |W - w_zp|."""
+        constant = w is w_const and w_const is not None and (w_zp is wzp_const and (wzp_const is not None or not has_wzp))
+        if constant:
             got = cache.get(dtype)
             if got is not None:
                 return got
         ws = _shifted(w, _w_zero_point(op_name, w_zp, w), dtype)
         m = w.shape[0]
         ws = ws.reshape(group, m // group, -1)
-        if w is w_const and w_const is not None and (w_zp is wzp_const and (wzp_const is not None or not has_wzp)):
+        l1 = float(np.abs(ws).sum(axis=-1).max()) if ws.size else 0.0
+        if constant:
             ws.flags.writeable = False
-            cache[dtype] = ws
-        return ws
+            cache[dtype] = (ws, l1)
+        return ws, l1
 
     def conv(x, x_zp, w, w_zp):
         _check_conv_inputs(op_name, x, w, group, kernel_shape)
@@ -580,10 +632,14 @@ def _make_conv(op_name: str, ctx: KernelContext, w_idx: int, wzp_idx: int):
             raise ValueError(f"{op_name}: strides {st} / dilations {dl} must have {nd} values")
         if x_zp is not None and x_zp.size != 1:
             raise ValueError(f"{op_name}: x_zero_point must be a scalar, got shape {list(x_zp.shape)}")
-        ck = w.shape[1] * math.prod(w.shape[2:])
-        dt = _exact_dtype(ck)
-        xs = _shifted(x, None if x_zp is None else x_zp.reshape(()), dt)
-        return _conv_integer_core(op_name, xs, w.shape, grouped_weights(w, w_zp, dt), group, st, dl, pads, auto_pad, dt)
+        xzp = None if x_zp is None else x_zp.reshape(())
+        # float32 is exact while every output's sum of |x| * |w| stays below 2**24
+        ws, l1 = grouped_weights(w, w_zp, _F32)
+        dt = _F32 if _shifted_magnitude(x, xzp) * l1 < _F32_SAFE else _F64
+        if dt == _F64:
+            ws, _ = grouped_weights(w, w_zp, _F64)
+        xs = _shifted(x, xzp, dt)
+        return _conv_integer_core(op_name, xs, w.shape, ws, group, st, dl, pads, auto_pad, dt)
 
     return conv
 
