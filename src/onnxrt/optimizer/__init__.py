@@ -1,24 +1,59 @@
 """Graph optimizer: passes chosen by ``SessionOptions.graph_optimization_level``.
 
-Each pass lives in its own module and rewrites an ``onnx_ir.Model`` in place.
-The table ``PASSES`` maps each level to the passes it adds on top of the
-levels below it.
+Each pass lives in its own module, rewrites the main graph of an ``onnx_ir.Model`` in place and returns
+how many rewrites it made. ``PASSES`` maps each level to the passes it adds on top of the levels below
+it, in the order they run; :func:`optimize` repeats the BASIC passes until nothing changes (folding can
+expose a no-op, removing a no-op can expose a fusion), bounded by ``MAX_ROUNDS``.
+
+What the optimizer emits is always a model onnxruntime 1.31 loads and runs with the same results:
+standard ai.onnx ops, or com.microsoft contrib ops with onnxruntime's CPU semantics (kernels for those
+are in ``onnxrt/ops/contrib_fused.py``). Fusing elementwise chains into onnxrt-private kernels is a
+planning decision, not a graph rewrite, so it never reaches ``optimized_model_filepath``.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Callable
 
 import onnx_ir as ir
 
+from onnxrt.optimizer import _ir
+from onnxrt.optimizer.cse import eliminate_common_subexpressions
+from onnxrt.optimizer.eliminate import eliminate_noops, remove_dead_nodes
+from onnxrt.optimizer.fold_constants import fold_constants
+from onnxrt.optimizer.fuse_activation import fuse_activations
+from onnxrt.optimizer.fuse_conv import fuse_conv_affine
+from onnxrt.optimizer.fuse_gelu import fuse_gelu
+from onnxrt.optimizer.fuse_layernorm import fuse_layer_norm, fuse_skip_layer_norm
+from onnxrt.optimizer.fuse_matmul_add import fuse_matmul_add
+from onnxrt.optimizer.merge_consecutive import merge_consecutive
 from onnxrt.options import GraphOptimizationLevel
 
-Pass = Callable[[ir.Model], None]
+Pass = Callable[[ir.Model], int]
+MAX_ROUNDS = 4
 
-# Level -> passes it adds. Filled as passes are written (see the fast-execution issue).
+_log = logging.getLogger("onnxrt.optimizer")
+
+# Level -> passes it adds, in running order.
 PASSES: dict[GraphOptimizationLevel, list[Pass]] = {
-    GraphOptimizationLevel.ORT_ENABLE_BASIC: [],
-    GraphOptimizationLevel.ORT_ENABLE_EXTENDED: [],
+    GraphOptimizationLevel.ORT_ENABLE_BASIC: [
+        fold_constants,
+        eliminate_noops,
+        merge_consecutive,
+        eliminate_common_subexpressions,
+        fuse_conv_affine,
+        fuse_matmul_add,
+        remove_dead_nodes,
+    ],
+    GraphOptimizationLevel.ORT_ENABLE_EXTENDED: [
+        fuse_gelu,
+        fuse_layer_norm,
+        fuse_skip_layer_norm,
+        fuse_activations,
+        remove_dead_nodes,
+    ],
     GraphOptimizationLevel.ORT_ENABLE_LAYOUT: [],
     GraphOptimizationLevel.ORT_ENABLE_ALL: [],
 }
@@ -32,6 +67,39 @@ def passes_for(level: int) -> list[Pass]:
     return chosen
 
 
-def optimize(model: ir.Model, level: int) -> None:
-    for pass_ in passes_for(level):
-        pass_(model)
+def optimize(model: ir.Model, level: int) -> dict[str, int]:
+    """Optimize ``model`` in place at ``level``; returns rewrites made per pass name."""
+    if int(level) < int(GraphOptimizationLevel.ORT_ENABLE_BASIC):
+        return {}
+    counts: dict[str, int] = {}
+    old_ir = (model.ir_version or 0) < 4
+    model.graph.meta[_ir.INITIALIZER_INPUTS_CONSTANT] = old_ir
+    initializers_before = set(model.graph.initializers)
+    basic = PASSES[GraphOptimizationLevel.ORT_ENABLE_BASIC]
+    later = [p for p in passes_for(level) if p not in basic or p is remove_dead_nodes]
+
+    def run(passes: list[Pass]) -> int:
+        total = 0
+        for pass_ in passes:
+            start = time.perf_counter()
+            n = int(pass_(model) or 0)
+            counts[pass_.__name__] = counts.get(pass_.__name__, 0) + n
+            _log.debug("%s: %d rewrites in %.1f ms", pass_.__name__, n, 1e3 * (time.perf_counter() - start))
+            if pass_ is not remove_dead_nodes:
+                total += n
+        return total
+
+    for _ in range(MAX_ROUNDS):
+        if not run(basic):
+            break
+    if later:
+        run(later)
+        if int(level) > int(GraphOptimizationLevel.ORT_ENABLE_BASIC):
+            run(basic)  # fusions may leave constants or no-ops behind
+    if old_ir and set(model.graph.initializers) - initializers_before:
+        # IR 3 wants every initializer listed as a graph input; listing the new ones would make them
+        # overridable, so the model moves to IR 4 instead (the old initializer inputs stay as they were)
+        model.ir_version = 4
+    model.graph.meta.pop(_ir.INITIALIZER_INPUTS_CONSTANT, None)
+    _ir.forget_names(model.graph)
+    return counts

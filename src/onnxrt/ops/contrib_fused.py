@@ -1,0 +1,268 @@
+"""com.microsoft fused ops that onnxrt's graph optimizer emits, with onnxruntime's CPU semantics.
+
+FusedConv / FusedGemm (Conv / Gemm followed by an activation), FusedMatMul (MatMul with transposes and
+a scale), Gelu, FastGelu, BiasGelu, QuickGelu, SkipLayerNormalization, SkipSimplifiedLayerNormalization,
+and SimplifiedLayerNormalization (which onnxruntime registers in the ai.onnx domain, opset 1).
+
+Conv and Gemm reuse the standard kernels (so weight preparation and fast paths are shared); the
+activation then runs in place on the freshly computed output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from onnxrt.ops import registry
+from onnxrt.ops.activation import _sigmoid_inplace
+from onnxrt.ops.elementwise import erf_array
+from onnxrt.ops.registry import KernelContext, op, op_factory
+
+MS = "com.microsoft"
+_ACTIVATION_ATTRS = ("activation", "activation_params", "activation_alpha", "activation_beta", "activation_gamma")
+
+
+def _check_float(X: Any, op_name: str, input_name: str) -> None:
+    if not isinstance(X, np.ndarray) or X.dtype.kind != "f":
+        got = X.dtype if isinstance(X, np.ndarray) else type(X).__name__
+        raise TypeError(f"{op_name}: input '{input_name}' must be a float tensor, got {got}")
+
+
+def _activation(name: str, params: list[float]) -> Callable[[np.ndarray], np.ndarray]:
+    """An in-place activation on an array the kernel owns (onnxruntime's MLAS activation kinds)."""
+
+    def need(n: int) -> list[float]:
+        if len(params) < n:
+            raise ValueError(f"activation '{name}' needs {n} parameter(s), got {list(params)}")
+        return params
+
+    if name in ("", "Identity"):
+        return lambda y: y
+    if name == "Relu":
+        return lambda y: np.maximum(y, 0, out=y)
+    if name == "Tanh":
+        return lambda y: np.tanh(y, out=y)
+    if name == "Sigmoid":
+        return _sigmoid_inplace
+    if name == "LeakyRelu":
+        (alpha,) = need(1)[:1]
+
+        def leaky(y: np.ndarray) -> np.ndarray:
+            np.multiply(y, np.where(y >= 0, y.dtype.type(1), y.dtype.type(alpha)), out=y)
+            return y
+
+        return leaky
+    if name == "Clip":
+        lo, hi = need(2)[:2]
+        return lambda y: np.clip(y, y.dtype.type(lo), y.dtype.type(hi), out=y)
+    if name == "HardSigmoid":
+        alpha, beta = need(2)[:2]
+
+        def hard_sigmoid(y: np.ndarray) -> np.ndarray:
+            y *= y.dtype.type(alpha)
+            y += y.dtype.type(beta)
+            return np.clip(y, 0, 1, out=y)
+
+        return hard_sigmoid
+    raise ValueError(f"unsupported activation '{name}' (expected Relu, Tanh, Sigmoid, LeakyRelu, Clip or HardSigmoid)")
+
+
+def _owned(y: Any, dtype: np.dtype) -> np.ndarray:
+    y = np.asarray(y)
+    if not y.flags.writeable or y.base is not None:
+        y = np.array(y, dtype=dtype)  # the inner kernel may return a view of its input
+    return y
+
+
+def _inner_kernel(ctx: KernelContext, op_type: str, opset: int, defaults: dict[str, Any]) -> Callable[..., Any]:
+    attrs = {**defaults, **{k: v for k, v in ctx.attrs.items() if k not in _ACTIVATION_ATTRS}}
+    found = registry.lookup("", op_type, opset)
+    if found is None:
+        raise NotImplementedError(f"{ctx.describe()}: no {op_type} kernel to build on")
+    since, factory = found
+    inner = dataclasses.replace(ctx, op_type=op_type, domain="", opset=opset, since_version=since, attrs=attrs)
+    for extra in ("input_dtypes", "output_dtypes", "subplans", "node"):
+        if hasattr(ctx, extra):
+            setattr(inner, extra, getattr(ctx, extra))
+    return factory(inner)
+
+
+@op_factory("FusedConv", 1, domain=MS)
+def fused_conv(ctx: KernelContext):
+    act = _activation(str(ctx.attrs.get("activation", "")), list(ctx.attrs.get("activation_params", []) or []))
+    conv = _inner_kernel(ctx, "Conv", 11, {"auto_pad": "NOTSET", "group": 1})
+
+    def run(X, W, B=None, Z=None):
+        _check_float(X, "FusedConv", "X")
+        y = _owned(conv(X, W, B), X.dtype)
+        if Z is not None:  # onnxruntime adds the optional Z (a residual) before the activation
+            y += Z
+        return act(y)
+
+    return run
+
+
+@op_factory("FusedGemm", 1, domain=MS)
+def fused_gemm(ctx: KernelContext):
+    params = [float(ctx.attrs.get("activation_alpha", 0.01 if ctx.attrs.get("activation") == "LeakyRelu" else 0.2)),
+              float(ctx.attrs.get("activation_beta", 0.5))]
+    act = _activation(str(ctx.attrs.get("activation", "")), params)
+    gemm = _inner_kernel(ctx, "Gemm", 13, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})
+
+    def run(A, B, C=None):
+        _check_float(A, "FusedGemm", "A")
+        return act(_owned(gemm(A, B, C), A.dtype))
+
+    return run
+
+
+@op("FusedMatMul", 1, domain=MS)
+def fused_matmul(A, B, *, alpha=1.0, transA=0, transB=0, transBatchA=0, transBatchB=0):
+    _check_float(A, "FusedMatMul", "A")
+    _check_float(B, "FusedMatMul", "B")
+    if transBatchA or transBatchB:
+        raise ValueError("FusedMatMul: transBatchA/transBatchB are not supported by onnxrt")
+    if transA:
+        A = A.T if A.ndim == 2 else np.swapaxes(A, -1, -2)
+    if transB:
+        B = B.T if B.ndim == 2 else np.swapaxes(B, -1, -2)
+    y = np.asarray(np.matmul(A, B))
+    if alpha != 1.0:
+        y = y * y.dtype.type(alpha)
+    return y
+
+
+def _compute_dtype(X: np.ndarray) -> np.dtype:
+    return X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """x * 0.5 * (1 + erf(x / sqrt 2)) on an owned float32/float64 array."""
+    t = erf_array(x * x.dtype.type(1 / math.sqrt(2.0)))
+    t += 1
+    t *= x
+    t *= x.dtype.type(0.5)
+    return t
+
+
+@op("Gelu", 1, domain=MS)
+def gelu(X):
+    _check_float(X, "Gelu", "X")
+    cdt = _compute_dtype(X)
+    return _gelu(X.astype(cdt, copy=False)).astype(X.dtype, copy=False)
+
+
+@op("BiasGelu", 1, domain=MS)
+def bias_gelu(A, B):
+    _check_float(A, "BiasGelu", "A")
+    if B.ndim != 1 or A.shape[-1:] != B.shape:
+        raise ValueError(f"BiasGelu: bias must be 1-D matching the last dim of A {A.shape}, got {B.shape}")
+    cdt = _compute_dtype(A)
+    return _gelu(A.astype(cdt) + B.astype(cdt)).astype(A.dtype, copy=False)
+
+
+@op("FastGelu", 1, domain=MS)
+def fast_gelu(X, bias=None):
+    _check_float(X, "FastGelu", "X")
+    cdt = _compute_dtype(X)
+    x = X.astype(cdt, copy=True)
+    if bias is not None:
+        x += bias.astype(cdt, copy=False)
+    t = x * x
+    t *= cdt.type(0.044715)
+    t += 1
+    t *= x
+    t *= cdt.type(math.sqrt(2.0 / math.pi))
+    np.tanh(t, out=t)
+    t += 1
+    t *= x
+    t *= cdt.type(0.5)
+    return t.astype(X.dtype, copy=False)
+
+
+@op("QuickGelu", 1, domain=MS)
+def quick_gelu(X, *, alpha=1.702):
+    _check_float(X, "QuickGelu", "X")
+    cdt = _compute_dtype(X)
+    x = X.astype(cdt, copy=False)
+    s = x * cdt.type(alpha)
+    _sigmoid_inplace(s)
+    s *= x
+    return s.astype(X.dtype, copy=False)
+
+
+def _rows(X: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    if X.ndim < 1:
+        raise ValueError(f"{name}: input must have rank >= 1, got a scalar")
+    hidden = X.shape[-1]
+    return X.reshape(-1, hidden), hidden
+
+
+def _skip_sum(op_name: str, X, skip, bias) -> np.ndarray:
+    _check_float(X, op_name, "input")
+    if X.ndim not in (2, 3):
+        raise ValueError(f"{op_name}: input must be 2-D or 3-D, got shape {X.shape}")
+    if skip.shape[-1] != X.shape[-1]:
+        raise ValueError(f"{op_name}: skip's last dim {skip.shape} does not match input {X.shape}")
+    cdt = _compute_dtype(X)
+    s = X.astype(cdt, copy=True)
+    s += skip.astype(cdt, copy=False)  # skip may be [S,H] or [1,S,H]: broadcast like onnxruntime
+    if bias is not None:
+        s += bias.astype(cdt, copy=False)
+    return s
+
+
+def _standardize(s: np.ndarray, epsilon: float, simplified: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = s.reshape(-1, s.shape[-1])
+    if simplified:
+        mean = np.zeros((rows.shape[0], 1), dtype=rows.dtype)
+        centred = rows
+    else:
+        mean = rows.mean(axis=1, keepdims=True)
+        centred = rows - mean
+    var = np.mean(np.square(centred), axis=1, keepdims=True)
+    inv = 1.0 / np.sqrt(var + rows.dtype.type(epsilon))
+    return (centred * inv).reshape(s.shape), mean, inv
+
+
+def _stat_shape(X: np.ndarray) -> tuple[int, ...]:
+    return X.shape[:-1] + (1,)
+
+
+@op("SkipLayerNormalization", 1, domain=MS)
+def skip_layer_normalization(input, skip, gamma, beta=None, bias=None, *, epsilon=1e-12):  # noqa: A002
+    s = _skip_sum("SkipLayerNormalization", input, skip, bias)
+    y, mean, inv = _standardize(s, epsilon, simplified=False)
+    y *= gamma.astype(y.dtype, copy=False)
+    if beta is not None:
+        y += beta.astype(y.dtype, copy=False)
+    f32 = np.float32
+    return (y.astype(input.dtype, copy=False), mean.reshape(_stat_shape(input)).astype(f32),
+            inv.reshape(_stat_shape(input)).astype(f32), s.astype(input.dtype, copy=False))
+
+
+@op("SkipSimplifiedLayerNormalization", 1, domain=MS)
+def skip_simplified_layer_normalization(input, skip, gamma, bias=None, *, epsilon=1e-12):  # noqa: A002
+    s = _skip_sum("SkipSimplifiedLayerNormalization", input, skip, bias)
+    y, mean, inv = _standardize(s, epsilon, simplified=True)
+    y *= gamma.astype(y.dtype, copy=False)
+    f32 = np.float32
+    return (y.astype(input.dtype, copy=False), mean.reshape(_stat_shape(input)).astype(f32),
+            inv.reshape(_stat_shape(input)).astype(f32), s.astype(input.dtype, copy=False))
+
+
+@op("SimplifiedLayerNormalization", 1)
+def simplified_layer_normalization(X, scale, *, axis=-1, epsilon=1e-5, stash_type=1):
+    _check_float(X, "SimplifiedLayerNormalization", "X")
+    a = axis + X.ndim if axis < 0 else axis
+    if not 0 <= a < X.ndim:
+        raise ValueError(f"SimplifiedLayerNormalization: axis {axis} out of range for rank {X.ndim}")
+    cdt = np.dtype(np.float64) if X.dtype == np.float64 else np.dtype(np.float32)
+    rows = X.astype(cdt).reshape(math.prod(X.shape[:a]), -1)
+    inv = 1.0 / np.sqrt(np.mean(np.square(rows), axis=1, keepdims=True) + cdt.type(epsilon))
+    y = (rows * inv).reshape(X.shape) * scale.astype(cdt, copy=False)
+    stat_shape = X.shape[:a] + (1,) * (X.ndim - a)
+    return y.astype(X.dtype, copy=False), inv.reshape(stat_shape).astype(cdt)

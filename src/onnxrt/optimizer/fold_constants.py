@@ -1,0 +1,203 @@
+"""Constant folding (BASIC).
+
+A node whose inputs are all constants is run once, with onnxrt's own kernels, and its outputs become
+initializers. ``Shape``/``Size`` of a value whose shape is fully static (shape inference ran at load)
+fold too, so ``Shape -> Gather -> Concat -> Reshape`` chains collapse. Not folded:
+
+* random ops (each run must draw anew) and ops with subgraphs;
+* nodes whose output would be large *and* bigger than their inputs (``ConstantOfShape``, ``Expand``,
+  ``Tile``, ``Range``...): folding them would only trade a cheap op for a big weight in the file;
+* nodes producing a graph output (the output would turn into an initializer, which changes the
+  model's interface as onnxruntime reports it);
+* nodes of domains other than ai.onnx / ai.onnx.ml / com.microsoft, and nodes whose kernel fails
+  (the error then surfaces at run time, where the user expects it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxrt.optimizer import _ir
+
+# An output at most this many elements may always be folded; above it, only when it is no bigger than
+# the node's inputs put together, or when it is a weight (every reader takes it as a parameter input of
+# an op that prepares its weights, e.g. Conv's W) and at most WEIGHT_LIMIT_ELEMENTS: a weight made at
+# run time by ConstantOfShape would otherwise block every weight-based fusion and weight re-layout.
+GROWTH_LIMIT_ELEMENTS = 1 << 16
+WEIGHT_LIMIT_ELEMENTS = 1 << 26
+_WEIGHT_READERS = frozenset({
+    "Conv", "ConvTranspose", "BatchNormalization", "Gemm", "MatMul", "InstanceNormalization",
+    "LayerNormalization", "PRelu", "Gather",
+})
+
+_NEVER_FOLD = frozenset({
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
+    "If", "Loop", "Scan", "SequenceMap", "Optional", "OptionalGetElement", "OptionalHasElement",
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",  # kept so quantized graphs stay recognisable
+})
+_FOLDABLE_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+
+
+def fold_constants(model: ir.Model) -> int:
+    """Fold constant subgraphs of the main graph; returns the number of nodes folded."""
+    graph = model.graph
+    try:
+        graph.sort()
+    except Exception:
+        pass  # a cycle: the planner reports it with a clear message
+    opsets = {("" if d == "ai.onnx" else d): v for d, v in model.opset_imports.items()}
+    folded = 0
+    for node in list(graph):
+        if node.graph is not graph:
+            continue
+        if _fold_shape(graph, node):
+            folded += 1
+            continue
+        if node.op_type in _NEVER_FOLD or node.domain not in _FOLDABLE_DOMAINS:
+            continue
+        if node.op_type == "Constant":
+            continue  # already a constant; its readers fold through const_array
+        if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+            continue
+        if any(o.is_graph_output() for o in node.outputs):
+            continue
+        arrays = []
+        constant = True
+        for v in node.inputs:
+            if v is None:
+                arrays.append(None)
+                continue
+            a = _ir.const_array(v)
+            if a is None:
+                constant = False
+                break
+            arrays.append(a)
+        if not constant or not node.inputs:
+            continue
+        if _too_big(node, arrays):
+            continue
+        results = _evaluate(node, arrays, opsets)
+        if results is None:
+            continue
+        if _replace_outputs(graph, node, results):
+            folded += 1
+    _constants_to_initializers(graph)
+    return folded
+
+
+def _too_big(node: ir.Node, arrays: list) -> bool:
+    in_size = sum(a.size for a in arrays if a is not None)
+    for out in node.outputs:
+        shape = _ir.static_shape(out)
+        if shape is not None:
+            n = int(np.prod(shape, dtype=np.int64))
+            if n > GROWTH_LIMIT_ELEMENTS and n > in_size and not (n <= WEIGHT_LIMIT_ELEMENTS and _is_weight(out)):
+                return True
+        elif node.op_type in ("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample"):
+            return True  # size unknown before running: do not risk a huge allocation
+    return False
+
+
+def _is_weight(value: ir.Value) -> bool:
+    uses = list(value.uses())
+    return bool(uses) and all(
+        u.node.op_type in _WEIGHT_READERS and u.node.domain in ("", "ai.onnx")
+        and (u.idx == 0 if u.node.op_type == "Gather" else u.idx >= 1)  # Gather's table is input 0
+        for u in uses
+    )
+
+
+def _evaluate(node: ir.Node, arrays: list, opsets: dict[str, int]) -> list | None:
+    """Run one node with onnxrt's kernels on constant inputs; None when that fails."""
+    from onnxrt.runtime.plan import GraphPlan, PlanConfig
+
+    inputs = [ir.Value(name=f"in{i}") if a is not None else None for i, a in enumerate(arrays)]
+    clone = ir.Node(node.domain, node.op_type, inputs, list(node.attributes.values()),
+                    num_outputs=len(node.outputs), name=node.name or "fold")
+    for i, (out, orig) in enumerate(zip(clone.outputs, node.outputs)):
+        out.name = f"out{i}"
+        out.type = orig.type
+        out.shape = orig.shape
+    sub = ir.Graph([v for v in inputs if v is not None], list(clone.outputs), nodes=[clone],
+                   opset_imports=dict(opsets))
+    try:
+        plan = GraphPlan(sub, PlanConfig(opsets=opsets))
+        results = plan.run([a for a in arrays if a is not None])
+    except Exception:
+        return None
+    finally:
+        # detach the throwaway node from the original attribute objects and values
+        sub.remove(clone)
+    out = []
+    for r in results:
+        if not isinstance(r, np.ndarray) and not np.isscalar(r):
+            return None  # sequences, maps, optionals stay as they are
+        out.append(np.asarray(r))
+    return out
+
+
+def _replace_outputs(graph: ir.Graph, node: ir.Node, results: list[np.ndarray]) -> bool:
+    new_values = []
+    for out, array in zip(node.outputs, results):
+        if not out.uses():
+            new_values.append(None)
+            continue
+        try:
+            new_values.append(_ir.add_initializer(graph, array, "folded", take_over=out))
+        except Exception:
+            for v in new_values:
+                if v is not None:
+                    graph.initializers.pop(v.name, None)
+            return False
+    for out, new in zip(node.outputs, new_values):
+        if new is not None:
+            new.type = out.type or new.type
+            out.replace_all_uses_with(new)
+    graph.remove(node, safe=True)
+    return True
+
+
+def _fold_shape(graph: ir.Graph, node: ir.Node) -> bool:
+    """Shape / Size of a value with a fully static shape."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in ("Shape", "Size") or not node.inputs:
+        return False
+    out = node.outputs[0]
+    if out.is_graph_output() or not out.uses():
+        return False
+    shape = _ir.static_shape(node.inputs[0])
+    if shape is None:
+        return False
+    if node.op_type == "Size":
+        array = np.array(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)
+    else:
+        start = _ir.attr(node, "start", 0)
+        end = _ir.attr(node, "end", None)
+        dims = list(shape)
+        array = np.array(dims[slice(start, end)], dtype=np.int64)
+    new = _ir.add_initializer(graph, array, "shape", take_over=out)
+    out.replace_all_uses_with(new)
+    graph.remove(node, safe=True)
+    return True
+
+
+def _constants_to_initializers(graph: ir.Graph) -> None:
+    """Constant nodes of the main graph become initializers (as onnxruntime does)."""
+    for node in list(graph):
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            continue
+        out = node.outputs[0]
+        if out.is_graph_output():
+            continue
+        array = _ir.const_array(out)
+        if array is None:
+            continue
+        if not out.uses():
+            graph.remove(node, safe=True)
+            continue
+        try:
+            new = _ir.add_initializer(graph, array, "const", take_over=out)
+        except Exception:
+            continue
+        out.replace_all_uses_with(new)
+        graph.remove(node, safe=True)

@@ -1,0 +1,128 @@
+"""Fold per-channel affine ops into the Conv before them (BASIC).
+
+* ``Conv -> BatchNormalization`` (inference form, one output): ``W' = W * s``, ``B' = (B - mean) * s + beta``
+  with ``s = gamma / sqrt(var + eps)`` per output channel.
+* ``Conv -> Mul(c)`` and ``Conv -> Add(c)`` where ``c`` is a constant that broadcasts per output channel
+  (shape ``[C,1,..,1]``, ``[1,C,1,..,1]`` or a single element): scale W and B, or shift B.
+
+The Conv's weight (and bias) must be constants, and the Conv output must be read by that one node only.
+New weights are new initializers (the old ones may be shared with other nodes); arithmetic is done in
+float64 and rounded once to the weight's dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxrt.optimizer import _ir
+
+
+def fuse_conv_affine(model: ir.Model) -> int:
+    graph = model.graph
+    fused = 0
+    for node in list(graph):
+        if node.graph is not graph or not _ir.is_op(node, "Conv"):
+            continue
+        while True:  # a Conv may absorb BN, then Mul, then Add...
+            nxt = _ir.single_consumer(node.outputs[0])
+            if nxt is None:
+                break
+            folded = _fold_into(graph, node, nxt)
+            if folded is None:
+                break
+            node = folded
+            fused += 1
+    return fused
+
+
+def _conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    W = _ir.const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if W is None or W.dtype.kind != "f" or W.ndim < 3:
+        return None
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        B = _ir.const_array(node.inputs[2])
+        if B is None:
+            return None
+    else:
+        B = np.zeros(W.shape[0], dtype=W.dtype)
+    return W, B
+
+
+def _per_channel(c: np.ndarray, channels: int, out_rank: int | None) -> np.ndarray | None:
+    """``c`` as a [C] vector when it broadcasts per output channel of a Conv output, else None."""
+    if c.size == 1:
+        if out_rank is not None and c.ndim > out_rank:
+            return None
+        return np.full(channels, c.reshape(-1)[0])
+    if out_rank is None or c.ndim > out_rank:
+        return None
+    shape = (1,) * (out_rank - c.ndim) + tuple(c.shape)
+    if shape[1] != channels or any(d != 1 for i, d in enumerate(shape) if i != 1):
+        return None
+    return c.reshape(-1)
+
+
+def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
+    """Fold ``nxt`` into ``conv``; returns the Conv node now in the graph, or None when not foldable."""
+    params = _conv_params(conv)
+    if params is None:
+        return None
+    W, B = params
+    C = W.shape[0]
+    wide = np.float64
+    if _ir.is_op(nxt, "BatchNormalization"):
+        if len(nxt.outputs) > 1 and any(o.uses() or o.is_graph_output() for o in nxt.outputs[1:]):
+            return None
+        if _ir.attr(nxt, "training_mode", 0):
+            return None
+        arrays = [_ir.const_array(v) for v in nxt.inputs[1:5]]
+        if any(a is None for a in arrays) or any(a.size != C for a in arrays):
+            return None
+        gamma, beta, mean, var = (a.astype(wide).reshape(-1) for a in arrays)
+        eps = float(_ir.attr(nxt, "epsilon", 1e-5))
+        s = gamma / np.sqrt(var + eps)
+        W2 = W.astype(wide) * s.reshape((C,) + (1,) * (W.ndim - 1))
+        B2 = (B.astype(wide) - mean) * s + beta
+    elif (_ir.is_op(nxt, "Mul") or _ir.is_op(nxt, "Add")) and len(nxt.inputs) == 2:
+        other = nxt.inputs[1] if nxt.inputs[0] is conv.outputs[0] else nxt.inputs[0]
+        c = _ir.const_array(other)
+        if c is None or c.dtype != W.dtype:
+            return None
+        vec = _per_channel(c, C, _ir.rank(conv.outputs[0]))
+        if vec is None:
+            return None
+        vec = vec.astype(wide)
+        if nxt.op_type == "Mul":
+            W2 = W.astype(wide) * vec.reshape((C,) + (1,) * (W.ndim - 1))
+            B2 = B.astype(wide) * vec
+        else:
+            W2 = None
+            B2 = B.astype(wide) + vec
+        # the result must keep the Conv output's shape: a broadcast that adds dims is no per-channel op
+        if _ir.static_shape(nxt.outputs[0]) != _ir.static_shape(conv.outputs[0]) or _ir.static_shape(conv.outputs[0]) is None:
+            return None
+    else:
+        return None
+    old_values = [v for v in (*conv.inputs[1:], *nxt.inputs) if v is not None]
+    if W2 is not None:
+        conv.replace_input_with(1, _ir.add_initializer(graph, W2.astype(W.dtype), (conv.name or "conv") + "_W"))
+    B_value = _ir.add_initializer(graph, B2.astype(W.dtype), (conv.name or "conv") + "_B")
+    if len(conv.inputs) > 2:
+        conv.replace_input_with(2, B_value)
+    else:
+        # onnx_ir nodes have a fixed input list: rebuild the Conv with the bias appended
+        new = ir.Node(conv.domain, conv.op_type, [*conv.inputs, B_value], list(conv.attributes.values()),
+                      num_outputs=1, name=conv.name)
+        new.outputs[0].name = _ir.unique_name(graph, conv.outputs[0].name or "conv_out")
+        _ir.copy_type(conv.outputs[0], new.outputs[0])
+        graph.insert_before(conv, new)
+        conv.outputs[0].replace_all_uses_with(new.outputs[0])
+        graph.remove(conv, safe=True)
+        conv = new
+    # the Conv output has this one reader and is no graph output, so it can always take nxt's place
+    _ir.replace_value(graph, nxt.outputs[0], conv.outputs[0])
+    graph.remove(nxt, safe=True)
+    _ir.drop_unused_initializers(graph, old_values)
+    return conv
+

@@ -1,0 +1,237 @@
+"""Normalization fusions (EXTENDED).
+
+* LayerNorm written out: ``d = x - ReduceMean(x)``; ``d / Sqrt(ReduceMean(d^2) + eps)``, then optionally
+  ``* gamma`` and ``+ beta`` -> ai.onnx ``LayerNormalization`` (opset 17+, reduced axes trailing).
+* RMSNorm written out: ``x / Sqrt(ReduceMean(x^2) + eps)`` (optionally ``* gamma``) -> ai.onnx
+  ``RMSNormalization`` (opset 23+). Older opsets keep the pattern: onnxruntime's SimplifiedLayerNormalization
+  lives in the ai.onnx domain, which onnx.checker rejects, so a saved model would not check.
+* ``Add(a, b) -> LayerNormalization`` over the last axis, a and b of one static 2-D/3-D shape, 1-D gamma
+  (and beta) -> com.microsoft ``SkipLayerNormalization``; the sum stays available as its 4th output
+  when something else reads it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxrt.optimizer import _ir
+
+
+def fuse_layer_norm(model: ir.Model) -> int:
+    graph = model.graph
+    version = _ir.opset(model)
+    if version < 17:
+        return 0
+    fused = 0
+    for node in list(graph):
+        if node.graph is not graph or not _ir.is_op(node, "ReduceMean"):
+            continue
+        fused += _fuse_ln(model, node) or (_fuse_rms(model, node) if version >= 23 else 0)
+    return fused
+
+
+def _reduce_axes(node: ir.Node, model: ir.Model) -> list[int] | None:
+    if _ir.attr(node, "keepdims", 1) != 1:
+        return None
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        axes = _ir.const_array(node.inputs[1])
+        return None if axes is None else [int(a) for a in axes.reshape(-1)]
+    axes = _ir.attr(node, "axes")
+    return None if axes is None else [int(a) for a in axes]
+
+
+def _trailing_axis(axes: list[int], r: int | None) -> int | None:
+    """The first axis when ``axes`` are exactly the last len(axes) dims of a rank-r tensor."""
+    if r is None or not axes:
+        return None
+    norm = sorted(a + r if a < 0 else a for a in axes)
+    if norm != list(range(r - len(norm), r)):
+        return None
+    return norm[0]
+
+
+def _square_of(value: ir.Value, base: ir.Value) -> ir.Node | None:
+    p = value.producer()
+    if p is None:
+        return None
+    if _ir.is_op(p, "Pow") and p.inputs[0] is base and _ir.float_close(_ir.scalar(p.inputs[1]), 2.0, 1e-6):
+        return p
+    if _ir.is_op(p, "Mul") and p.inputs[0] is base and p.inputs[1] is base:
+        return p
+    return None
+
+
+def _norm_tail(var_mean: ir.Node, d: ir.Value) -> tuple[list[ir.Node], float, ir.Node] | None:
+    """From ReduceMean(d^2): ``+ eps -> Sqrt -> Div(d, .)``; returns nodes, eps, the Div."""
+    add = _ir.single_consumer(var_mean.outputs[0])
+    if add is None or not _ir.is_op(add, "Add"):
+        return None
+    other = add.inputs[1] if add.inputs[0] is var_mean.outputs[0] else add.inputs[0]
+    eps = _ir.scalar(other)
+    if eps is None:
+        return None
+    sqrt = _ir.single_consumer(add.outputs[0])
+    if sqrt is None or not _ir.is_op(sqrt, "Sqrt"):
+        return None
+    div = _ir.single_consumer(sqrt.outputs[0])
+    if div is None or not _ir.is_op(div, "Div") or div.inputs[0] is not d or div.inputs[1] is not sqrt.outputs[0]:
+        return None
+    return [add, sqrt, div], eps, div
+
+
+def _affine(value: ir.Value, normalized: tuple[int, ...]) -> tuple[list[ir.Node], np.ndarray | None, np.ndarray | None, ir.Value]:
+    """Optional ``* gamma`` then ``+ beta`` with constants of the normalized shape (leading 1s allowed)."""
+    nodes: list[ir.Node] = []
+    gamma = beta = None
+    out_rank = _ir.rank(value)
+
+    def fits(c: np.ndarray | None) -> bool:
+        return (c is not None and out_rank is not None and len(normalized) <= c.ndim <= out_rank
+                and tuple(c.shape[c.ndim - len(normalized):]) == normalized
+                and c.size == int(np.prod(normalized)))
+
+    mul = _ir.single_consumer(value)
+    if mul is not None and _ir.is_op(mul, "Mul"):
+        g = _ir.const_array(mul.inputs[1] if mul.inputs[0] is value else mul.inputs[0])
+        if fits(g):
+            gamma = g.reshape(normalized)
+            nodes.append(mul)
+            value = mul.outputs[0]
+            add = _ir.single_consumer(value)
+            if add is not None and _ir.is_op(add, "Add"):
+                b = _ir.const_array(add.inputs[1] if add.inputs[0] is value else add.inputs[0])
+                if fits(b) and b.dtype == g.dtype:
+                    beta = b.reshape(normalized)
+                    nodes.append(add)
+                    value = add.outputs[0]
+    return nodes, gamma, beta, value
+
+
+def _fuse_ln(model: ir.Model, mean: ir.Node) -> int:
+    graph = model.graph
+    x = mean.inputs[0]
+    axes = _reduce_axes(mean, model)
+    shape = _ir.static_shape(x)
+    if axes is None or x is None or _ir.dtype_of(x) not in _ir.FLOAT_TYPES or shape is None:
+        return 0
+    axis = _trailing_axis(axes, len(shape))
+    if axis is None:
+        return 0
+    sub = _ir.single_consumer(mean.outputs[0])
+    if sub is None or not _ir.is_op(sub, "Sub") or sub.inputs[0] is not x or sub.inputs[1] is not mean.outputs[0]:
+        return 0
+    d = sub.outputs[0]
+    if d.is_graph_output():
+        return 0
+    readers = {id(u.node): u.node for u in d.uses()}
+    sq = next((n for n in readers.values() if _square_of(n.outputs[0], d) is n), None)
+    if sq is None or len(readers) != 2:
+        return 0
+    var_mean = _ir.single_consumer(sq.outputs[0])
+    if var_mean is None or not _ir.is_op(var_mean, "ReduceMean") or _reduce_axes(var_mean, model) is None:
+        return 0
+    if _trailing_axis(_reduce_axes(var_mean, model), len(shape)) != axis:
+        return 0
+    tail = _norm_tail(var_mean, d)
+    if tail is None:
+        return 0
+    tail_nodes, eps, div = tail
+    normalized = tuple(shape[axis:])
+    aff_nodes, gamma, beta, out = _affine(div.outputs[0], normalized)
+    dtype = _ir.dtype_of(x).numpy()
+    if gamma is None:
+        gamma = np.ones(normalized, dtype=dtype)
+    inputs = [x, _ir.add_initializer(graph, gamma.astype(dtype), "ln_scale")]
+    if beta is not None:
+        inputs.append(_ir.add_initializer(graph, beta.astype(dtype), "ln_bias"))
+    anchor = (aff_nodes or [div])[-1]
+    ln = _ir.new_node(graph, "", "LayerNormalization", inputs, {"axis": axis, "epsilon": eps},
+                      name_hint="LayerNorm", before=anchor)
+    _ir.copy_type(out, ln.outputs[0])
+    _ir.replace_value(graph, out, ln.outputs[0])
+    _ir.remove_unused_nodes(graph, [*reversed(aff_nodes), *reversed(tail_nodes), var_mean, sq, sub, mean])
+    return 1
+
+
+def _fuse_rms(model: ir.Model, var_mean: ir.Node) -> int:
+    graph = model.graph
+    sq_out = var_mean.inputs[0]
+    if sq_out is None or sq_out.producer() is None:
+        return 0
+    sq = sq_out.producer()
+    x = sq.inputs[0]
+    if _square_of(sq_out, x) is not sq or _ir.single_consumer(sq_out) is not var_mean:
+        return 0
+    shape = _ir.static_shape(x)
+    axes = _reduce_axes(var_mean, model)
+    if shape is None or axes is None or _ir.dtype_of(x) not in _ir.FLOAT_TYPES:
+        return 0
+    axis = _trailing_axis(axes, len(shape))
+    if axis is None:
+        return 0
+    tail = _norm_tail(var_mean, x)
+    if tail is None:
+        return 0
+    tail_nodes, eps, div = tail
+    normalized = tuple(shape[axis:])
+    aff_nodes, gamma, beta, out = _affine(div.outputs[0], normalized)
+    if beta is not None:  # RMSNormalization has no bias: keep the Add outside
+        aff_nodes, out = aff_nodes[:1], aff_nodes[0].outputs[0]
+    dtype = _ir.dtype_of(x).numpy()
+    if gamma is None:
+        gamma = np.ones(normalized, dtype=dtype)
+    scale = _ir.add_initializer(graph, gamma.astype(dtype), "rms_scale")
+    anchor = (aff_nodes or [div])[-1]
+    node = _ir.new_node(graph, "", "RMSNormalization", [x, scale], {"axis": axis, "epsilon": eps},
+                        name_hint="RMSNorm", before=anchor)
+    _ir.copy_type(out, node.outputs[0])
+    _ir.replace_value(graph, out, node.outputs[0])
+    _ir.remove_unused_nodes(graph, [*reversed(aff_nodes), *reversed(tail_nodes), var_mean, sq])
+    return 1
+
+
+def fuse_skip_layer_norm(model: ir.Model) -> int:
+    graph = model.graph
+    fused = 0
+    for ln in list(graph):
+        if ln.graph is not graph or not _ir.is_op(ln, "LayerNormalization"):
+            continue
+        if any(o.uses() or o.is_graph_output() for o in ln.outputs[1:]):
+            continue
+        add = ln.inputs[0].producer() if ln.inputs[0] is not None else None
+        if add is None or not _ir.is_op(add, "Add") or add.graph is not graph:
+            continue
+        a, b = add.inputs
+        shape = _ir.static_shape(a)
+        if shape is None or len(shape) not in (2, 3) or _ir.static_shape(b) != shape:
+            continue
+        if _ir.dtype_of(a) not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
+            continue
+        axis = int(_ir.attr(ln, "axis", -1))
+        if axis not in (-1, len(shape) - 1):
+            continue
+        gamma = ln.inputs[1]
+        beta = ln.inputs[2] if len(ln.inputs) > 2 else None
+        if _ir.rank(gamma) != 1 or (beta is not None and _ir.rank(beta) != 1):
+            continue
+        if int(_ir.attr(ln, "stash_type", 1)) != 1:
+            continue
+        _ir.ensure_domain(model, _ir.MS_DOMAIN)
+        sum_needed = add.outputs[0].is_graph_output() or len(list(add.outputs[0].uses())) > 1
+        skip = _ir.new_node(graph, _ir.MS_DOMAIN, "SkipLayerNormalization", [a, b, gamma, beta],
+                            {"epsilon": float(_ir.attr(ln, "epsilon", 1e-5))},
+                            num_outputs=4 if sum_needed else 1, name_hint="SkipLayerNorm", before=ln)
+        if sum_needed:
+            for unused in skip.outputs[1:3]:
+                unused.name = ""
+        _ir.copy_type(ln.outputs[0], skip.outputs[0])
+        _ir.replace_value(graph, ln.outputs[0], skip.outputs[0])
+        graph.remove(ln, safe=True)
+        if sum_needed:
+            _ir.copy_type(add.outputs[0], skip.outputs[3])
+            if not _ir.replace_value(graph, add.outputs[0], skip.outputs[3]):
+                continue
+        graph.remove(add, safe=True)
+        fused += 1
+    return fused
