@@ -1,0 +1,130 @@
+"""Small transformer and CNN models written by onnxruntime, made on demand for the contrib-op tests.
+
+Every model is exported from a randomly initialised tiny configuration (2 layers, hidden size 64,
+4 heads) with torch, then rewritten by onnxruntime: its transformers optimizer (which writes
+com.microsoft Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu, ...) and its
+own level-ALL graph optimizer saved through ``SessionOptions.optimized_model_filepath`` (which
+writes com.microsoft.nchwc ops for CNNs). Files go to the repo's git-ignored ``.cache/`` folder
+so that repeated test runs reuse them; nothing here is committed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "transformer_contrib"
+
+HIDDEN = 64
+HEADS = 4
+LAYERS = 2
+VOCAB = 100
+SEQ = 8
+
+
+def _cache(name: str) -> Path:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    return CACHE_DIR / name
+
+
+def export_bert(path: Path) -> Path:
+    """Tiny BertModel (input_ids, attention_mask, token_type_ids) -> last_hidden_state."""
+    import torch
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=4 * HIDDEN, max_position_embeddings=64, type_vocab_size=2,
+    )
+    config._attn_implementation = "eager"  # the optimizer's fusion patterns match the eager graph
+    torch.manual_seed(0)
+    model = transformers.BertModel(config).eval()
+    ids = torch.randint(0, VOCAB, (2, SEQ))
+    mask = torch.ones(2, SEQ, dtype=torch.int64)
+    types = torch.zeros(2, SEQ, dtype=torch.int64)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    with torch.no_grad():
+        torch.onnx.export(
+            Wrapper(model), (ids, mask, types), str(path), input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
+            opset_version=17, dynamo=False,
+        )
+    return path
+
+
+def export_gpt2(path: Path) -> Path:
+    """Tiny GPT2Model (input_ids, attention_mask) -> last_hidden_state, without cache."""
+    import torch
+    import transformers
+
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=64, use_cache=False,
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.GPT2Model(config).eval()
+    ids = torch.randint(0, VOCAB, (2, SEQ))
+    mask = torch.ones(2, SEQ, dtype=torch.int64)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    with torch.no_grad():
+        torch.onnx.export(
+            Wrapper(model), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in ["input_ids", "attention_mask"]},
+            opset_version=17, dynamo=False,
+        )
+    return path
+
+
+def ort_transformers_optimized(kind: str) -> Path:
+    """The model of ``kind`` ('bert' or 'gpt2') rewritten by onnxruntime's transformers optimizer."""
+    out = _cache(f"{kind}_tiny_ort_transformers.onnx")
+    if out.exists():
+        return out
+    raw = _cache(f"{kind}_tiny.onnx")
+    if not raw.exists():
+        (export_bert if kind == "bert" else export_gpt2)(raw)
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(raw), model_type=kind, num_heads=HEADS, hidden_size=HIDDEN, opt_level=0)
+    optimized.save_model_to_file(str(out))
+    return out
+
+
+def ort_level_all(source: Path | str, name: str) -> Path:
+    """``source`` saved by onnxruntime after its ORT_ENABLE_ALL graph optimizations."""
+    out = _cache(f"{name}_ort_all.onnx")
+    if out.exists():
+        return out
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(out)
+    options.log_severity_level = 3
+    onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    return out
+
+
+def onnx_light_model(name: str) -> Path:
+    import onnx
+
+    return Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
