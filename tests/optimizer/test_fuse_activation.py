@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+from onnx import helper
+
+from onnxrt.optimizer.fuse_activation import fuse_activations
+from tests.optimizer.helpers import check_pass, const, make_model, op_counts, rand, vinfo
+
+ACTIVATIONS = [
+    ("Relu", {}, []),
+    ("Sigmoid", {}, []),
+    ("Tanh", {}, []),
+    ("LeakyRelu", {"alpha": 0.2}, []),
+    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, []),
+    ("Clip", {}, ["lo", "hi"]),
+]
+
+
+@pytest.mark.parametrize("act,attrs,extra", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_conv_activation_becomes_fused_conv(act, attrs, extra):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(act, ["c", *extra], ["y"], **attrs)]
+    inits = [const("w", rand(4, 3, 3, 3, seed=1)), const("b", rand(4, seed=2)),
+             const("lo", np.array(-0.5, np.float32)), const("hi", np.array(0.7, np.float32))]
+    model = make_model(nodes, [vinfo("x", [1, 3, 5, 5])], [vinfo("y", None)], inits if extra else inits[:2])
+    out = check_pass(model, {"x": rand(1, 3, 5, 5)}, fuse_activations, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"FusedConv": 1}
+
+
+@pytest.mark.parametrize("act,attrs,extra", ACTIVATIONS[:5], ids=[a[0] for a in ACTIVATIONS[:5]])
+def test_gemm_activation_becomes_fused_gemm(act, attrs, extra):
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1), helper.make_node(act, ["g"], ["y"], **attrs)]
+    model = make_model(nodes, [vinfo("x", [3, 4])], [vinfo("y", None)], [const("w", rand(5, 4)), const("b", rand(5))])
+    out = check_pass(model, {"x": rand(3, 4)}, fuse_activations, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"FusedGemm": 1}
+
+
+def test_swish_and_hardswish():
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["a"]),
+        helper.make_node("HardSigmoid", ["a"], ["h"], alpha=1 / 6, beta=0.5), helper.make_node("Mul", ["a", "h"], ["y"]),
+    ]
+    model = make_model(nodes, [vinfo("x", [2, 8])], [vinfo("y", None)])
+    out = check_pass(model, {"x": rand(2, 8) * 4}, fuse_activations)
+    assert op_counts(out) == {"QuickGelu": 1, "HardSwish": 1}
+
+
+def test_activation_with_second_reader_kept():
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["g"]), helper.make_node("Relu", ["g"], ["r"]),
+             helper.make_node("Add", ["g", "r"], ["y"])]
+    model = make_model(nodes, [vinfo("x", [3, 4])], [vinfo("y", None)], [const("w", rand(4, 5))])
+    check_pass(model, {"x": rand(3, 4)}, fuse_activations, expect_rewrites=False)

@@ -1,0 +1,36 @@
+import numpy as np
+from onnx import helper
+
+from onnxrt.optimizer.fuse_conv import fuse_conv_affine
+from tests.optimizer.helpers import check_pass, const, make_model, op_counts, rand, vinfo
+
+
+def _conv_model(tail_nodes, tail_inits, bias: bool = True):
+    inputs = ["x", "w", "b"] if bias else ["x", "w"]
+    nodes = [helper.make_node("Conv", inputs, ["c"], pads=[1, 1, 1, 1]), *tail_nodes]
+    inits = [const("w", rand(4, 3, 3, 3, seed=1)), *([const("b", rand(4, seed=2))] if bias else []), *tail_inits]
+    return make_model(nodes, [vinfo("x", [1, 3, 5, 5])], [vinfo("y", None)], inits)
+
+
+def test_conv_batchnorm():
+    bn = helper.make_node("BatchNormalization", ["c", "s", "bb", "m", "v"], ["y"], epsilon=1e-3)
+    rng = np.random.default_rng(3)
+    inits = [const("s", rand(4, seed=4)), const("bb", rand(4, seed=5)), const("m", rand(4, seed=6)),
+             const("v", rng.uniform(0.5, 2, 4).astype(np.float32))]
+    for bias in (True, False):
+        out = check_pass(_conv_model([bn], inits, bias), {"x": rand(1, 3, 5, 5)}, fuse_conv_affine, rtol=1e-4, atol=1e-5)
+        assert op_counts(out) == {"Conv": 1}
+
+
+def test_conv_mul_add_per_channel():
+    nodes = [helper.make_node("Mul", ["c", "scale"], ["m"]), helper.make_node("Add", ["shift", "m"], ["y"])]
+    inits = [const("scale", rand(1, 4, 1, 1, seed=7)), const("shift", rand(4, 1, 1, seed=8))]
+    out = check_pass(_conv_model(nodes, inits), {"x": rand(1, 3, 5, 5)}, fuse_conv_affine, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"Conv": 1}
+
+
+def test_conv_add_not_per_channel_kept():
+    nodes = [helper.make_node("Add", ["c", "shift"], ["y"])]
+    out = check_pass(_conv_model(nodes, [const("shift", rand(5, seed=8))]), {"x": rand(1, 3, 5, 5)}, fuse_conv_affine,
+                     expect_rewrites=False)
+    assert op_counts(out) == {"Conv": 1, "Add": 1}

@@ -1,0 +1,62 @@
+import numpy as np
+from onnx import helper
+
+from onnxrt.optimizer.fuse_layernorm import fuse_layer_norm, fuse_skip_layer_norm
+from tests.optimizer.helpers import check_pass, const, make_model, op_counts, rand, vinfo
+
+
+def _scalar(name, v):
+    return const(name, np.array(v, np.float32))
+
+
+def _ln_nodes(x, out, axes_input=False, square="Pow"):
+    kw = {} if axes_input else {"axes": [-1]}
+    extra = ["axes"] if axes_input else []
+    sq = (helper.make_node("Pow", ["d", "two"], ["sq"]) if square == "Pow" else helper.make_node("Mul", ["d", "d"], ["sq"]))
+    return [
+        helper.make_node("ReduceMean", [x, *extra], ["mean"], **kw), helper.make_node("Sub", [x, "mean"], ["d"]), sq,
+        helper.make_node("ReduceMean", ["sq", *extra], ["var"], **kw), helper.make_node("Add", ["var", "eps"], ["ve"]),
+        helper.make_node("Sqrt", ["ve"], ["std"]), helper.make_node("Div", ["d", "std"], ["n"]),
+        helper.make_node("Mul", ["n", "gamma"], ["ng"]), helper.make_node("Add", ["ng", "beta"], [out]),
+    ]
+
+
+INITS = [_scalar("two", 2.0), _scalar("eps", 1e-5), const("gamma", rand(8, seed=1)), const("beta", rand(8, seed=2)),
+         const("axes", np.array([-1], np.int64))]
+
+
+def test_layernorm_pattern_opset17_and_18():
+    model = make_model(_ln_nodes("x", "y"), [vinfo("x", [2, 3, 8])], [vinfo("y", None)], INITS, opset=17)
+    out = check_pass(model, {"x": rand(2, 3, 8)}, fuse_layer_norm, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"LayerNormalization": 1}
+    model = make_model(_ln_nodes("x", "y", axes_input=True, square="Mul"), [vinfo("x", [2, 3, 8])], [vinfo("y", None)], INITS, opset=18)
+    out = check_pass(model, {"x": rand(2, 3, 8)}, fuse_layer_norm, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"LayerNormalization": 1}
+
+
+def test_layernorm_before_opset17_kept():
+    model = make_model(_ln_nodes("x", "y"), [vinfo("x", [2, 3, 8])], [vinfo("y", None)], INITS, opset=13)
+    check_pass(model, {"x": rand(2, 3, 8)}, fuse_layer_norm, expect_rewrites=False)
+
+
+def test_rmsnorm_pattern_opset23():
+    nodes = [
+        helper.make_node("Pow", ["x", "two"], ["sq"]), helper.make_node("ReduceMean", ["sq", "axes"], ["ms"]),
+        helper.make_node("Add", ["ms", "eps"], ["mse"]), helper.make_node("Sqrt", ["mse"], ["rms"]),
+        helper.make_node("Div", ["x", "rms"], ["n"]), helper.make_node("Mul", ["gamma", "n"], ["y"]),
+    ]
+    model = make_model(nodes, [vinfo("x", [2, 3, 8])], [vinfo("y", None)], INITS, opset=23)
+    out = check_pass(model, {"x": rand(2, 3, 8)}, fuse_layer_norm, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"RMSNormalization": 1}
+
+
+def test_add_layernorm_becomes_skip_layernorm():
+    nodes = [
+        helper.make_node("Add", ["x", "skip"], ["s"]),
+        helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-5),
+        helper.make_node("Add", ["ln", "s"], ["y"]),  # the sum has a second reader: output 3 of SkipLayerNormalization
+    ]
+    model = make_model(nodes, [vinfo("x", [2, 3, 8]), vinfo("skip", [2, 3, 8])], [vinfo("y", None)], INITS)
+    feeds = {"x": rand(2, 3, 8), "skip": rand(2, 3, 8, seed=5)}
+    out = check_pass(model, feeds, fuse_skip_layer_norm, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"SkipLayerNormalization": 1, "Add": 1}
