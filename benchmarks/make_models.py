@@ -106,7 +106,7 @@ class _Logits:
     """Wraps a transformers model so that the export returns plain tensors, not a ModelOutput."""
 
     @staticmethod
-    def wrap(model: Any, keys: list[str]) -> Any:
+    def wrap(model: Any, keys: list[str], arg_names: list[str]) -> Any:
         torch, _ = _need_torch()
 
         class Wrapper(torch.nn.Module):
@@ -115,7 +115,7 @@ class _Logits:
                 self.inner = model
 
             def forward(self, *args: Any) -> Any:
-                out = self.inner(*args)
+                out = self.inner(**dict(zip(arg_names, args)))  # by name: positional orders differ between models
                 return tuple(out[k] for k in keys)
 
         return Wrapper()
@@ -130,7 +130,7 @@ def make_bert_base(path: str, cache_dir: str) -> dict[str, Any]:
     torch, tf = _need_torch()
     _seeded()
     config = tf.BertConfig()  # defaults are bert-base-uncased's shape
-    model = _Logits.wrap(tf.BertModel(config), ["last_hidden_state", "pooler_output"])
+    model = _Logits.wrap(tf.BertModel(config), ["last_hidden_state", "pooler_output"], ["input_ids", "attention_mask", "token_type_ids"])
     seq = 128
     ids = torch.randint(0, config.vocab_size, (1, seq))
     args = (ids, torch.ones(1, seq, dtype=torch.int64), torch.zeros(1, seq, dtype=torch.int64))
@@ -152,13 +152,20 @@ def make_gpt2(path: str, cache_dir: str) -> dict[str, Any]:
     torch, tf = _need_torch()
     _seeded()
     config = tf.GPT2Config(use_cache=False)  # defaults are GPT-2 small
-    model = _Logits.wrap(tf.GPT2LMHeadModel(config), ["logits"])
+    model = _Logits.wrap(tf.GPT2LMHeadModel(config), ["logits"], ["input_ids", "attention_mask"])
     seq = 128
-    _export(model, (torch.randint(0, config.vocab_size, (1, seq)),), path, ["input_ids"], ["logits"], {"input_ids": {0: "batch", 1: "sequence"}})
+    # An explicit attention mask keeps transformers off its packed-sequence detection (aten::diff),
+    # which the TorchScript exporter cannot express.
+    args = (torch.randint(0, config.vocab_size, (1, seq)), torch.ones(1, seq, dtype=torch.int64))
+    names = ["input_ids", "attention_mask"]
+    _export(model, args, path, names, ["logits"], {n: {0: "batch", 1: "sequence"} for n in names})
     return {
         "source": f"transformers {tf.__version__} GPT2LMHeadModel(GPT2Config()) random init, forward without past, torch {torch.__version__}, opset {OPSET}",
         "dims": {"batch": 1, "sequence": seq},
-        "inputs": {"input_ids": {"shape": ["batch", "sequence"], "dtype": "int64", "fill": "randint", "low": 0, "high": config.vocab_size}},
+        "inputs": {
+            "input_ids": {"shape": ["batch", "sequence"], "dtype": "int64", "fill": "randint", "low": 0, "high": config.vocab_size},
+            "attention_mask": {"shape": ["batch", "sequence"], "dtype": "int64", "fill": "ones"},
+        },
     }
 
 
@@ -166,7 +173,7 @@ def _image_model(make_model: Callable[[Any], Any], label: str, size: int = 224) 
     def make(path: str, cache_dir: str) -> dict[str, Any]:
         torch, tf = _need_torch()
         _seeded()
-        model = _Logits.wrap(make_model(tf), ["logits"])
+        model = _Logits.wrap(make_model(tf), ["logits"], ["pixel_values"])
         _export(model, (torch.randn(1, 3, size, size),), path, ["pixel_values"], ["logits"], {"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
         return {
             "source": f"transformers {tf.__version__} {label} random init, torch {torch.__version__}, opset {OPSET}",
@@ -186,7 +193,7 @@ def make_whisper_tiny_encoder(path: str, cache_dir: str) -> dict[str, Any]:
         encoder_ffn_dim=1536, decoder_ffn_dim=1536, num_mel_bins=80, max_source_positions=1500, vocab_size=51865,
     )
     encoder = tf.WhisperModel(config).get_encoder()
-    model = _Logits.wrap(encoder, ["last_hidden_state"])
+    model = _Logits.wrap(encoder, ["last_hidden_state"], ["input_features"])
     _export(model, (torch.randn(1, 80, 3000),), path, ["input_features"], ["last_hidden_state"], {"input_features": {0: "batch"}, "last_hidden_state": {0: "batch"}})
     return {
         "source": f"transformers {tf.__version__} WhisperModel encoder with whisper-tiny's config, random init, torch {torch.__version__}, opset {OPSET}",

@@ -430,6 +430,7 @@ class RuntimeResult:
     peak_bytes: int | None = None  # resident-set high-water mark minus the worker's baseline
     baseline_bytes: int | None = None
     max_rel_error: float | None = None  # against the comparison baseline runtime's outputs
+    outputs: Any = field(default=None, repr=False)  # of the first run; not written to JSON
 
     @property
     def median_s(self) -> float | None:
@@ -479,6 +480,7 @@ def measure(
     warmup: int = 2,
     runs: int = 10,
     max_seconds: float | None = None,
+    min_runs: int = 3,
     threads: int = 0,
     opt_level: str = "all",
     timeout: float | None = None,
@@ -486,8 +488,8 @@ def measure(
     """Load ``model_path`` in one worker per runtime and time the runtimes' runs, interleaved.
 
     Every round runs each runtime once, in an order that alternates between rounds, so machine
-    load falls on all of them alike. Timed rounds stop after ``runs`` or, once at least three are
-    done, when ``max_seconds`` of wall time have passed. ``timeout`` bounds each single request
+    load falls on all of them alike. Timed rounds stop after ``runs`` or, once ``min_runs`` are
+    done, when ``max_seconds`` of wall time have passed since the first run. ``timeout`` bounds each single request
     (load or one run); a runtime that exceeds it is killed and reported as 'timeout', and the
     others go on. Errors are reported per runtime. Outputs are compared with the last runtime's
     when it is onnxruntime, else with the first's: see ``max_relative_error``.
@@ -518,14 +520,14 @@ def measure(
                 results[name].load_s = answer["load_s"]
             except (WorkerTimeout, WorkerError) as e:
                 fail(name, e)
+        start = time.perf_counter()
         for name in list(workers):
             try:
                 answer = workers[name].request({"cmd": "run", "count": 1, "keep": True}, timeout)
                 results[name].first_run_s = answer["times"][0]
-                outputs[name] = answer["outputs"]
+                outputs[name] = results[name].outputs = answer["outputs"]
             except (WorkerTimeout, WorkerError) as e:
                 fail(name, e)
-        start = time.perf_counter()
         for round_index in range(warmup + runs):
             order = list(workers) if round_index % 2 == 0 else list(reversed(workers))
             for name in order:
@@ -537,7 +539,7 @@ def measure(
                 if round_index >= warmup:
                     results[name].times_s.extend(answer["times"])
             timed_rounds = round_index + 1 - warmup
-            if max_seconds is not None and timed_rounds >= 3 and time.perf_counter() - start > max_seconds:
+            if max_seconds is not None and timed_rounds >= min_runs and time.perf_counter() - start > max_seconds:
                 break
             if not workers:
                 break
