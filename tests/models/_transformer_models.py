@@ -128,3 +128,51 @@ def onnx_light_model(name: str) -> Path:
     import onnx
 
     return Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
+
+
+def export_small_cnn(path: Path) -> Path:
+    """A small CNN covering what onnxruntime's NCHWc transformer rewrites: a first convolution over
+    3 channels, channel counts that are not block multiples (24), a residual Add+Relu, depthwise and
+    strided convolutions, max/average/global pools, nearest and bilinear 2x upsampling, Sigmoid."""
+    import torch
+
+    class SmallCnn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 24, 3, stride=2, padding=1)
+            self.bn = torch.nn.BatchNorm2d(24)
+            self.conv_a = torch.nn.Conv2d(24, 24, 3, padding=1)
+            self.conv_b = torch.nn.Conv2d(24, 24, 1)
+            self.depthwise = torch.nn.Conv2d(24, 24, 3, padding=1, groups=24)
+            self.widen = torch.nn.Conv2d(24, 40, 3, stride=2, padding=1)
+            self.head = torch.nn.Conv2d(40, 32, 1)
+            self.fc = torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.bn(self.stem(x)))
+            x = torch.nn.functional.max_pool2d(x, 3, stride=2, padding=1)
+            x = torch.relu(self.conv_b(torch.relu(self.conv_a(x))) + x)
+            x = torch.sigmoid(self.depthwise(x))
+            x = torch.nn.functional.avg_pool2d(x, 2)
+            x = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+            x = torch.relu(self.widen(x))
+            x = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = torch.relu(self.head(x))
+            x = torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    model = SmallCnn().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 1.5)
+        torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(path), input_names=["image"],
+                          output_names=["logits"], opset_version=17, dynamo=False)
+    return path
+
+
+def small_cnn_level_all() -> Path:
+    raw = _cache("small_cnn.onnx")
+    if not raw.exists():
+        export_small_cnn(raw)
+    return ort_level_all(raw, "small_cnn")
