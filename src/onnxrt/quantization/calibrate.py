@@ -130,7 +130,7 @@ def run_with_intermediates(model: onnx.ModelProto, tensor_names: list[str], read
         if name not in existing:
             augmented.graph.output.append(onnx.ValueInfoProto(name=name))
             existing.add(name)
-    session = onnxrt.InferenceSession(augmented.SerializeToString())
+    session = onnxrt.InferenceSession(augmented.SerializeToString(), plain_session_options())
     input_names = {i.name for i in session.get_inputs()}
     progress = _Progress(_reader_length(reader), "calibrating", show_progress)
     try:
@@ -144,6 +144,16 @@ def run_with_intermediates(model: onnx.ModelProto, tensor_names: list[str], read
             yield dict(zip(tensor_names, values))
     finally:
         progress.close()
+
+
+def plain_session_options():
+    """Session options without graph optimizations: calibration reads the exact tensors of the model
+    as written, and stays independent of the optimizer's passes."""
+    import onnxrt
+
+    options = onnxrt.SessionOptions()
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
 
 
 class RangeCollector:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxrt.quantization.calibrate import plain_session_options
+
 
 @dataclass
 class OutputDifference:
@@ -71,7 +73,7 @@ def _session(model: onnx.ModelProto):
 
     data = model.SerializeToString()
     try:
-        return onnxrt.InferenceSession(data), "onnxrt", ""
+        return onnxrt.InferenceSession(data, plain_session_options()), "onnxrt", ""
     except Exception as e:  # noqa: BLE001
         try:
             import onnxruntime
@@ -90,7 +92,7 @@ def build_report(float_model: onnx.ModelProto, quantized: onnx.ModelProto, reade
         return report
     import onnxrt
 
-    float_session = onnxrt.InferenceSession(float_model.SerializeToString())
+    float_session = onnxrt.InferenceSession(float_model.SerializeToString(), plain_session_options())
     quant_session, runtime, note = _session(quantized)
     names = [o.name for o in float_session.get_outputs()]
     dots = np.zeros(len(names))
