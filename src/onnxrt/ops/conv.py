@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Sequence
+import threading
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from onnxrt.ops.registry import KernelContext, op, op_factory
+from onnxrt.runtime import threads
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers (pool.py imports these too)
@@ -154,162 +156,337 @@ def _as_weight_dtype(a: np.ndarray, dt: np.dtype) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Conv
+#
+# Everything that depends only on the input shape (output size, which part of each kernel tap falls
+# inside the unpadded input, the kernel path) is worked out once per shape in a _ConvGeometry.
+# Scratch buffers (the im2col matrix, the zero-bordered padded image of depthwise convs) are kept per
+# thread and per geometry and reused between calls: the regions that padding makes zero are the same
+# on every call, so they are zeroed once when the buffer is made and never written again.
 
 
-def _conv_core(op_name: str, X: np.ndarray, W: np.ndarray, B: np.ndarray | None, attrs: dict, wprep: Any = None):
-    if X.ndim < 3:
-        raise ValueError(f"{op_name}: input 'X' must have rank >= 3 (N, C, spatial...), got shape {X.shape}")
-    if W.ndim != X.ndim:
-        raise ValueError(f"{op_name}: input 'W' has rank {W.ndim}, expected {X.ndim} (same as X {X.shape})")
-    n = X.ndim - 2
-    group = int(attrs.get("group", 1) or 1)
-    N, C = X.shape[:2]
-    M, Cg = W.shape[:2]
-    if Cg * group != C:
-        raise ValueError(
-            f"{op_name}: input 'X' has {C} channels but 'W' {W.shape} with group={group} expects {Cg * group}"
-        )
-    if M % group:
-        raise ValueError(f"{op_name}: 'W' has {M} output channels, not divisible by group={group}")
-    kernel = list(W.shape[2:])
-    ks = attrs.get("kernel_shape")
-    if ks and [int(k) for k in ks] != kernel:
-        raise ValueError(f"{op_name}: attribute kernel_shape={list(ks)} does not match 'W' shape {W.shape}")
-    strides = spatial_list(attrs.get("strides"), n, 1, "strides", op_name)
-    dilations = spatial_list(attrs.get("dilations"), n, 1, "dilations", op_name)
-    begin, end = resolve_pads(op_name, attrs.get("auto_pad", "NOTSET"), X.shape[2:], kernel, strides, dilations,
-                              attrs.get("pads"))
-    if B is not None and B.shape != (M,):
-        raise ValueError(f"{op_name}: input 'B' has shape {B.shape}, expected ({M},)")
+_SCRATCH = threading.local()
+_SCRATCH_LIMIT_BYTES = 512 << 20  # per thread; past it the cache starts over
 
+
+def _scratch(key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """A per-thread buffer for ``key``, made by ``make`` the first time (zero-filled by callers)."""
+    cache = getattr(_SCRATCH, "bufs", None)
+    if cache is None:
+        cache = _SCRATCH.bufs = {}
+        _SCRATCH.nbytes = 0
+    buf = cache.get(key)
+    if buf is None:
+        buf = make()
+        if _SCRATCH.nbytes + buf.nbytes > _SCRATCH_LIMIT_BYTES:
+            cache.clear()
+            _SCRATCH.nbytes = 0
+        cache[key] = buf
+        _SCRATCH.nbytes += buf.nbytes
+    return buf
+
+
+def _inside_range(o_len: int, in_len: int, offset: int, stride: int) -> tuple[slice, slice] | None:
+    """Output positions o (0 <= o < o_len) whose input position o*stride + offset lies in
+    [0, in_len), as (output slice, input slice); None when there are none."""
+    lo = max(0, -(offset // stride)) if offset < 0 else 0
+    hi = min(o_len - 1, (in_len - 1 - offset) // stride)
+    if lo > hi:
+        return None
+    start = lo * stride + offset
+    return slice(lo, hi + 1), slice(start, start + (hi - lo) * stride + 1, stride)
+
+
+class _ConvGeometry:
+    """Conv shapes for one input shape: output size, kernel path, per-tap copy regions."""
+
+    def __init__(self, op_name: str, x_shape: tuple, w_shape: tuple, attrs: dict) -> None:
+        if len(x_shape) < 3:
+            raise ValueError(f"{op_name}: input 'X' must have rank >= 3 (N, C, spatial...), got shape {x_shape}")
+        if len(w_shape) != len(x_shape):
+            raise ValueError(
+                f"{op_name}: input 'W' has rank {len(w_shape)}, expected {len(x_shape)} (same as X {x_shape})")
+        n = len(x_shape) - 2
+        group = int(attrs.get("group", 1) or 1)
+        N, C = x_shape[:2]
+        M, Cg = w_shape[:2]
+        if Cg * group != C:
+            raise ValueError(
+                f"{op_name}: input 'X' has {C} channels but 'W' {w_shape} with group={group} expects {Cg * group}")
+        if M % group:
+            raise ValueError(f"{op_name}: 'W' has {M} output channels, not divisible by group={group}")
+        kernel = list(w_shape[2:])
+        ks = attrs.get("kernel_shape")
+        if ks and [int(k) for k in ks] != kernel:
+            raise ValueError(f"{op_name}: attribute kernel_shape={list(ks)} does not match 'W' shape {w_shape}")
+        strides = spatial_list(attrs.get("strides"), n, 1, "strides", op_name)
+        dilations = spatial_list(attrs.get("dilations"), n, 1, "dilations", op_name)
+        begin, end = resolve_pads(op_name, attrs.get("auto_pad", "NOTSET"), x_shape[2:], kernel, strides,
+                                  dilations, attrs.get("pads"))
+        padded = [i + b + e for i, b, e in zip(x_shape[2:], begin, end)]
+        self.osp = tuple(out_spatial(padded, kernel, strides, dilations, op_name))
+        self.x_shape, self.n, self.N, self.C, self.M = tuple(x_shape), n, N, C, M
+        self.g, self.Cg, self.Mg = group, Cg, M // group
+        self.kernel, self.strides, self.dilations, self.begin, self.end = kernel, strides, dilations, begin, end
+        self.K = math.prod(kernel)
+        self.P = math.prod(self.osp)
+        self.in_sp = list(x_shape[2:])
+        if self.K == 1 and not any(begin) and not any(end):
+            self.kind = "1x1"
+        elif Cg == 1 and group > 1:
+            self.kind = "depthwise"
+        else:
+            self.kind = "im2col"
+        # Per kernel tap: (output region, input region) of the part that reads real input, or None.
+        self.taps: list[tuple[tuple, tuple] | None] = []
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            regions = [_inside_range(o, i, t * d - b, s)
+                       for o, i, t, d, b, s in zip(self.osp, self.in_sp, tap, dilations, begin, strides)]
+            if any(r is None for r in regions):
+                self.taps.append(None)
+            else:
+                self.taps.append((tuple(r[0] for r in regions), tuple(r[1] for r in regions)))
+        self.key = (self.x_shape, tuple(w_shape), tuple(strides), tuple(dilations), tuple(begin), tuple(end), group)
+
+
+def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarray | None) -> None:
+    """out (M, P) = w (M, K) @ cols (K, P) (+ bias per row), split over the intra-op pool by columns;
+    each worker adds the bias to its own block while it is still in cache."""
+    M, K = w.shape
+    P = cols.shape[1]
+    parts = threads.current_num_threads()
+    if parts <= 1 or M * K * P < threads.GEMM_MIN_MACS or P < 2 * parts:
+        np.matmul(w, cols, out=out)
+        if bias is not None:
+            out += bias
+        return
+
+    def part(sl: slice) -> None:
+        o = out[:, sl]
+        np.matmul(w, cols[:, sl], out=o)
+        if bias is not None:
+            o += bias
+
+    threads.parallel_for(part, P, parts)
+
+
+def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -> np.ndarray:
+    """(g, Cg*K [+1], P) column matrix of image ``x`` (C, *in_sp), in a reused per-thread buffer.
+    With ``with_ones`` the last row of every group is ones, so a bias column in the weight adds the
+    bias inside the GEMM."""
+    g, Cg, K = geo.g, geo.Cg, geo.K
+    rows = Cg * K + (1 if with_ones else 0)
+
+    def make() -> np.ndarray:
+        buf = np.zeros((g, rows, geo.P), dtype=cdt)
+        if with_ones:
+            buf[:, -1] = 1
+        return buf
+
+    cols = _scratch(("im2col", geo.key, cdt.str, with_ones), make)
+    view = cols[:, :Cg * K].reshape((g, Cg, K) + geo.osp)
+    xg = x.reshape((g, Cg) + x.shape[1:])
+    lead = (slice(None), slice(None))
+    for t, regions in enumerate(geo.taps):
+        if regions is not None:
+            out_sl, in_sl = regions
+            view[lead + (t,) + out_sl] = xg[lead + in_sl]
+    return cols
+
+
+def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
+                  tail: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """x (C, *in_sp) copied into a reused per-thread zero-bordered buffer: (flat (C, prod(padded) +
+    tail) buffer whose tail stays zero, its (C, *padded) view). Negative pads crop the view."""
+    psp = [max(0, b) + i + max(0, e) for i, b, e in zip(geo.in_sp, geo.begin, geo.end)]
+    size = math.prod(psp)
+    flat = _scratch(("padded", geo.key, cdt.str, tail), lambda: np.zeros((geo.C, size + tail), dtype=cdt))
+    xp = flat[:, :size].reshape((geo.C,) + tuple(psp))
+    dst = (slice(None),) + tuple(slice(max(0, b), max(0, b) + i) for i, b in zip(geo.in_sp, geo.begin))
+    xp[dst] = x
+    if min(geo.begin + geo.end) < 0:
+        crop = [slice(None)] + [slice(max(0, -b), p - max(0, -e)) for b, e, p in zip(geo.begin, geo.end, psp)]
+        xp = xp[tuple(crop)]
+    return flat, xp
+
+
+def _depthwise_block_channels(per_channel_floats: int) -> int:
+    """Channels per block so that one block's working set stays around 256 KB (L2-resident)."""
+    return max(1, (1 << 16) // max(1, per_channel_floats))
+
+
+def _depthwise(geo: _ConvGeometry, x: np.ndarray, wd: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
+               cdt: np.dtype) -> None:
+    """Depthwise conv of one image x (C, *in_sp) into y (C*Mg, *osp): per block of channels, a
+    multiply-add per kernel tap on strided views of the padded image, all in cache."""
+    C, Mg, n = geo.C, geo.Mg, geo.n
+    flat_ok = Mg == 1 and all(s == 1 for s in geo.strides) and n >= 1 and min(geo.begin + geo.end) >= 0
+    if flat_ok:
+        # Stride 1: on the flattened padded image every tap is one contiguous run at a fixed offset;
+        # rows are computed at the padded width and the extra columns dropped when copying out.
+        psp = [b + i + e for i, b, e in zip(geo.in_sp, geo.begin, geo.end)]
+        pstr = [math.prod(psp[i + 1:]) for i in range(n)]
+        tail = sum((k - 1) * d * ps for k, d, ps in zip(geo.kernel[1:], geo.dilations[1:], pstr[1:]))
+        flat, _ = _padded_image(geo, x, cdt, tail)
+        L = geo.osp[0] * pstr[0]
+        offsets = [sum(t * d * ps for t, d, ps in zip(tap, geo.dilations, pstr))
+                   for tap in itertools.product(*(range(k) for k in geo.kernel))]
+        w2 = wd.reshape(C, geo.K)
+        keep = (slice(None), slice(None)) + tuple(slice(0, o) for o in geo.osp[1:])
+        cb = _depthwise_block_channels(2 * L + flat.shape[1])
+
+        def block(sl: slice) -> None:
+            c0, c1 = sl.start, sl.stop
+            acc = np.empty((c1 - c0, L), dtype=cdt)
+            tmp = np.empty_like(acc)
+            src = flat[c0:c1]
+            for t, off in enumerate(offsets):
+                wt = w2[c0:c1, t:t + 1]
+                if t == 0:
+                    np.multiply(src[:, off:off + L], wt, out=acc)
+                else:
+                    np.multiply(src[:, off:off + L], wt, out=tmp)
+                    acc += tmp
+            if bias is not None:
+                acc += bias[c0:c1, None]
+            y[c0:c1] = acc.reshape((c1 - c0, geo.osp[0]) + tuple(psp[1:]))[keep]
+
+        _blocks(block, C, cb, C * L * geo.K)
+        return
+
+    _, xp = _padded_image(geo, x, cdt)
+    tap_sl = list(tap_slices(geo.kernel, geo.strides, geo.dilations, geo.osp))
+    w3 = wd.reshape((C, Mg, geo.K))
+    yv = y.reshape((C, Mg) + geo.osp)
+    cb = _depthwise_block_channels(Mg * geo.P * 2 + math.prod(xp.shape[1:]))
+    wshape = (-1, Mg) + (1,) * n
+
+    def block(sl: slice) -> None:
+        c0, c1 = sl.start, sl.stop
+        acc = yv[c0:c1]
+        tmp = np.empty(acc.shape, dtype=cdt)
+        src = xp[c0:c1, None]
+        for t, tsl in enumerate(tap_sl):
+            wt = w3[c0:c1, :, t].reshape(wshape)
+            if t == 0:
+                np.multiply(src[(slice(None), slice(None)) + tsl], wt, out=acc)
+            else:
+                np.multiply(src[(slice(None), slice(None)) + tsl], wt, out=tmp)
+                acc += tmp
+        if bias is not None:
+            acc += bias.reshape((C, Mg) + (1,) * n)[c0:c1]
+
+    _blocks(block, C, cb, C * Mg * geo.P * geo.K)
+
+
+def _blocks(fn: Callable[[slice], None], length: int, block: int, work: int) -> None:
+    """fn over [0, length) in blocks of ``block``, the blocks shared out over the intra-op pool when
+    there are several and ``work`` (multiply-adds) is worth a hand-off."""
+    starts = list(range(0, length, block))
+    parts = min(threads.current_num_threads(), len(starts))
+
+    def run_blocks(sl: slice) -> None:
+        for i in range(sl.start, sl.stop):
+            s = starts[i]
+            fn(slice(s, min(s + block, length)))
+
+    if parts <= 1 or work < threads.ELEMENTWISE_MIN_SIZE:
+        run_blocks(slice(0, len(starts)))
+    else:
+        threads.parallel_for(run_blocks, len(starts), parts)
+
+
+class _ConvWeights:
+    """A weight laid out for the kernel path: (g, Mg, Cg*K) (+ a bias column), or (C, Mg*K) depthwise."""
+
+    def __init__(self, W: np.ndarray, B: np.ndarray | None, group: int, cdt: np.dtype) -> None:
+        M, Cg = W.shape[:2]
+        K = math.prod(W.shape[2:])
+        Mg = M // group
+        w = np.asarray(W).astype(cdt, copy=False)
+        self.bias = None if B is None else np.ascontiguousarray(B, dtype=cdt)
+        self.gemm = np.ascontiguousarray(w.reshape(group, Mg, Cg * K))
+        self.depthwise = self.gemm.reshape(group * Mg * K) if Cg == 1 else None
+        # The bias as an extra weight column, so the GEMM against an im2col with a ones row adds it.
+        self.gemm_bias = None
+        if self.bias is not None and K > 1:
+            self.gemm_bias = np.concatenate([self.gemm, self.bias.reshape(group, Mg, 1)], axis=2)
+        for a in (self.gemm, self.gemm_bias, self.bias):
+            if a is not None:
+                a.flags.writeable = False
+
+
+def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights) -> np.ndarray:
     cdt = compute_dtype(X.dtype)
     x = X if X.dtype == cdt else X.astype(cdt)
-    g, Mg = group, M // group
-    K = math.prod(kernel)
-
-    if all(k == 1 for k in kernel) and not any(begin) and not any(end):
-        # 1x1: a plain GEMM over channels.
-        if any(s != 1 for s in strides):
-            x = x[(Ellipsis,) + tuple(slice(None, None, s) for s in strides)]
-        osp = x.shape[2:]
-        wr = wprep if wprep is not None else _as_weight_dtype(W, cdt).reshape(g, Mg, Cg)
-        y = np.matmul(wr, x.reshape(N, g, Cg, -1))
-    elif Cg == 1 and g > 1:
-        # depthwise: accumulate over kernel taps with broadcasting (no im2col).
-        flat_ok = Mg == 1 and all(st == 1 for st in strides) and n >= 2 and min(begin + end) >= 0
-        xp = _Padded(x, begin, end) if flat_ok else pad_spatial(x, begin, end)
-        osp = out_spatial(xp.shape[2:], kernel, strides, dilations, op_name)
-        wd = wprep if wprep is not None else _as_weight_dtype(W, cdt).reshape(g, Mg, K)
-        if flat_ok:
-            y = _depthwise_flat(xp, wd[:, 0, :], kernel, dilations, osp)
-            osp = tuple(osp)
+    N, M, g, Mg = geo.N, geo.M, geo.g, geo.Mg
+    y = np.empty((N, M) + geo.osp, dtype=cdt)
+    y3 = y.reshape(N, g, Mg, geo.P)
+    bias_col = wts.bias.reshape(M, 1) if wts.bias is not None else None
+    for i in range(N):
+        if geo.kind == "1x1":
+            xi = x[i]
+            if any(s != 1 for s in geo.strides):
+                xi = xi[(slice(None),) + tuple(slice(None, None, s) for s in geo.strides)]
+            xi = np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P)
+            if g == 1:
+                _gemm_into(wts.gemm[0], xi[0], y3[i, 0], bias_col)
+            else:
+                np.matmul(wts.gemm, xi, out=y3[i])
+                if bias_col is not None:
+                    y3[i] += wts.bias.reshape(g, Mg, 1)
+        elif geo.kind == "depthwise":
+            _depthwise(geo, x[i], wts.depthwise, wts.bias, y[i], cdt)
         else:
-            y = _depthwise_taps(xp, wd, kernel, strides, dilations, osp, N, g, Mg, n, cdt)
-    else:
-        xp = pad_spatial(x, begin, end)
-        osp = out_spatial(xp.shape[2:], kernel, strides, dilations, op_name)
-        P = math.prod(osp)
-        cols = np.empty((N, C, K) + tuple(osp), dtype=cdt)
-        for t, sl in enumerate(tap_slices(kernel, strides, dilations, osp)):
-            cols[:, :, t] = xp[(slice(None), slice(None)) + sl]
-        wr = wprep if wprep is not None else _as_weight_dtype(W, cdt).reshape(g, Mg, Cg * K)
-        y = np.matmul(wr, cols.reshape(N, g, Cg * K, P))
-    y = y.reshape((N, M) + tuple(osp))
-    if B is not None:
-        y += B.astype(cdt, copy=False).reshape((M,) + (1,) * n)
+            with_ones = wts.gemm_bias is not None
+            cols = _im2col(geo, x[i], cdt, with_ones)
+            w = wts.gemm_bias if with_ones else wts.gemm
+            if g == 1:
+                _gemm_into(w[0], cols[0], y3[i, 0], None if with_ones else bias_col)
+            else:
+                np.matmul(w, cols, out=y3[i])
+                if bias_col is not None and not with_ones:
+                    y3[i] += wts.bias.reshape(g, Mg, 1)
     return y if y.dtype == X.dtype else y.astype(X.dtype)
 
 
-class _Padded:
-    """A padded input not materialised yet (its shape, and the pieces to build it)."""
-
-    def __init__(self, x: np.ndarray, begin, end) -> None:
-        self.x, self.begin, self.end = x, begin, end
-        self.shape = x.shape[:2] + tuple(d + b + e for d, b, e in zip(x.shape[2:], begin, end))
-        self.dtype = x.dtype
+def _check_bias(op_name: str, B: np.ndarray | None, M: int) -> None:
+    if B is not None and tuple(B.shape) != (M,):
+        raise ValueError(f"{op_name}: input 'B' has shape {tuple(B.shape)}, expected ({M},)")
 
 
-def _depthwise_taps(xp, wd, kernel, strides, dilations, osp, N, g, Mg, n, cdt):
-    y = np.empty((N, g, Mg) + tuple(osp), dtype=cdt)
-    tmp = np.empty_like(y)
-    bshape = (1, g, Mg) + (1,) * n
-    xg = xp.reshape((N, g, 1) + xp.shape[2:])
-    for t, sl in enumerate(tap_slices(kernel, strides, dilations, osp)):
-        src = xg[(slice(None), slice(None), slice(None)) + sl]
-        w_t = wd[:, :, t].reshape(bshape)
-        if t == 0:
-            np.multiply(src, w_t, out=y)
-        else:
-            np.multiply(src, w_t, out=tmp)
-            y += tmp
-    return y
-
-
-def _depthwise_flat(xp, wd, kernel, dilations, osp):
-    """Stride-1 depthwise conv on the flattened padded image: each tap is one long contiguous
-    multiply-add at a fixed flat offset; the columns past the output width are dropped at the end."""
-    N, C = xp.shape[:2]
-    psp = xp.shape[2:]
-    n = len(psp)
-    pstr = [math.prod(psp[i + 1:]) for i in range(n)]
-    L = osp[0] * pstr[0]
-    tail = sum((k - 1) * d * ps for k, d, ps in zip(kernel[1:], dilations[1:], pstr[1:]))
-    flat = np.zeros((N, C, math.prod(psp) + tail), dtype=xp.dtype)
-    if isinstance(xp, _Padded):  # write the unpadded input straight into the flat buffer
-        view = flat[:, :, :math.prod(psp)].reshape(xp.shape)
-        view[(Ellipsis,) + tuple(slice(b, b + d) for b, d in zip(xp.begin, xp.x.shape[2:]))] = xp.x
-    else:
-        flat[:, :, :math.prod(psp)] = xp.reshape(N, C, -1)
-    y = np.empty((N, C, L), dtype=xp.dtype)
-    tmp = np.empty_like(y)
-    for t, tap in enumerate(itertools.product(*(range(k) for k in kernel))):
-        off = sum(ti * d * ps for ti, d, ps in zip(tap, dilations, pstr))
-        w_t = wd[:, t].reshape(1, C, 1)
-        if t == 0:
-            np.multiply(flat[:, :, off:off + L], w_t, out=y)
-        else:
-            np.multiply(flat[:, :, off:off + L], w_t, out=tmp)
-            y += tmp
-    y = y.reshape((N, C, osp[0]) + tuple(psp[1:]))
-    return np.ascontiguousarray(y[(Ellipsis,) + tuple(slice(0, o) for o in osp[1:])])
-
-
-def _prep_conv_weight(W: np.ndarray | None, attrs: dict, x_dtype: np.dtype | None):
-    """Re-lay out a constant weight once: (g, M/g, C/g*K) (or (g, M/g, K) for depthwise)."""
-    if W is None or W.ndim < 3:
-        return None
-    group = int(attrs.get("group", 1) or 1)
-    M, Cg = W.shape[:2]
-    if M % group:
-        return None
-    K = math.prod(W.shape[2:])
-    cdt = compute_dtype(x_dtype if x_dtype is not None else W.dtype)
-    w = _as_weight_dtype(W, cdt)
-    if Cg == 1 and group > 1:
-        w = w.reshape(group, M // group, K)
-    elif K == 1:
-        w = w.reshape(group, M // group, Cg)
-    else:
-        w = w.reshape(group, M // group, Cg * K)
-    w.flags.writeable = False
-    return w, cdt
+def _conv_core(op_name: str, X: np.ndarray, W: np.ndarray, B: np.ndarray | None, attrs: dict) -> np.ndarray:
+    """Conv with nothing prepared (weights given at run time)."""
+    geo = _ConvGeometry(op_name, X.shape, W.shape, attrs)
+    _check_bias(op_name, B, geo.M)
+    return _conv_run(op_name, geo, X, _ConvWeights(W, B, geo.g, compute_dtype(X.dtype)))
 
 
 @op_factory("Conv", 1, 11, 22)
 def conv_factory(ctx: KernelContext):
     attrs = dict(ctx.attrs)
-    W_const = ctx.const_inputs[1] if len(ctx.const_inputs) > 1 else None
-    x_dtype = (getattr(ctx, "input_dtypes", None) or [None])[0]
-    prep = _prep_conv_weight(W_const, attrs, x_dtype)
+    consts = list(ctx.const_inputs) + [None] * 3
+    W_const, B_const = consts[1], consts[2]
+    group = int(attrs.get("group", 1) or 1)
+    geometries: dict[tuple, _ConvGeometry] = {}
+    prepared: dict[str, _ConvWeights] = {}  # by compute dtype, for constant W (and B)
 
     def conv(X, W, B=None):
         check_float("Conv", "X", X)
-        wprep = None
-        if prep is not None and W is W_const and prep[1] == compute_dtype(X.dtype):
-            wprep = prep[0]
-            # the pads-free 1x1 layout differs from im2col only when K == 1, and the depthwise test
-            # inside _conv_core matches the layout choice above.
-        return _conv_core("Conv", X, W, B, attrs, wprep)
+        check_float("Conv", "W", W)
+        key = (X.shape, W.shape)
+        geo = geometries.get(key)
+        if geo is None:
+            geo = _ConvGeometry("Conv", X.shape, W.shape, attrs)
+            geometries[key] = geo
+        _check_bias("Conv", B, geo.M)
+        cdt = compute_dtype(X.dtype)
+        if W is W_const and (B is None or B is B_const):
+            wts = prepared.get(cdt.str)
+            if wts is None:
+                wts = prepared[cdt.str] = _ConvWeights(W, B, group, cdt)
+        else:
+            wts = _ConvWeights(W, B, group, cdt)
+        return _conv_run("Conv", geo, X, wts)
 
     return conv
 

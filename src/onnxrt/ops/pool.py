@@ -1,7 +1,10 @@
 """Pooling: AveragePool, MaxPool (with indices), LpPool, the Global* pools, MaxUnpool.
 
-Every windowed pool is a reduction over a strided window view of the padded input (no loop over
-output pixels). Average divisors are separable, so they are an outer product of per-axis counts.
+MaxPool and AveragePool accumulate over the kernel taps: one in-place ufunc (maximum / add) per tap
+on a strided view of the padded input, which streams through memory instead of reducing over tiny
+trailing window axes. The padded input lives in a reused per-thread buffer whose border (the pad
+value) is written once. LpPool and MaxPool's indices reduce over a strided window view. Average
+divisors are separable, so they are an outer product of per-axis counts, computed once per shape.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxrt.ops.conv import pad_spatial, resolve_pads, spatial_list, window_view
+from onnxrt.ops.conv import _scratch, pad_spatial, resolve_pads, spatial_list, tap_slices, window_view
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
 
@@ -63,6 +66,40 @@ class _Geometry:
         self.extra = [max(0, (o - 1) * s + dk - (i + b + e))
                       for o, s, dk, i, b, e in zip(out, self.strides, self.dk, in_sp, self.begin, self.end)]
         self.in_sp = list(in_sp)
+        self._divisors: dict[tuple, np.ndarray] = {}
+
+    def padded(self, x: np.ndarray, value: Any) -> np.ndarray:
+        """x in a reused per-thread buffer padded with ``value`` (pads and the extra end padding);
+        the border is filled once when the buffer is made, only the interior is copied per call."""
+        begin = self.begin
+        end = [e + x_ for e, x_ in zip(self.end, self.extra)]
+        if min(begin + end) < 0 or not (any(begin) or any(end)):
+            return pad_spatial(x, begin, end, value)
+        shape = x.shape[:2] + tuple(d + b + e for d, b, e in zip(x.shape[2:], begin, end))
+        key = ("pool", shape, tuple(begin), x.dtype.str, float(value))
+        buf = _scratch(key, lambda: np.full(shape, value, dtype=x.dtype))
+        buf[(slice(None), slice(None)) + tuple(slice(b, b + d) for b, d in zip(begin, x.shape[2:]))] = x
+        return buf
+
+    def tap_reduce(self, x: np.ndarray, ufunc: np.ufunc, value: Any) -> np.ndarray:
+        """ufunc-accumulate of the kernel taps of x (padded with ``value``) into a fresh array."""
+        xp = self.padded(x, value)
+        lead = (slice(None), slice(None))
+        out = None
+        for sl in tap_slices(self.kernel, self.strides, self.dilations, self.out):
+            view = xp[lead + sl]
+            if out is None:
+                out = np.array(view, copy=True)
+            else:
+                ufunc(out, view, out=out)
+        return out
+
+    def cached_divisor(self, include_pad: bool, dtype) -> np.ndarray:
+        key = (include_pad, np.dtype(dtype).str)
+        d = self._divisors.get(key)
+        if d is None:
+            d = self._divisors[key] = self.divisor(include_pad, dtype)
+        return d
 
     def windows(self, x: np.ndarray, value: Any) -> np.ndarray:
         xp = pad_spatial(x, self.begin, [e + x_ for e, x_ in zip(self.end, self.extra)], value)
@@ -118,10 +155,8 @@ def average_pool_factory(ctx: KernelContext):
             raise TypeError(f"AveragePool: input 'X' must be a float tensor, got {X.dtype}")
         geo = geometry(X.shape[2:])
         cdt = _compute_dtype(X.dtype)
-        n = len(geo.kernel)
-        w = geo.windows(X.astype(cdt, copy=False), 0)
-        s = w.sum(axis=tuple(range(-n, 0)), dtype=cdt)
-        s /= geo.divisor(include_pad, cdt)
+        s = geo.tap_reduce(X.astype(cdt, copy=False), np.add, 0)
+        s /= geo.cached_divisor(include_pad, cdt)
         return s.astype(X.dtype, copy=False)
 
     return average_pool
@@ -189,10 +224,11 @@ def max_pool_factory(ctx: KernelContext):
         geo = geometry(X.shape[2:])
         n = len(geo.kernel)
         x = X if X.dtype.kind in "fiu" else X.astype(np.float32)
-        w = geo.windows(x, _lowest(x.dtype))
         if not want_indices:
-            y = w.max(axis=tuple(range(-n, 0)))
-            return np.ascontiguousarray(y, dtype=X.dtype)
+            # NaN propagates like the reference's max (np.maximum keeps NaN)
+            y = geo.tap_reduce(x, np.maximum, _lowest(x.dtype))
+            return y if y.dtype == X.dtype else y.astype(X.dtype)
+        w = geo.windows(x, _lowest(x.dtype))
         flat = np.ascontiguousarray(w).reshape(w.shape[:2 + n] + (-1,))
         arg = flat.argmax(axis=-1)
         y = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
@@ -219,6 +255,12 @@ def _global_check(op_name: str, X) -> tuple[int, ...]:
 def global_average_pool(X):
     axes = _global_check("GlobalAveragePool", X)
     cdt = _compute_dtype(X.dtype)
+    if X.dtype == cdt and X.ndim > 2 and X.size and X.flags.c_contiguous:
+        # a matrix-vector product with ones: BLAS sums rows far faster than a reduction over
+        # short trailing axes
+        P = math.prod(X.shape[2:])
+        s = X.reshape(-1, P) @ np.full(P, 1.0 / P, dtype=cdt)
+        return s.reshape(X.shape[:2] + (1,) * (X.ndim - 2))
     return np.mean(X, axis=axes, keepdims=True, dtype=cdt).astype(X.dtype, copy=False)
 
 

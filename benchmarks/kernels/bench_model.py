@@ -1,0 +1,97 @@
+"""Time one model on onnxrt and onnxruntime, interleaved, and print per-op-type time for onnxrt.
+
+    python benchmarks/kernels/bench_model.py [model.onnx] [--runs N] [--threads T] [--profile]
+
+Without a model path the light ResNet-50 from onnx's test data is used (input 1x3x224x224).
+Reports medians and the onnxrt/onnxruntime ratio; timings on a shared machine are noisy, which is
+why both runtimes run alternately in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import time
+
+import numpy as np
+import onnx
+
+
+def _default_model() -> str:
+    return os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/light_resnet50.onnx")
+
+
+def _feeds(session) -> dict:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for arg in session.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in arg.shape]
+        if "float" in arg.type:
+            feeds[arg.name] = rng.random(shape, dtype=np.float32)
+        else:
+            feeds[arg.name] = rng.integers(0, 100, shape).astype(np.int64)
+    return feeds
+
+
+def main() -> None:
+    import onnxruntime
+
+    import onnxrt
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", nargs="?", default=_default_model())
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="print onnxrt time per op type")
+    args = ap.parse_args()
+
+    so = onnxrt.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    mine = onnxrt.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+    so2 = onnxruntime.SessionOptions()
+    so2.intra_op_num_threads = args.threads
+    ref = onnxruntime.InferenceSession(args.model, so2, providers=["CPUExecutionProvider"])
+    feeds = _feeds(mine)
+    mine.run(None, feeds)
+    ref.run(None, feeds)
+    t_mine, t_ref = [], []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        mine.run(None, feeds)
+        t_mine.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ref.run(None, feeds)
+        t_ref.append(time.perf_counter() - t)
+    a, b = np.median(t_mine) * 1e3, np.median(t_ref) * 1e3
+    print(f"{os.path.basename(args.model)}: onnxrt {a:.1f} ms  onnxruntime {b:.1f} ms  ratio {a / b:.2f}")
+    if args.profile:
+        _profile(args.model, feeds)
+
+
+def _profile(model: str, feeds: dict) -> None:
+    """Per-op-type time, by wrapping every prepared kernel of a fresh session."""
+    import onnxrt
+
+    sess = onnxrt.InferenceSession(model, providers=["CPUExecutionProvider"])
+    totals: dict[str, float] = collections.defaultdict(float)
+    plan = sess._plan  # noqa: SLF001 - benchmark reaches into the plan on purpose
+    for step in plan.steps:
+        fn, op_type = step.kernel, step.op_type
+
+        def timed(*a, _fn=fn, _op=op_type, **k):
+            t = time.perf_counter()
+            r = _fn(*a, **k)
+            totals[_op] += time.perf_counter() - t
+            return r
+
+        step.kernel = timed
+    runs = 5
+    for _ in range(runs):
+        sess.run(None, feeds)
+    for op_type, t in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {op_type:24s} {t / runs * 1e3:8.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
