@@ -6,9 +6,9 @@ optimizer are validated against:
 
 * scores are ``scale * Q K^T`` (scale defaults to 1/sqrt(head_size)), computed in float32 for
   float16/bfloat16 inputs and cast back at the end;
-* masks become an *additive* term: a masked key gets ``mask_filter_value`` (-10000 by default)
-  added, and the causal rule of ``unidirectional`` adds it once more, so a fully masked row
-  still softmaxes to a uniform distribution the way onnxruntime's does;
+* masks become an *additive* term: a padded key gets ``mask_filter_value`` (-10000 by default)
+  added, while the causal rule of ``unidirectional`` removes future keys outright (-inf), so a
+  row whose visible keys are all padding softmaxes over those keys the way onnxruntime's does;
 * GroupQueryAttention masks with -inf (its keys beyond a sequence's length are never read) and
   each batch entry has its own past length, ``seqlens_k[b] + 1 - sequence_length``.
 """
@@ -138,10 +138,13 @@ def _key_mask(op_name: str, mask: np.ndarray, batch: int, s: int, t: int, past: 
     return np.where(keep, np.float32(0), np.float32(filter_value))
 
 
-def _causal(s: int, t: int, past: int, filter_value: float) -> np.ndarray:
-    """Additive (S, T) term: query i (absolute position past + i) sees keys j <= past + i."""
+def _causal(s: int, t: int, past: int) -> np.ndarray:
+    """Additive (S, T) term: query i (absolute position past + i) sees keys j <= past + i.
+
+    Future keys are excluded outright (-inf), unlike padded keys, which get mask_filter_value
+    added: that is what onnxruntime does, and it shows when a row's visible keys are all padding."""
     future = np.arange(t)[None, :] > (past + np.arange(s))[:, None]
-    return np.where(future, np.float32(filter_value), np.float32(0))
+    return np.where(future, np.float32(-np.inf), np.float32(0))
 
 
 def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -316,7 +319,7 @@ def ms_attention(ctx: KernelContext):
         if mask_index is not None:
             additive = _key_mask(name, mask_index, b, s, t, past_len, filter_value)
         if unidirectional:
-            additive = _add(additive, _causal(s, t, past_len, filter_value))
+            additive = _add(additive, _causal(s, t, past_len))
         additive = _add(additive, _attention_bias(name, attention_bias, b, num_heads, s, t))
         scale = float(scale_attr) if scale_attr is not None else 1.0 / np.sqrt(head)
         y, _ = _attend(q, k, v, scale, additive)
@@ -417,7 +420,7 @@ def multi_head_attention(ctx: KernelContext):
         if key_padding_mask is not None:
             additive = _key_mask(name, key_padding_mask, b, s, t, past_len, filter_value)
         if unidirectional:
-            additive = _add(additive, _causal(s, t, past_len, filter_value))
+            additive = _add(additive, _causal(s, t, past_len))
         additive = _add(additive, _attention_bias(name, attention_bias, b, n, s, t))
         scale = float(scale_attr) if scale_attr is not None else 1.0 / np.sqrt(h)
         y, qk = _attend(q, k, v, scale, additive, want_qk=want_qk)
