@@ -22,7 +22,8 @@ from onnxrt.ops.elementwise import (
     _check,
     _dtype,
     _same,
-    erfc_abs_array,
+    _erf_table,
+    blockwise,
 )
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
@@ -242,13 +243,21 @@ def gelu(ctx: KernelContext):
     def run_erf(X):
         # x * Phi(x), Phi(x) = erfc(-x/sqrt 2)/2: through erfc so large negative x keep their tail
         Xc, back = _prep("Gelu", X)
+        table = _erf_table(Xc.dtype)
         t = Xc.dtype.type
-        a = _arr(np.abs(Xc))
-        a *= t(1.0 / math.sqrt(2.0))
-        h = erfc_abs_array(a)
-        h *= t(0.5)
-        r = np.where(Xc < t(0), h, t(1) - h)
-        r *= Xc
+
+        def block(x: np.ndarray, r: np.ndarray) -> None:
+            a = np.abs(x)
+            a *= t(1.0 / math.sqrt(2.0))
+            table.erfc_abs_into(a, r)
+            r *= t(0.5)  # r = Phi(-|x|)
+            # Phi(x) = 1 - Phi(-|x|) for x >= 0
+            np.subtract(t(1), r, out=r, where=np.greater_equal(x, t(0), out=np.empty(x.shape, bool)))
+            r *= x
+
+        Xa = np.asarray(Xc)
+        r = np.empty(Xa.shape, dtype=Xa.dtype)
+        blockwise(block, r, Xa)
         return _done(r, back)
 
     def run_tanh(X):

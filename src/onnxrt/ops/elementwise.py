@@ -15,6 +15,7 @@ import numpy as np
 from numpy.polynomial import chebyshev as _cheb
 
 from onnxrt.ops.registry import KernelContext, op, op_factory
+from onnxrt.runtime import threads
 
 # -- dtype sets ----------------------------------------------------------------------------
 
@@ -179,39 +180,86 @@ class _ErfcTable:
                        for k in range(taylor_terms)]
         self.taylor_below = dtype.type(taylor_below)
 
-    def erfc_abs(self, a: np.ndarray) -> np.ndarray:
-        """erfc(a) for a >= 0 (NaN stays NaN, +inf gives 0)."""
+    def erfc_abs_into(self, a: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """r <- erfc(a) for a >= 0 (NaN stays NaN, +inf gives 0); ``r`` may be ``a``."""
         t = self.dtype.type
-        u = np.add(a, t(self.K))
+        with np.errstate(over="ignore"):  # a*a overflowing to inf gives exp(-inf) = 0, as wanted
+            e = np.multiply(a, a)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        u = np.add(a, t(self.K), out=r)
         np.divide(t(2.0 * self.K), u, out=u)
         u -= t(1)  # u = 2 K / (K + a) - 1 in (-1, 1]
         c = self.coef
-        r = np.multiply(u, c[-1])
-        r += c[-2]
+        acc = np.multiply(u, c[-1])
+        acc += c[-2]
         for ck in c[-3::-1]:
-            r *= u
-            r += ck
-        e = np.multiply(a, a)
-        np.negative(e, out=e)
-        np.exp(e, out=e)
-        r *= e
+            acc *= u
+            acc += ck
+        np.multiply(acc, e, out=r)
+        return r
+
+    def erfc_abs(self, a: np.ndarray) -> np.ndarray:
+        """erfc(a) for a >= 0, in a new array."""
+        out = np.empty(a.shape, dtype=self.dtype)
+        blockwise(self.erfc_abs_into, out, a)
+        return out
+
+    def erf_into(self, x: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """r <- erf(x) (one cache-sized block)."""
+        a = np.abs(x)
+        self.erfc_abs_into(a, r)
+        np.subtract(self.dtype.type(1), r, out=r)
+        np.copysign(r, x, out=r)
+        # Near 0, 1 - erfc loses relative accuracy: there the Taylor series x * P(x^2) (on x clamped
+        # to the small range, so it stays finite everywhere) replaces it. The choice is an
+        # arithmetic blend r += m * (p - r) with m in {0, 1}: a masked copy is 10x slower.
+        b = self.taylor_below
+        xs = np.clip(x, -b, b)
+        x2 = np.multiply(xs, xs, out=a if a is not x else None)
+        p = np.full_like(x2, self.taylor[-1])
+        for c in self.taylor[-2::-1]:
+            p *= x2
+            p += c
+        p *= xs
+        m = np.less(np.abs(x), b).astype(self.dtype)
+        p -= r
+        p *= m
+        r += p
         return r
 
     def erf(self, x: np.ndarray) -> np.ndarray:
-        r = self.erfc_abs(np.abs(x))
-        np.subtract(self.dtype.type(1), r, out=r)
-        np.copysign(r, x, out=r)
-        small = np.abs(x) < self.taylor_below
-        if small.any():
-            xs = x[small]
-            x2 = xs * xs
-            p = np.full_like(xs, self.taylor[-1])
-            for c in self.taylor[-2::-1]:
-                p *= x2
-                p += c
-            p *= xs
-            r[small] = p
-        return r
+        out = np.empty(x.shape, dtype=self.dtype)
+        blockwise(self.erf_into, out, x)
+        return out
+
+
+# Elementwise work with many passes runs block by block so every pass hits cache: 32K floats
+# (128 KB) measured best for erfc (4.4 ms -> 1.6 ms per 393K floats against whole-array passes).
+BLOCK = 1 << 15
+
+
+def blockwise(fn: Callable[..., Any], out: np.ndarray, *inputs: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """``fn(*input_blocks, out_block)`` over cache-sized blocks of the flattened arrays (all of the
+    shape of ``out``, C-contiguous or made so); the blocks are shared out over the intra-op pool."""
+    flat_in = [np.ascontiguousarray(x).reshape(-1) for x in inputs]
+    flat_out = out.reshape(-1)
+    size = flat_out.size
+    if size <= block:
+        fn(*flat_in, flat_out)
+        return out
+    n_blocks = -(-size // block)
+
+    def run(sl: slice) -> None:
+        for b in range(sl.start, sl.stop):
+            lo, hi = b * block, min(size, (b + 1) * block)
+            fn(*(x[lo:hi] for x in flat_in), flat_out[lo:hi])
+
+    if size >= threads.ELEMENTWISE_MIN_SIZE:
+        threads.parallel_for(run, n_blocks)
+    else:
+        run(slice(0, n_blocks))
+    return out
 
 
 _ERF_TABLES: dict[np.dtype, _ErfcTable] = {}
