@@ -213,7 +213,8 @@ class _ErfcTable:
         np.copysign(r, x, out=r)
         # Near 0, 1 - erfc loses relative accuracy: there the Taylor series x * P(x^2) (on x clamped
         # to the small range, so it stays finite everywhere) replaces it. The choice is an
-        # arithmetic blend r += m * (p - r) with m in {0, 1}: a masked copy is 10x slower.
+        # exact arithmetic select r * (1 - m) + p * m with m in {0, 1} (both finite, so the product
+        # with 0 is 0): a masked copy is 10x slower.
         b = self.taylor_below
         xs = np.clip(x, -b, b)
         x2 = np.multiply(xs, xs, out=a if a is not x else None)
@@ -223,8 +224,9 @@ class _ErfcTable:
             p += c
         p *= xs
         m = np.less(np.abs(x), b).astype(self.dtype)
-        p -= r
         p *= m
+        np.subtract(self.dtype.type(1), m, out=m)
+        r *= m
         r += p
         return r
 
