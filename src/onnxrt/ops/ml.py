@@ -543,8 +543,9 @@ def _finish_classifier(s, has, labels, base, post, binary, all_positive):
     """onnxruntime's label choice and score layout for tree classifiers, row-vectorised.
 
     Observed onnxruntime behaviour: a class no leaf voted for scores 0 (its base value is not
-    added); with two classes and no base values, a row where only class 0 has a score gets a
-    synthesised second column.
+    added); with two classes and fewer than two base values, a row where only class 0 has a
+    score gets a synthesised second column. Labels outside the 'binary' layout (one class id)
+    are the literals 1 / 0, as onnxruntime's aggregator answers them.
     """
     n, n_classes = s.shape
     zero = s.dtype.type(0)
@@ -557,38 +558,53 @@ def _finish_classifier(s, has, labels, base, post, binary, all_positive):
             has[:, :k] = True
         best = np.argmax(np.where(has, s, -np.inf), axis=1)
         return labels[best], _post_transform(np.where(has, s, zero), post).astype(np.float32)
+    zero = s.dtype.type(0)
     s0, s1 = s[:, 0], s[:, 1]
     h0, h1 = has[:, 0], has[:, 1]
-    if base.size >= 2:
-        shifted = base[1] + np.where(h0, s0, zero)
-        s0, s1 = np.where(h1, -shifted, s0 + base[0]), np.where(h1, shifted, s1 + base[1])
-        single = np.zeros(n, dtype=bool)
+    # base values, the way onnxruntime's classifier aggregator folds them in; 'two' marks the rows
+    # that keep two scores, the others have one and get a synthesised second column
+    if base.size == 2:
+        p1 = np.where(h1, base[1] + s0, s1 + base[1])
+        p0 = np.where(h1, -(base[1] + s0), s0 + base[0])
+        two = np.ones(n, dtype=bool)
+    elif base.size == 1:
+        p0, p1, two = s0 + base[0], s1, h1
+    elif base.size == 0:
+        p0, p1, two = s0, s1, h1
     else:
-        if base.size == 1:
-            s0 = s0 + base[0]
-        single = ~h1 if base.size == 0 else np.zeros(n, dtype=bool)
-    pos_weight = np.where(h1, s1, np.where(h0, s0, zero))
+        p0, p1, two = s0, s1, np.ones(n, dtype=bool)
+    pos_weight = np.where(h1, p1, np.where(h0, p0, zero))
     if binary:
         positive = pos_weight > (0.5 if all_positive else 0.0)
+        label = np.where(positive, labels[1], labels[0]).astype(labels.dtype)
     else:
         positive = pos_weight > 0
-    label = np.where(positive, labels[1], labels[0]).astype(labels.dtype)
+        if labels.dtype == object:
+            label = np.where(positive, labels[1], labels[0]).astype(object)
+        else:
+            # onnxruntime answers the literal labels 1 / 0 here, not classlabels_int64s
+            label = positive.astype(np.int64)
+    v0 = np.where(h0, p0, zero)
     z = np.zeros((n, 2), dtype=s.dtype)
-    two = ~single
     if two.any():
-        pair = np.stack([np.where(h0, s0, zero), np.where(h1, s1, zero)], axis=1)
+        pair = np.stack([v0, np.where(h1, p1, zero)], axis=1)
         z[two] = _post_transform(pair[two], post)
-    if single.any():
-        v = np.where(h0, s0, zero)[single]
-        if post == 4:
-            z[single] = np.stack([_probit(v), v], axis=1)
+    one = ~two
+    if one.any():
+        # one score for the row: onnxruntime 1.31 synthesises the other column (observed behaviour)
+        v = v0[one]
+        if not binary and base.size == 1:
+            # onnxruntime writes the one score and leaves the second column unset: 0 here
+            z[one, 0] = _probit(v) if post == 4 else v
+        elif post == 4:
+            z[one] = np.stack([_probit(v), v], axis=1)
         elif binary and all_positive:
             p = _logistic(v) if post == 2 else v
-            z[single] = np.stack([1.0 - p, p], axis=1)
+            z[one] = np.stack([1.0 - p, p], axis=1)
         elif post == 2:
-            z[single] = np.stack([_logistic(-v), _logistic(v)], axis=1)
+            z[one] = np.stack([_logistic(-v), _logistic(v)], axis=1)
         else:
-            z[single] = np.stack([-v, v], axis=1)
+            z[one] = np.stack([-v, v], axis=1)
     return label, z.astype(np.float32)
 
 
@@ -919,5 +935,387 @@ def zipmap(ctx: KernelContext):
             raise InvalidArgument(
                 f"ZipMap: input 'X' must have {len(labels)} columns (one per label), got shape {list(X.shape)}")
         return [dict(zip(labels, row)) for row in X2.tolist()]
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Support vector machines
+# --------------------------------------------------------------------------------------------
+
+_KERNEL_TYPES = ("LINEAR", "POLY", "RBF", "SIGMOID")
+
+
+class _SvmKernel:
+    """k(x, v) for every (row, vector) pair, as onnxruntime's SVM kernels define it.
+
+    LINEAR: x.v + c; POLY: (gamma x.v + coef0)^degree; RBF: exp(-gamma |x - v|^2);
+    SIGMOID: tanh(gamma x.v + coef0). Computed in float64 (onnxruntime uses float32 with
+    double sums), returned as float64 so the callers' reductions keep the precision.
+    """
+
+    def __init__(self, kernel_type: str, params: Any, where: str) -> None:
+        if kernel_type not in _KERNEL_TYPES:
+            raise InvalidGraph(f"{where}: kernel_type must be one of {', '.join(_KERNEL_TYPES)}, got '{kernel_type}'")
+        self.kind = kernel_type
+        p = [float(v) for v in (params or [])]
+        if p and len(p) < 3:
+            raise InvalidGraph(f"{where}: kernel_params needs [gamma, coef0, degree], got {len(p)} values")
+        self.gamma, self.coef0, self.degree = (p[0], p[1], p[2]) if p else (0.0, 0.0, 0.0)
+
+    def __call__(self, X: np.ndarray, V: np.ndarray, V_sq: np.ndarray | None = None, offset: float = 0.0) -> np.ndarray:
+        dot = X @ V.T
+        if self.kind == "RBF":
+            # |x - v|^2 = |x|^2 + |v|^2 - 2 x.v: one BLAS call instead of an (n, m, f) difference
+            x_sq = np.einsum("ij,ij->i", X, X)[:, None]
+            v_sq = np.einsum("ij,ij->i", V, V)[None, :] if V_sq is None else V_sq
+            d2 = np.maximum(x_sq + v_sq - 2.0 * dot, 0.0)
+            return np.exp(-self.gamma * d2)
+        if self.kind == "LINEAR":
+            return dot + offset if offset else dot
+        y = self.gamma * dot + self.coef0
+        if self.kind == "POLY":
+            return np.power(y, self.degree)
+        return np.tanh(y)
+
+
+def _svm_input(X: Any, op_name: str, n_features: int) -> np.ndarray:
+    X = np.asarray(X)
+    if X.dtype == object or X.dtype.kind not in "fiu":
+        raise TypeError(f"{op_name}: input 'X' must be a float, double, int32 or int64 tensor, got {X.dtype}")
+    if X.ndim == 0 or X.ndim > 2:
+        raise InvalidArgument(f"{op_name}: input 'X' must be 1-D or 2-D, got shape {list(X.shape)}")
+    X2 = X.reshape(1, -1) if X.ndim == 1 else X
+    if X2.shape[1] != n_features:
+        raise InvalidArgument(
+            f"{op_name}: input 'X' has {X2.shape[1]} features, the model expects {n_features}")
+    # onnxruntime casts every input type to float32 before the kernel sums
+    return X2.astype(np.float32).astype(np.float64)
+
+
+def _pairwise_coupling(r: np.ndarray) -> np.ndarray:
+    """Class probabilities from pairwise ones (Wu, Lin & Weng 2004, method 2), as libsvm/onnxruntime.
+
+    r: (rows, k, k) float32 with r[:, i, j] = P(class i | i or j). Iterated in float32 like
+    onnxruntime, all rows at once; a row stops updating when it converged.
+    """
+    n, k, _ = r.shape
+    f32 = np.float32
+    rt = np.swapaxes(r, 1, 2)
+    Q = -(r * rt)
+    diag = (rt * rt).sum(axis=2)  # sum_j r[j, i]^2 (r's diagonal is 0)
+    idx = np.arange(k)
+    Q[:, idx, idx] = diag
+    p = np.full((n, k), f32(1.0) / f32(k), dtype=f32)
+    eps = f32(0.005) / f32(k)
+    active = np.arange(n)
+    for _ in range(100):
+        if active.size == 0:
+            break
+        Qa, pa = Q[active], p[active]
+        Qp = np.einsum("nij,nj->ni", Qa, pa).astype(f32)
+        pQp = (pa * Qp).sum(axis=1, dtype=f32)
+        err = np.abs(Qp - pQp[:, None]).max(axis=1)
+        keep = err >= eps
+        active, Qa, pa, Qp, pQp = active[keep], Qa[keep], pa[keep], Qp[keep], pQp[keep]
+        if active.size == 0:
+            break
+        one = f32(1.0)
+        for i in range(k):
+            qii = Qa[:, i, i]
+            diff = (-Qp[:, i] + pQp) / qii
+            pa[:, i] += diff
+            pQp = (pQp + diff * (diff * qii + f32(2.0) * Qp[:, i])) / (one + diff) / (one + diff)
+            Qp = (Qp + diff[:, None] * Qa[:, i, :]) / (one + diff)[:, None]
+            pa /= (one + diff)[:, None]
+        p[active] = pa
+    return p
+
+
+def _class_labels(ctx: KernelContext, int_name: str) -> np.ndarray:
+    ls = ctx.attrs.get("classlabels_strings")
+    li = ctx.attrs.get(int_name)
+    if ls:
+        return np.array(ls, dtype=object)
+    if li:
+        return np.array(li, dtype=np.int64)
+    raise InvalidGraph(f"{ctx.describe()}: one of classlabels_strings and {int_name} is required")
+
+
+@op_factory("SVMClassifier", 1, domain=ML)
+def svm_classifier(ctx: KernelContext):
+    where = ctx.describe()
+    labels = _class_labels(ctx, "classlabels_ints")
+    n_cls = labels.size
+    coef = np.asarray(_attr(ctx, "coefficients", []), dtype=np.float32).reshape(-1)
+    if coef.size == 0:
+        raise InvalidGraph(f"{where}: attribute 'coefficients' is required and must not be empty")
+    rho = np.asarray(_attr(ctx, "rho", []), dtype=np.float32).reshape(-1)
+    prob_a = np.asarray(_attr(ctx, "prob_a", []), dtype=np.float32).reshape(-1)
+    prob_b = np.asarray(_attr(ctx, "prob_b", []), dtype=np.float32).reshape(-1)
+    if prob_a.size != prob_b.size:
+        raise InvalidGraph(f"{where}: prob_a ({prob_a.size}) and prob_b ({prob_b.size}) differ in length")
+    per_class = np.asarray(_attr(ctx, "vectors_per_class", []), dtype=np.int64).reshape(-1)
+    n_vec = int(per_class.sum()) if per_class.size else 0
+    post = _post_code(_attr(ctx, "post_transform", "NONE"), where)
+    all_positive = bool((coef >= 0).all())
+    have_proba = prob_a.size > 0
+    n_pairs = n_cls * (n_cls - 1) // 2
+
+    if n_vec > 0:
+        # libsvm layout: one-vs-one classifiers over support vectors grouped by class
+        if per_class.size != n_cls:
+            raise InvalidGraph(f"{where}: vectors_per_class has {per_class.size} entries for {n_cls} class labels")
+        sv = np.asarray(_attr(ctx, "support_vectors", []), dtype=np.float32).reshape(-1)
+        if sv.size == 0 or sv.size % n_vec:
+            raise InvalidGraph(f"{where}: support_vectors ({sv.size} values) do not split into {n_vec} vectors")
+        n_feat = sv.size // n_vec
+        sv = sv.reshape(n_vec, n_feat).astype(np.float64)
+        if coef.size < (n_cls - 1) * n_vec:
+            raise InvalidGraph(f"{where}: coefficients has {coef.size} values, expected (classes - 1) x vectors = "
+                               f"{(n_cls - 1) * n_vec}")
+        if rho.size < n_pairs:
+            raise InvalidGraph(f"{where}: rho has {rho.size} values for {n_pairs} class pairs")
+        if have_proba and prob_a.size < n_pairs:
+            raise InvalidGraph(f"{where}: prob_a/prob_b have {prob_a.size} values for {n_pairs} class pairs")
+        if n_cls < 2:
+            raise InvalidGraph(f"{where}: a support-vector classifier needs at least two classes")
+        kernel = _SvmKernel(_attr(ctx, "kernel_type", "LINEAR"), ctx.attrs.get("kernel_params"), where)
+        C = coef[: (n_cls - 1) * n_vec].reshape(n_cls - 1, n_vec).astype(np.float64)
+        start = np.concatenate([[0], np.cumsum(per_class)])
+        # pair p = (i, j): decision = sum over i's vectors of C[j-1] k + over j's vectors of C[i] k + rho[p];
+        # folded into one (vectors, pairs) matrix so every row's decisions are one matmul
+        W = np.zeros((n_vec, n_pairs))
+        win_i = np.zeros((n_pairs, n_cls))
+        win_j = np.zeros((n_pairs, n_cls))
+        pair_i, pair_j = [], []
+        p = 0
+        for i in range(n_cls - 1):
+            for j in range(i + 1, n_cls):
+                W[start[i]:start[i + 1], p] = C[j - 1, start[i]:start[i + 1]]
+                W[start[j]:start[j + 1], p] = C[i, start[j]:start[j + 1]]
+                win_i[p, i] = win_j[p, j] = 1.0
+                pair_i.append(i)
+                pair_j.append(j)
+                p += 1
+        rho_p = rho[:n_pairs].astype(np.float64)
+        sv_sq = np.einsum("ij,ij->i", sv, sv)[None, :]
+        pair_i_idx, pair_j_idx = np.array(pair_i), np.array(pair_j)
+
+        def run_svc(X):
+            X2 = _svm_input(X, "SVMClassifier", n_feat)
+            dec = (kernel(X2, sv, sv_sq) @ W + rho_p).astype(np.float32)
+            positive = (dec > 0).astype(np.float64)
+            votes = positive @ win_i + (1.0 - positive) @ win_j
+            label = labels[np.argmax(votes, axis=1)]
+            if have_proba:
+                v = dec * prob_a[:n_pairs] + prob_b[:n_pairs]
+                pr = np.clip(np.float32(1.0) - _logistic(v).astype(np.float32), np.float32(1e-7),
+                             np.float32(1.0 - 1e-7)).astype(np.float32)
+                r = np.zeros((dec.shape[0], n_cls, n_cls), dtype=np.float32)
+                r[:, pair_i_idx, pair_j_idx] = pr
+                r[:, pair_j_idx, pair_i_idx] = np.float32(1.0) - pr
+                z = _pairwise_coupling(r).astype(np.float64)
+                return label, _post_transform(z, post).astype(np.float32)
+            if n_pairs > 1:
+                return label, _post_transform(dec.astype(np.float64), post).astype(np.float32)
+            # two classes, one decision per row: onnxruntime widens it to two columns
+            s = dec[:, 0]
+            if post == 4:
+                z = np.stack([_probit(s.astype(np.float64)).astype(np.float32), np.zeros_like(s)], axis=1)
+            elif post == 0:
+                z = np.stack([-s, s], axis=1)
+            else:
+                z = np.stack([np.float32(1.0) - s, s], axis=1)
+            return label, z.astype(np.float32)
+
+        return run_svc
+
+    # liblinear layout: one coefficient row per class, rho[0] added to every score
+    if coef.size % n_cls:
+        raise InvalidGraph(f"{where}: {coef.size} coefficients do not split into {n_cls} classes")
+    if rho.size < 1:
+        raise InvalidGraph(f"{where}: rho must hold at least one value")
+    n_feat = coef.size // n_cls
+    coef_t = coef.reshape(n_cls, n_feat).T.astype(np.float64)
+    bias = float(rho[0])
+
+    def run_linear(X):
+        X2 = _svm_input(X, "SVMClassifier", n_feat)
+        s = (X2 @ coef_t + bias).astype(np.float32)
+        best = np.argmax(s, axis=1)
+        label = labels[best]
+        if n_cls == 2 and not have_proba:
+            top = s[np.arange(s.shape[0]), best]
+            second = (top >= 0.5) if all_positive else (top > 0)
+            label = np.where(second, labels[1], label).astype(labels.dtype)
+        if n_cls == 1:
+            z = _probit(s.astype(np.float64)) if post == 4 else s
+        else:
+            z = _post_transform(s.astype(np.float64), post)
+        return label, np.asarray(z, dtype=np.float32)
+
+    return run_linear
+
+
+@op_factory("SVMRegressor", 1, domain=ML)
+def svm_regressor(ctx: KernelContext):
+    where = ctx.describe()
+    coef = np.asarray(_attr(ctx, "coefficients", []), dtype=np.float32).reshape(-1).astype(np.float64)
+    if coef.size == 0:
+        raise InvalidGraph(f"{where}: attribute 'coefficients' is required and must not be empty")
+    rho = np.asarray(_attr(ctx, "rho", []), dtype=np.float32).reshape(-1)
+    if rho.size < 1:
+        raise InvalidGraph(f"{where}: rho must hold one value")
+    bias = float(rho[0])
+    n_vec = int(_attr(ctx, "n_supports", 0))
+    one_class = bool(int(_attr(ctx, "one_class", 0)))
+    if n_vec > 0:
+        sv = np.asarray(_attr(ctx, "support_vectors", []), dtype=np.float32).reshape(-1)
+        if sv.size == 0 or sv.size % n_vec:
+            raise InvalidGraph(f"{where}: support_vectors ({sv.size} values) do not split into {n_vec} vectors")
+        if coef.size < n_vec:
+            raise InvalidGraph(f"{where}: {coef.size} coefficients for {n_vec} support vectors")
+        n_feat = sv.size // n_vec
+        sv = sv.reshape(n_vec, n_feat).astype(np.float64)
+        sv_sq = np.einsum("ij,ij->i", sv, sv)[None, :]
+        kernel = _SvmKernel(_attr(ctx, "kernel_type", "LINEAR"), ctx.attrs.get("kernel_params"), where)
+        weights = coef[:n_vec].reshape(-1, 1)
+
+        def score(X2):
+            return kernel(X2, sv, sv_sq) @ weights + bias
+    else:
+        # no support vectors: a linear model over the coefficients (kernel_type is ignored, as in onnxruntime)
+        n_feat = coef.size
+        weights = coef.reshape(-1, 1)
+
+        def score(X2):
+            return X2 @ weights + bias
+
+    def run(X):
+        y = score(_svm_input(X, "SVMRegressor", n_feat)).astype(np.float32)
+        if one_class:
+            y = np.where(y > 0, np.float32(1.0), np.float32(-1.0))
+        return y
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Maps: DictVectorizer, CastMap
+# --------------------------------------------------------------------------------------------
+
+
+def _declared_dtype(declared: Any) -> np.dtype | None:
+    """numpy dtype of a declared tensor type (onnx_ir type or TypeProto; a map's value type), if known."""
+    if declared is None:
+        return None
+    try:
+        if hasattr(declared, "WhichOneof"):  # onnx.TypeProto
+            which = declared.WhichOneof("value")
+            if which == "map_type":
+                declared = declared.map_type.value_type
+                which = declared.WhichOneof("value")
+            if which != "tensor_type" or not declared.tensor_type.elem_type:
+                return None
+            import onnx.helper
+
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(declared.tensor_type.elem_type))
+        value_type = getattr(declared, "value_type", None)  # onnx_ir map type
+        if value_type is not None:
+            declared = value_type
+        dtype = getattr(declared, "dtype", None)  # onnx_ir TensorType
+        return None if dtype is None else np.dtype(dtype.numpy())
+    except Exception:  # an unusual declared type: fall back to the values' own dtype
+        return None
+
+
+def _map_input(value: Any, op_name: str) -> list[dict]:
+    """A map feed (dict) or, as a convenience, a list of dicts (one output row each)."""
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, dict) for v in value):
+        return list(value)
+    raise TypeError(f"{op_name}: input 'X' must be a map (dict) or a list of dicts, got {type(value).__name__}")
+
+
+@op_factory("DictVectorizer", 1, domain=ML)
+def dict_vectorizer(ctx: KernelContext):
+    where = ctx.describe()
+    vs = ctx.attrs.get("string_vocabulary")
+    vi = ctx.attrs.get("int64_vocabulary")
+    if bool(vs) == bool(vi):
+        raise InvalidGraph(f"{where}: exactly one of string_vocabulary and int64_vocabulary is required")
+    vocab = list(vs) if vs else [int(v) for v in vi]
+    string_keys = bool(vs)
+    # duplicated vocabulary entries are legal: every column holding the key gets its value
+    columns: dict[Any, list[int]] = {}
+    for i, k in enumerate(vocab):
+        columns.setdefault(k, []).append(i)
+    out_dtype = _declared_dtype(ctx.output_types[0] if ctx.output_types else None)
+    if out_dtype is None and ctx.input_types:
+        out_dtype = _declared_dtype(ctx.input_types[0])
+
+    def run(X):
+        rows = _map_input(X, "DictVectorizer")
+        dtype = out_dtype
+        if dtype is None:
+            sample = next((v for r in rows for v in r.values()), 0.0)
+            dtype = np.dtype(object) if isinstance(sample, str) else np.asarray(sample).dtype
+        out = np.zeros((len(rows), len(vocab)), dtype=dtype)
+        if dtype == object:
+            out[:] = ""
+        for n, row in enumerate(rows):
+            for key, value in row.items():
+                if isinstance(key, str) != string_keys:
+                    raise TypeError(
+                        f"DictVectorizer: map key {key!r} is not a {'string' if string_keys else 'int64'} key")
+                cols = columns.get(key if string_keys else int(key))
+                if cols is not None:
+                    out[n, cols] = value
+        return out
+
+    return run
+
+
+@op_factory("CastMap", 1, domain=ML)
+def cast_map(ctx: KernelContext):
+    where = ctx.describe()
+    cast_to = _attr(ctx, "cast_to", "TO_FLOAT")
+    targets = {"TO_FLOAT": np.float32, "TO_INT64": np.int64, "TO_STRING": object}
+    if cast_to not in targets:
+        raise InvalidGraph(f"{where}: cast_to must be TO_FLOAT, TO_INT64 or TO_STRING, got '{cast_to}'")
+    map_form = _attr(ctx, "map_form", "DENSE")
+    if map_form not in ("DENSE", "SPARSE"):
+        raise InvalidGraph(f"{where}: map_form must be DENSE or SPARSE, got '{map_form}'")
+    max_map = int(_attr(ctx, "max_map", 1))
+    dtype = np.dtype(targets[cast_to])
+
+    def convert(v: Any) -> Any:
+        if cast_to == "TO_STRING":
+            # std::to_string(float): fixed notation with six decimals
+            return v if isinstance(v, str) else f"{float(np.float32(v)):.6f}"
+        if isinstance(v, str):
+            f = float(v) if cast_to == "TO_FLOAT" else int(float(v)) if "." in v or "e" in v.lower() else int(v)
+            return f
+        return np.float32(v) if cast_to == "TO_FLOAT" else int(np.float32(v))
+
+    def run(X):
+        if not isinstance(X, dict):
+            raise TypeError(f"CastMap: input 'X' must be a map (dict) of int64 keys, got {type(X).__name__}")
+        items = sorted((int(k), v) for k, v in X.items())
+        if map_form == "DENSE":
+            out = np.empty((1, len(items)), dtype=dtype)
+            for i, (_, v) in enumerate(items):
+                out[0, i] = convert(v)
+            return out
+        if items and items[0][0] < 0:
+            raise InvalidArgument(f"CastMap: negative key {items[0][0]} in a SPARSE map")
+        out = np.empty((1, max_map), dtype=dtype)
+        out[:] = "0.f" if cast_to == "TO_STRING" else 0
+        for k, v in items:
+            if k < max_map:
+                out[0, k] = convert(v)
+        return out
 
     return run
