@@ -42,6 +42,7 @@ class Step:
     node: ir.Node
     op_type: str
     name: str
+    subplans: tuple = ()  # planned bodies of this node's GRAPH attributes (control flow)
 
 
 @dataclass
@@ -240,7 +241,7 @@ class GraphPlan:
                 self.constants[node.outputs[0].name] = kernel()
             except Exception:
                 pass
-        return Step(kernel, tuple(in_slots), tuple(out_slots), (), node, node.op_type, node.name or "")
+        return Step(kernel, tuple(in_slots), tuple(out_slots), (), node, node.op_type, node.name or "", tuple(subplans))
 
     def _make_kernel(self, node: ir.Node, domain: str, opset: int, ctx: registry.KernelContext) -> Callable:
         from onnxrt.runtime import functions  # late import: functions builds GraphPlans
