@@ -237,6 +237,8 @@ def dequantize_linear(ctx: KernelContext):
         raise TypeError(f"DequantizeLinear: output_dtype must be a float type, got {_describe(fixed_out)}")
 
     def run(x, x_scale, x_zero_point=None):
+        if folded is not None and x is consts[0] and x_scale is consts[1] and x_zero_point is consts[2]:
+            return folded
         _check_tensor("DequantizeLinear", "x", x)
         _check_tensor("DequantizeLinear", "x_scale", x_scale)
         if not is_float(x_scale.dtype):
@@ -255,7 +257,41 @@ def dequantize_linear(ctx: KernelContext):
             out = x_scale.dtype if x_scale.dtype in (_F32, np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)) else _F32
         return _dequantize(x, x_scale, x_zero_point, out, axis, block_size)
 
+    # Dequantizing a constant weight (QDQ models, quantized embeddings) gives the same float
+    # tensor every run: compute it once here and hand out a read-only array.
+    consts = (list(ctx.const_inputs) + [None] * 3)[:3]
+    names = (list(ctx.input_names) + [""] * 3)[:3]
+    folded = None
+    if consts[0] is not None and consts[1] is not None and (consts[2] is not None or not names[2]):
+        folded = np.asarray(run(*consts))
+        folded.flags.writeable = False
     return run
+
+
+def _dynamic_range_params(x: np.ndarray) -> tuple[np.float32, int]:
+    """DynamicQuantizeLinear's uint8 scale and zero point for ``x``: range [min(0, x), max(0, x)]
+    over the non-NaN values, scale = range / 255 (1 when the range is 0), zero point =
+    rint(clip(-min / scale, 0, 255)); all in float32 like onnxruntime."""
+    lo_x = float(x.min()) if x.size else 0.0
+    hi_x = float(x.max()) if x.size else 0.0
+    if math.isnan(lo_x) or math.isnan(hi_x):  # NaNs take no part in the range
+        finite = x[~np.isnan(x)]
+        lo_x, hi_x = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    lo = np.float32(min(0.0, lo_x))
+    hi = np.float32(max(0.0, hi_x))
+    if math.isfinite(lo_x) and math.isfinite(hi_x) and hi_x - lo_x < 1e38:
+        scale = (hi - lo) / np.float32(255)
+        if scale == 0:
+            scale = np.float32(1)
+        zp_f = float(np.float32(0) - lo / scale)
+    else:  # infinities: float32 overflow is the expected outcome, not worth a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            scale = np.float32((hi - lo) / np.float32(255))
+            if scale == 0:
+                scale = np.float32(1)
+            zp_f = float(np.float32(0) - lo / scale)
+    zp = 0 if math.isnan(zp_f) else round(min(255.0, max(0.0, zp_f)))  # round(): half to even, like rint
+    return scale, zp
 
 
 @op("DynamicQuantizeLinear", 11)
@@ -263,18 +299,20 @@ def dynamic_quantize_linear(x):
     _check_tensor("DynamicQuantizeLinear", "x", x)
     if x.dtype != _F32:
         raise TypeError(f"DynamicQuantizeLinear: input 'x' must be tensor(float), got {_describe(x.dtype)}")
-    finite = x[~np.isnan(x)] if x.size else x
-    lo = np.float32(min(0.0, float(finite.min()))) if finite.size else np.float32(0)
-    hi = np.float32(max(0.0, float(finite.max()))) if finite.size else np.float32(0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        scale = np.float32((hi - lo) / np.float32(255))
-        if scale == 0:
-            scale = np.float32(1)
-        zp_f = np.clip(np.float32(0) - lo / scale, np.float32(0), np.float32(255))
-    zp = np.asarray(np.rint(zp_f) if not np.isnan(zp_f) else 0, dtype=np.float32).astype(np.uint8)
-    scale_arr = np.asarray(scale, dtype=np.float32)
-    y = _quantize(x, scale_arr, zp, np.dtype(np.uint8), 1, 0, True, _F32, "DynamicQuantizeLinear")
-    return np.asarray(y), scale_arr, np.asarray(zp)
+    scale, zp = _dynamic_range_params(x)
+    # one temporary: x / scale, rounded, shifted and saturated in place (NaN saturates to 0 via fmax)
+    if math.isfinite(scale):
+        q = np.divide(x, scale, dtype=np.float32)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            q = np.divide(x, scale, dtype=np.float32)
+    q = np.asarray(q)
+    np.rint(q, out=q)
+    if zp:
+        q += np.float32(zp)
+    np.fmax(q, np.float32(0), out=q)
+    np.fmin(q, np.float32(255), out=q)
+    return q.astype(np.uint8), np.array(scale, dtype=np.float32), np.array(zp, dtype=np.uint8)
 
 
 # -- integer matmul ---------------------------------------------------------------------------------
@@ -294,6 +332,8 @@ def _zp_matching(op_name: str, name: str, zp: np.ndarray | None, x: np.ndarray) 
 
 def _shifted(v: np.ndarray, zp: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     """v - zp as a float array of ``dtype`` (exact: |v - zp| <= 255)."""
+    if zp is not None and zp.size == 1 and zp.dtype.kind in "iu":  # the common per-tensor case: one pass
+        return np.subtract(v, dtype.type(int(zp.reshape(-1)[0])), dtype=dtype)
     out = v.astype(dtype)
     if zp is not None:
         out -= zp.astype(dtype)
@@ -355,6 +395,9 @@ def _shifted_magnitude(v: np.ndarray, zp: np.ndarray | None) -> float:
     lo, hi = _INT_RANGE.get(v.dtype, (-255, 255))
     if zp is None:
         return float(max(-lo, hi))
+    if zp.size == 1 and zp.dtype.kind in "iu":
+        z = int(zp.reshape(-1)[0])
+        return float(max(hi - z, z - lo))
     z = _to_int_values(np.asarray(zp))
     return float(max(hi - int(z.min()), int(z.max()) - lo))
 
