@@ -38,3 +38,16 @@ def test_overridable_initializer_is_not_folded():
     nodes = [helper.make_node("Neg", ["w"], ["nw"]), helper.make_node("Add", ["x", "nw"], ["y"])]
     model = make_model(nodes, [vinfo("x", [2]), vinfo("w", [2])], [vinfo("y", None)], [const("w", np.ones(2, np.float32))])
     check_pass(model, {"x": rand(2)}, fold_constants, expect_rewrites=False)
+
+
+def test_scalar_constants_stay_scalars():
+    nodes = [
+        helper.make_node("Constant", [], ["idx"], value=helper.make_tensor("v", TensorProto.INT64, [], [1])),
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "idx"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "zero1"], ["n1"]),
+        helper.make_node("Slice", ["x", "start", "n1", "one"], ["y"]),
+    ]
+    inits = [const("zero1", np.array([0], np.int64)), const("start", np.array([0], np.int64)), const("one", np.array([1], np.int64))]
+    model = make_model(nodes, [vinfo("x", ["a", "b"])], [vinfo("y", None)], inits)
+    check_pass(model, {"x": rand(2, 3)}, fold_constants)

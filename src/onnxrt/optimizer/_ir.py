@@ -143,10 +143,13 @@ def add_initializer(graph: ir.Graph, array: np.ndarray, base_name: str, take_ove
         take_over.name = unique_name(graph, name + "_replaced")
     else:
         name = unique_name(graph, base_name)
-    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    array = np.asarray(array)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")  # (np.ascontiguousarray would turn a 0-d array into 1-d)
+    tensor = ir.tensor(array, name=name)
     value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
     graph.register_initializer(value)
-    value.meta["onnxrt.array"] = np.asarray(array)
+    value.meta["onnxrt.array"] = array
     return value
 
 

@@ -82,8 +82,7 @@ def fold_constants(model: ir.Model) -> int:
             continue
         if _replace_outputs(graph, node, results):
             folded += 1
-    _constants_to_initializers(graph)
-    return folded
+    return folded + _constants_to_initializers(graph)
 
 
 def _too_big(node: ir.Node, arrays: list) -> bool:
@@ -181,8 +180,9 @@ def _fold_shape(graph: ir.Graph, node: ir.Node) -> bool:
     return True
 
 
-def _constants_to_initializers(graph: ir.Graph) -> None:
-    """Constant nodes of the main graph become initializers (as onnxruntime does)."""
+def _constants_to_initializers(graph: ir.Graph) -> int:
+    """Constant nodes of the main graph become initializers (as onnxruntime does); returns how many."""
+    converted = 0
     for node in list(graph):
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
             continue
@@ -194,6 +194,7 @@ def _constants_to_initializers(graph: ir.Graph) -> None:
             continue
         if not out.uses():
             graph.remove(node, safe=True)
+            converted += 1
             continue
         try:
             new = _ir.add_initializer(graph, array, "const", take_over=out)
@@ -201,3 +202,5 @@ def _constants_to_initializers(graph: ir.Graph) -> None:
             continue
         out.replace_all_uses_with(new)
         graph.remove(node, safe=True)
+        converted += 1
+    return converted
