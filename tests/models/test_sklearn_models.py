@@ -434,18 +434,17 @@ def _onnxmltools_model(kind: str, X: np.ndarray, y: np.ndarray):
 
     if kind == "xgboost":
         xgboost = pytest.importorskip("xgboost")
-        est = xgboost.XGBClassifier(n_estimators=15, max_depth=3, learning_rate=0.3)
+        est = xgboost.XGBClassifier(n_estimators=15, max_depth=3, learning_rate=0.3, n_jobs=1)
         est.fit(X, y)
         return onnxmltools.convert_xgboost(est, initial_types=[("X", MltFloat([None, X.shape[1]]))], target_opset=15)
     lightgbm = pytest.importorskip("lightgbm")
-    est = lightgbm.LGBMClassifier(n_estimators=15, num_leaves=8, verbose=-1)
+    est = lightgbm.LGBMClassifier(n_estimators=15, num_leaves=8, verbose=-1, n_jobs=1)
     est.fit(X, y)
     return onnxmltools.convert_lightgbm(est, initial_types=[("X", MltFloat([None, X.shape[1]]))], target_opset=15,
                                         zipmap=True)
 
 
-@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
-@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize(("kind", "n_classes"), [("xgboost", 2), ("xgboost", 3), ("lightgbm", 2), ("lightgbm", 3)])
 def test_gradient_boosting_libraries(kind, n_classes):
     X, y = make_classification(n_samples=200, n_features=8, n_informative=5, n_classes=n_classes,
                                random_state=0)

@@ -313,6 +313,93 @@ class _Forest:
             self.member_table = table
         self.uniform_mode = int(self.mode[0]) if n_nodes and (self.mode == self.mode[0]).all() else None
         self.n_features = int(self.feat.max()) + 1 if n_nodes else 0
+        self._prepare_walk()
+
+    # -- preparation (once per node) ------------------------------------------------------
+
+    _DENSE_LEAF_LIMIT = 1 << 24  # leaves x targets up to this: a dense leaf-value table
+    _CHUNK_PAIRS = 1 << 16  # (row, tree) pairs walked together: keeps the index arrays in cache
+
+    def _prepare_walk(self) -> None:
+        """Branches and leaves in one node space; leaves loop to themselves so every (row, tree)
+        pair can take the same number of steps without bookkeeping."""
+        nb, nl = self.feat.size, self.leaf_start.size - 1
+        self.n_branches = nb
+
+        def ext(nxt: np.ndarray) -> np.ndarray:
+            return np.where(nxt >= 0, nxt, nb + ~nxt)
+
+        total = nb + nl
+        idx_type = np.int32 if total * 2 < 2**31 else np.int64
+        child = np.empty((total, 2), dtype=idx_type)  # [false, true] so that child[node * 2 + cond]
+        child[:nb, 0] = ext(self.false_next)
+        child[:nb, 1] = ext(self.true_next)
+        child[nb:, 0] = child[nb:, 1] = np.arange(nb, total)
+        self.child = child.reshape(-1)
+        self.ext_feat = np.concatenate([self.feat, np.zeros(nl, np.int64)]).astype(idx_type)
+        self.ext_thr64 = np.concatenate([self.thr, np.zeros(nl)])
+        with np.errstate(over="ignore"):
+            thr32 = self.ext_thr64.astype(np.float32)
+        # float32 rows compare exactly like float64 ones when every threshold is a float32 value
+        self.ext_thr32 = thr32 if np.array_equal(thr32.astype(np.float64), self.ext_thr64, equal_nan=True) else None
+        self.ext_roots = ext(self.roots).astype(idx_type)
+        self.ext_miss = np.concatenate([self.miss_true, np.zeros(nl, bool)])
+        self.any_miss = bool(self.miss_true.any())
+        ext_mode = np.concatenate([self.mode, np.full(nl, self.uniform_mode if self.uniform_mode is not None else 0)])
+        self.ext_mode = ext_mode
+        if self.mode.size and (self.member_row >= 0).any():
+            self.ext_member_row = np.concatenate([self.member_row, np.full(nl, -1)])
+        self.idx_type = idx_type
+        self.depth = self._max_depth()
+        # dense leaf values: one gather per (row, tree) instead of CSR expansion
+        self.dense = nl * max(self.n_targets, 1) <= self._DENSE_LEAF_LIMIT
+        if self.dense:
+            counts = np.diff(self.leaf_start)
+            owner = np.repeat(np.arange(nl), counts)
+            values = np.zeros((nl, self.n_targets))
+            hit = np.zeros((nl, self.n_targets), dtype=bool)
+            hit[owner, self.leaf_target] = True
+            if self.agg in (0, 1):
+                np.add.at(values, (owner, self.leaf_target), self.leaf_weight)
+            else:
+                values[:] = np.inf if self.agg == 2 else -np.inf
+                (np.minimum if self.agg == 2 else np.maximum).at(values, (owner, self.leaf_target), self.leaf_weight)
+            self.leaf_values, self.leaf_hits = values, hit
+
+    def _max_depth(self) -> int:
+        """Branch levels on the longest root-to-leaf path (a cycle is a malformed model)."""
+        nb = self.n_branches
+        if nb == 0:
+            return 0
+        frontier = np.unique(self.ext_roots[self.ext_roots < nb])
+        depth = 0
+        while frontier.size:
+            depth += 1
+            if depth > nb:
+                raise InvalidGraph(f"{self.where}: the trees contain a cycle")
+            nxt = np.concatenate([self.child[2 * frontier], self.child[2 * frontier + 1]])
+            frontier = np.unique(nxt[nxt < nb])
+        return depth
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def _conditions(self, x: np.ndarray, thr: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            if self.uniform_mode is not None and self.uniform_mode != 6:
+                cond = self._compare(self.uniform_mode, x, thr, nodes)
+            else:
+                m = self.ext_mode[nodes]
+                cond = np.zeros(nodes.size, dtype=bool)
+                for code in np.unique(m):
+                    sel = m == code
+                    if code == 6:
+                        rows = self.ext_member_row[nodes[sel]]
+                        cond[sel] = (self.member_table[rows] == x[sel][:, None]).any(axis=1) & (rows >= 0)
+                    else:
+                        cond[sel] = self._compare(int(code), x[sel], thr[sel], nodes[sel])
+        if self.any_miss:
+            cond |= self.ext_miss[nodes] & np.isnan(x)
+        return cond
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
         """(rows, trees) leaf indices reached by each row in each tree."""
@@ -320,31 +407,43 @@ class _Forest:
         if X.shape[1] < self.n_features:
             raise InvalidArgument(
                 f"{self.where}: input 'X' has {X.shape[1]} features, the trees read feature {self.n_features - 1}")
-        cur = np.tile(self.roots, n)
-        rows = np.repeat(np.arange(n, dtype=np.int64), t)
-        active = np.nonzero(cur >= 0)[0]
-        steps = 0
-        while active.size:
-            steps += 1
-            if steps > self.feat.size + 1:
-                raise InvalidGraph(f"{self.where}: the trees contain a cycle")
-            nodes = cur[active]
-            x = X[rows[active], self.feat[nodes]]
-            thr = self.thr[nodes]
-            m = self.uniform_mode if self.uniform_mode is not None else self.mode[nodes]
-            with np.errstate(invalid="ignore"):
-                if isinstance(m, int):
-                    cond = self._compare(m, x, thr, nodes)
+        if X.dtype == np.float32 and self.ext_thr32 is not None:
+            thr_all = self.ext_thr32
+        else:
+            X = X.astype(np.float64, copy=False)
+            thr_all = self.ext_thr64
+        out = np.empty((n, t), dtype=np.int64)
+        if n == 0 or t == 0:
+            return out
+        n_feat = X.shape[1]
+        rows_per_chunk = max(1, self._CHUNK_PAIRS // t)
+        it = self.idx_type
+        for r0 in range(0, n, rows_per_chunk):
+            r1 = min(n, r0 + rows_per_chunk)
+            flat = np.ascontiguousarray(X[r0:r1]).reshape(-1)
+            offsets = np.repeat(np.arange(r1 - r0, dtype=it) * it(n_feat), t)
+            node = np.tile(self.ext_roots, r1 - r0)
+            # every pair takes 'depth' steps; once most pairs sit in a leaf, continue on the rest only
+            active = None
+            for step in range(self.depth):
+                cur = node if active is None else node[active]
+                f = np.take(self.ext_feat, cur)
+                f += offsets if active is None else offsets[active]
+                x = np.take(flat, f)
+                cond = self._conditions(x, np.take(thr_all, cur), cur)
+                nxt = np.take(self.child, 2 * cur + cond)
+                if active is None:
+                    node = nxt
                 else:
-                    cond = np.zeros(nodes.size, dtype=bool)
-                    for code in np.unique(m):
-                        sel = m == code
-                        cond[sel] = self._compare(int(code), x[sel], thr[sel], nodes[sel])
-            cond |= self.miss_true[nodes] & np.isnan(x)
-            nxt = np.where(cond, self.true_next[nodes], self.false_next[nodes])
-            cur[active] = nxt
-            active = active[nxt >= 0]
-        return (~cur).reshape(n, t)
+                    node[active] = nxt
+                if step % 4 == 3 and step + 1 < self.depth:
+                    still = (nxt < self.n_branches)
+                    if still.mean() < 0.5:
+                        active = np.nonzero(still)[0] if active is None else active[still]
+                        if active.size == 0:
+                            break
+            out[r0:r1] = (node - self.n_branches).reshape(r1 - r0, t)
+        return out
 
     def _compare(self, code: int, x, thr, nodes) -> np.ndarray:
         if code == 0:
@@ -359,14 +458,36 @@ class _Forest:
             return x == thr
         if code == 5:
             return x != thr
-        if code == 6:
-            return (self.member_table[self.member_row[nodes]] == x[:, None]).any(axis=1)
         raise InvalidGraph(f"{self.where}: a LEAF node is used as a branch")
 
     def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Aggregated (rows, targets) scores and a has-score mask, before base values."""
-        n = X.shape[0]
-        leaves = self.leaves(X).reshape(-1)
+        leaves = self.leaves(X)
+        n = leaves.shape[0]
+        if self.dense:
+            k = self.n_targets
+            has = np.zeros((n, k), dtype=bool)
+            if k == 1:
+                vals = np.take(self.leaf_values[:, 0], leaves)
+                hits = np.take(self.leaf_hits[:, 0], leaves)
+                has[:, 0] = hits.any(axis=1)
+                if self.agg in (0, 1):
+                    s = vals.sum(axis=1, keepdims=True)
+                else:
+                    s = (vals.min(axis=1) if self.agg == 2 else vals.max(axis=1)).reshape(n, 1)
+            else:
+                vals = np.take(self.leaf_values, leaves, axis=0)  # (rows, trees, targets)
+                has = np.take(self.leaf_hits, leaves, axis=0).any(axis=1)
+                if self.agg in (0, 1):
+                    s = vals.sum(axis=1)
+                else:
+                    s = vals.min(axis=1) if self.agg == 2 else vals.max(axis=1)
+            if self.agg == 0 and self.roots.size:
+                s = s / self.roots.size
+            elif self.agg in (2, 3):
+                s = np.where(has, s, 0.0)
+            return s, has
+        leaves = leaves.reshape(-1)
         counts = self.leaf_start[leaves + 1] - self.leaf_start[leaves]
         rows = np.repeat(np.repeat(np.arange(n, dtype=np.int64), self.roots.size), counts)
         offs = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -477,8 +598,9 @@ def _acc_dtype(X: Any) -> type:
 
 
 def _tree_input(X: Any, op_name: str) -> np.ndarray:
+    """Rows as float32 (float16/float32 input) or float64 (any other), compared exactly."""
     X = _as_float_matrix(X, op_name)
-    return X.astype(np.float64, copy=False)
+    return X.astype(np.float32 if X.dtype in (np.float16, np.float32) else np.float64, copy=False)
 
 
 @op_factory("TreeEnsembleRegressor", 1, 3, domain=ML)
@@ -667,7 +789,7 @@ def tree_ensemble(ctx: KernelContext):
         if X.dtype not in (np.float32, np.float64, np.float16):
             raise TypeError(f"TreeEnsemble: input 'X' must be float16/float32/float64, got {X.dtype}")
         X2 = X.reshape(X.shape[0], -1) if X.ndim >= 2 else X.reshape(1, -1)
-        s, _ = forest.scores(X2.astype(np.float64))
+        s, _ = forest.scores(X2.astype(np.float32 if X2.dtype == np.float16 else X2.dtype, copy=False))
         return _post_transform(s, post).astype(X.dtype)
 
     return run
