@@ -42,10 +42,35 @@ def native_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def _softmax_last_axis(X: np.ndarray, log: bool, cdt: np.dtype) -> np.ndarray:
+    """(Log)softmax over the last axis of a float32/float64 array, in a fresh array: row sums as a
+    matrix-vector product with ones (BLAS, 4x faster than a sum along short rows), multiply by the
+    reciprocal instead of dividing. (Halving the rows with np.maximum for the row max, and
+    processing blocks of rows to stay in cache, both measured slower.)"""
+    L = X.shape[-1]
+    x = X.reshape(-1, L)
+    out = np.subtract(x, np.max(x, axis=1, keepdims=True))
+    ones = np.ones(L, dtype=cdt)
+    if log:
+        tmp = np.exp(out)
+        s = (tmp @ ones).reshape(-1, 1)
+        np.log(s, out=s)
+        out -= s
+    else:
+        np.exp(out, out=out)
+        s = (out @ ones).reshape(-1, 1)
+        np.reciprocal(s, out=s)
+        out *= s
+    return out.reshape(X.shape)
+
+
 def softmax_along(X: np.ndarray, axes: tuple[int, ...], log: bool = False, cdt: np.dtype | None = None) -> np.ndarray:
     """(Log)softmax over ``axes`` in ``cdt`` (default: the input's own float type), in a fresh array."""
     if cdt is None:
         cdt = native_dtype(X.dtype)
+    if (cdt == np.float32 or cdt == np.float64) and X.dtype == cdt and axes == (X.ndim - 1,) \
+            and X.shape[-1] > 0 and X.flags.c_contiguous:
+        return _softmax_last_axis(X, log, cdt)
     if X.dtype != cdt:
         X = X.astype(cdt)
     # ml_dtypes' bfloat16 sum accumulates in bfloat16 (one rounding per element): sum in float32
