@@ -12,6 +12,10 @@ onnxruntime does too, so results are bit-exact. QLinearAdd/QLinearMul/QLinearSof
 average pools compute in float32 and may differ from onnxruntime's vectorised code by one
 quantization step on values that sit exactly on a rounding boundary.
 
+QEmbedLayerNormalization dequantizes its constant tables once per session. Known difference:
+onnxruntime 1.31 ignores MatMulNBits' packed uint8 zero points when g_idx is given (it uses the
+default 2**(bits-1)); onnxrt applies them as documented, (q - zp) * scale.
+
 Weight-only formats (MatMulNBits, GatherBlockQuantized) dequantize their constant weight once
 per session (MatMulNBits keeps the float weight, laid out for ``A @ W``) and then use float GEMM.
 """
@@ -843,3 +847,78 @@ def _attention_mask(op_name, mask_index, batch, seq, total, past_len, unidirecti
     if allowed is None:
         return None
     return np.where(allowed, np.float32(0), filler).astype(_F32)
+
+
+# -- QEmbedLayerNormalization ------------------------------------------------------------------------
+
+
+@op_factory("QEmbedLayerNormalization", 1, domain=MS)
+def qembed_layer_normalization(ctx: KernelContext):
+    """Sum of word, position (0..seq-1) and optional segment embeddings, each dequantized from uint8,
+    then layer normalization with dequantized gamma/beta; second output: per-sequence mask length."""
+    name = "QEmbedLayerNormalization"
+    epsilon = np.float32(ctx.attrs.get("epsilon", 1e-12))
+    consts = list(ctx.const_inputs) + [None] * 18
+    cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def dequant(table_idx: int, scale_idx: int, zp_idx: int, args: list) -> np.ndarray | None:
+        table, scale, zp = args[table_idx], args[scale_idx], args[zp_idx]
+        if table is None:
+            return None
+        key = (table_idx, scale_idx, zp_idx)
+        constant = all(args[i] is consts[i] and consts[i] is not None for i in (table_idx, scale_idx)) and \
+            (zp is None or zp is consts[zp_idx])
+        if constant and key in cache:
+            return cache[key]
+        _tensor(name, f"input {table_idx}", table)
+        s = _scalar_f32(name, f"input {scale_idx} (scale)", scale)
+        z = 0 if zp is None else _zero_point(name, f"input {zp_idx} (zero point)", zp, table.dtype)
+        values = _centered(table, z)
+        values *= s
+        if constant:
+            values.flags.writeable = False
+            cache[key] = values
+        return values
+
+    def run(input_ids, segment_ids, word_embedding, position_embedding, segment_embedding, gamma, beta, mask,
+            word_scale, position_scale, segment_scale, gamma_scale, beta_scale, word_zp, position_zp, segment_zp,
+            gamma_zp, beta_zp):
+        args = [input_ids, segment_ids, word_embedding, position_embedding, segment_embedding, gamma, beta, mask,
+                word_scale, position_scale, segment_scale, gamma_scale, beta_scale, word_zp, position_zp, segment_zp,
+                gamma_zp, beta_zp]
+        _tensor(name, "input_ids", input_ids)
+        if input_ids.ndim != 2 or input_ids.dtype.kind not in "iu":
+            raise ValueError(f"{name}: input_ids must be a 2-D integer tensor (batch, seq), got "
+                             f"{_describe(input_ids.dtype)} shape {list(input_ids.shape)}")
+        batch, seq = input_ids.shape
+        word = dequant(2, 8, 13, args)
+        pos = dequant(3, 9, 14, args)
+        seg = dequant(4, 10, 15, args)
+        g = dequant(5, 11, 16, args)
+        b = dequant(6, 12, 17, args)
+        if word is None or pos is None or g is None or b is None:
+            raise ValueError(f"{name}: word/position embeddings, gamma and beta (with scales) are required")
+        if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= word.shape[0]):
+            raise ValueError(f"{name}: input_ids must lie in [0, {word.shape[0]})")
+        if seq > pos.shape[0]:
+            raise ValueError(f"{name}: sequence length {seq} exceeds the {pos.shape[0]} position embeddings")
+        x = word[input_ids]
+        x += pos[:seq]
+        if seg is not None and segment_ids is not None:
+            if segment_ids.shape != input_ids.shape:
+                raise ValueError(f"{name}: segment_ids shape {list(segment_ids.shape)} differs from input_ids'")
+            x += seg[segment_ids]
+        mean = x.mean(axis=-1, keepdims=True)
+        x -= mean
+        var = np.mean(np.square(x), axis=-1, keepdims=True)
+        x /= np.sqrt(var + epsilon)
+        x *= g
+        x += b
+        if mask is not None:
+            _tensor(name, "mask", mask)
+            mask_index = mask.astype(np.int32).sum(axis=1, dtype=np.int32)
+        else:
+            mask_index = np.full((batch,), seq, np.int32)
+        return x, mask_index
+
+    return run
