@@ -44,7 +44,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--profile", action="store_true", help="print onnxrt time per op type")
+    ap.add_argument("--cpu", action="store_true",
+                    help="one thread each, timed by the calling thread's CPU time (robust on a busy machine)")
     args = ap.parse_args()
+    clock = time.perf_counter
+    if args.cpu:
+        args.threads, clock = 1, time.thread_time
+    from onnxrt.runtime import threads
 
     so = onnxrt.SessionOptions()
     so.intra_op_num_threads = args.threads
@@ -57,12 +63,13 @@ def main() -> None:
     ref.run(None, feeds)
     t_mine, t_ref = [], []
     for _ in range(args.runs):
-        t = time.perf_counter()
-        mine.run(None, feeds)
-        t_mine.append(time.perf_counter() - t)
-        t = time.perf_counter()
+        with threads.run_scope(args.threads):  # what the session does around run
+            t = clock()
+            mine.run(None, feeds)
+            t_mine.append(clock() - t)
+        t = clock()
         ref.run(None, feeds)
-        t_ref.append(time.perf_counter() - t)
+        t_ref.append(clock() - t)
     a, b = np.median(t_mine) * 1e3, np.median(t_ref) * 1e3
     print(f"{os.path.basename(args.model)}: onnxrt {a:.1f} ms  onnxruntime {b:.1f} ms  ratio {a / b:.2f}")
     if args.profile:
@@ -72,6 +79,7 @@ def main() -> None:
 def _profile(model: str, feeds: dict) -> None:
     """Per-op-type time, by wrapping every prepared kernel of a fresh session."""
     import onnxrt
+    from onnxrt.runtime import threads
 
     sess = onnxrt.InferenceSession(model, providers=["CPUExecutionProvider"])
     totals: dict[str, float] = collections.defaultdict(float)
@@ -88,7 +96,8 @@ def _profile(model: str, feeds: dict) -> None:
         step.kernel = timed
     runs = 5
     for _ in range(runs):
-        sess.run(None, feeds)
+        with threads.run_scope(1):
+            sess.run(None, feeds)
     for op_type, t in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {op_type:24s} {t / runs * 1e3:8.2f} ms")
 
