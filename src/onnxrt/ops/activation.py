@@ -250,9 +250,14 @@ def gelu(ctx: KernelContext):
             a = np.abs(x)
             a *= t(1.0 / math.sqrt(2.0))
             table.erfc_abs_into(a, r)
-            r *= t(0.5)  # r = Phi(-|x|)
-            # Phi(x) = 1 - Phi(-|x|) for x >= 0
-            np.subtract(t(1), r, out=r, where=np.greater_equal(x, t(0), out=np.empty(x.shape, bool)))
+            r *= t(0.5)  # r = h = Phi(-|x|)
+            # Phi(x) = h + m * (1 - 2h) with m = (x >= 0) in {0, 1}: exactly h where x < 0, 1 - h
+            # (one extra rounding) where x >= 0. A masked ufunc (where=) is ~50x slower.
+            m = np.greater_equal(x, t(0)).astype(x.dtype)
+            np.multiply(r, t(-2), out=a)
+            a += t(1)
+            a *= m
+            r += a
             r *= x
 
         Xa = np.asarray(Xc)
