@@ -58,6 +58,19 @@ def _vjp_matmul(g, ins, out, attrs):
     return [_unbroadcast(ga, a.shape).reshape(a.shape), _unbroadcast(gb, b.shape).reshape(b.shape)]
 
 
+def _vjp_gemm(g, ins, out, attrs):
+    a, b = ins[0], ins[1]
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    a_eff = a.T if attrs.get("transA", 0) else a
+    b_eff = b.T if attrs.get("transB", 0) else b
+    ga = alpha * (g @ b_eff.T)
+    gb = alpha * (a_eff.T @ g)
+    grads = [ga.T if attrs.get("transA", 0) else ga, gb.T if attrs.get("transB", 0) else gb]
+    if len(ins) > 2 and ins[2] is not None:
+        grads.append(_unbroadcast(beta * g, ins[2].shape))
+    return grads
+
+
 def _unary(derivative: Callable[[np.ndarray, np.ndarray], np.ndarray]):
     def vjp(g, ins, out, attrs):
         return [g * derivative(ins[0], out)]
@@ -93,6 +106,7 @@ _VJP: dict[str, Callable] = {
     "Mul": _vjp_mul,
     "Div": _vjp_div,
     "MatMul": _vjp_matmul,
+    "Gemm": _vjp_gemm,  # the optimizer turns MatMul+Add into Gemm
     "Neg": lambda g, ins, out, attrs: [-g],
     "Identity": lambda g, ins, out, attrs: [g],
     "Relu": _unary(lambda x, y: (x > 0).astype(x.dtype)),
