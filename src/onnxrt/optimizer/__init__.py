@@ -33,6 +33,7 @@ from onnxrt.options import GraphOptimizationLevel
 
 Pass = Callable[[ir.Model], int]
 MAX_ROUNDS = 4
+_TRAINING_DOMAIN = "ai.onnx.preview.training"
 
 _log = logging.getLogger("onnxrt.optimizer")
 
@@ -70,6 +71,9 @@ def passes_for(level: int) -> list[Pass]:
 def optimize(model: ir.Model, level: int) -> dict[str, int]:
     """Optimize ``model`` in place at ``level``; returns rewrites made per pass name."""
     if int(level) < int(GraphOptimizationLevel.ORT_ENABLE_BASIC):
+        return {}
+    if any(node.domain == _TRAINING_DOMAIN for node in model.graph.all_nodes()):
+        # Gradient names the values it differentiates by name: renaming or folding them would break it
         return {}
     counts: dict[str, int] = {}
     old_ir = (model.ir_version or 0) < 4

@@ -77,7 +77,7 @@ def _is_noop(node: ir.Node) -> bool:
     if op == "Cast":
         to = _ir.attr(node, "to")
         dt = _ir.dtype_of(x)
-        return dt is not None and to is not None and int(dt) == int(to)
+        return dt is not None and isinstance(to, int) and int(dt) == to  # Cast-1 names the type as a string
     if op in ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Flatten"):
         sx, sy = _ir.static_shape(x), _ir.static_shape(y)
         return sx is not None and sx == sy
