@@ -18,6 +18,7 @@ from onnxrt.errors import Fail, InvalidArgument, InvalidGraph, OrtError, Runtime
 from onnxrt.model import loader
 from onnxrt.options import RunOptions, SessionOptions
 from onnxrt.ortvalue import OrtValue
+from onnxrt.runtime import threads
 from onnxrt.runtime.plan import GraphPlan, PlanConfig, Terminated
 from onnxrt.runtime.values import type_to_proto
 
@@ -184,6 +185,10 @@ class InferenceSession:
         self._required_inputs = [v.name for v in graph.inputs if v.name not in initializer_names]
         self._output_index = {name: i for i, name in enumerate(self._plan.output_names)}
         self._value_names = set(self._plan._slot_of)
+        # BLAS threads during a run: intra_op_num_threads (0 = every core) unless the config entry
+        # "onnxrt.blas_threads" says otherwise.
+        blas = options._config.get("onnxrt.blas_threads")
+        self._blas_threads = int(blas) if blas else threads.resolve_num_threads(options.intra_op_num_threads)
         self._intermediate_plans: dict[frozenset[str], GraphPlan] = {}
         self._plans_lock = threading.Lock()
         self._values_by_name = {v.name: v for v in graph.inputs}
@@ -371,10 +376,11 @@ class InferenceSession:
         plan, positions = self._plan_for(output_names)
         feeds = self._feeds(input_feed)
         try:
-            if self._profiler is not None:
-                outputs = self._profiler.run(plan, feeds, run_options)
-            else:
-                outputs = plan.run(feeds, (), run_options)
+            with threads.run_scope(self._sess_options.intra_op_num_threads, blas=self._blas_threads):
+                if self._profiler is not None:
+                    outputs = self._profiler.run(plan, feeds, run_options)
+                else:
+                    outputs = plan.run(feeds, (), run_options)
         except Terminated:
             raise Fail("Exiting due to terminate flag being set to true.") from None
         if positions is not None:
