@@ -179,9 +179,12 @@ class InferenceSession:
         self._inputs = [_node_arg(v, overrides) for v in graph.inputs if v.name not in initializer_names]
         self._overridable = [_node_arg(v, overrides) for v in graph.inputs if v.name in initializer_names]
         self._outputs = [_node_arg(v, overrides) for v in graph.outputs]
-        self._input_specs = {
-            v.name: _input_spec(v, i) for i, v in enumerate(graph.inputs)
-        }
+        self._input_specs = {v.name: _input_spec(v, i) for i, v in enumerate(graph.inputs)}
+        for name, tp in overrides.items():  # map-typed inputs onnx_ir could not hold
+            if name in self._input_specs:
+                kind = "map" if tp.WhichOneof("value") == "map_type" else "sequence"
+                self._input_specs[name] = _InputSpec(name, self._input_specs[name].slot_index, kind, None, None,
+                                                     _types.type_proto_string(tp))
         self._required_inputs = [v.name for v in graph.inputs if v.name not in initializer_names]
         self._output_index = {name: i for i, name in enumerate(self._plan.output_names)}
         self._value_names = set(self._plan._slot_of)
@@ -318,10 +321,13 @@ class InferenceSession:
                         f"Got invalid dimensions for input: {spec.name} for the following indices{lines}\n"
                         " Please fix either the inputs/outputs or the model."
                     )
+        elif spec.kind == "map":
+            if not isinstance(value, dict):
+                raise InvalidArgument(f"Input '{spec.name}' expects {spec.type_string}, a dict; got {type(value).__name__}.")
         elif spec.kind == "sequence":
             if not isinstance(value, list):
                 raise InvalidArgument(f"Input '{spec.name}' expects {spec.type_string}, a list of arrays; got {type(value).__name__}.")
-            value = [v.numpy() if isinstance(v, OrtValue) else np.asarray(v) for v in value]
+            value = [v.numpy() if isinstance(v, OrtValue) else v if isinstance(v, dict) else np.asarray(v) for v in value]
         return value
 
     def _feeds(self, input_feed: dict[str, Any]) -> list[Any]:

@@ -54,7 +54,8 @@ class KernelContext:
     # Per input: the numpy value when the input is a constant (initializer that cannot be
     # overridden, or a Constant node's output), else None.
     const_inputs: list[Any] = field(default_factory=list)
-    # Per input/output: onnx.TypeProto when known from the model or shape inference, else None.
+    # Per input/output: the onnx_ir type (ir.TensorType, ir.SequenceType, ...) when known from the model or
+    # shape inference, else None.
     input_types: list[Any] = field(default_factory=list)
     output_types: list[Any] = field(default_factory=list)
     # Number of outer-scope values appended after the regular inputs (control-flow ops).
