@@ -166,7 +166,8 @@ class InferenceSession:
             functions = {(fn.domain, fn.name, fn.overload or ""): fn for fn in loaded.proto.functions}
             expand = options._config.get("onnxrt.expand_function_ops", "")
             config = PlanConfig(opsets=opsets, functions=functions, session=self,
-                                expand_ops=frozenset(op for op in expand.split(",") if op))
+                                expand_ops=frozenset(op for op in expand.split(",") if op),
+                                initializers_are_constant=0 < loaded.proto.ir_version < 4)
             self._plan_config = config
             self._plan = GraphPlan(model.graph, config)
             self._plan.parallel_pool = self._parallel_pool()
@@ -175,17 +176,18 @@ class InferenceSession:
 
         graph = model.graph
         initializer_names = set(graph.initializers)
+        graph_inputs = [v for v in graph.inputs if v.name in set(self._plan.input_names)]
         overrides = loaded.type_overrides
-        self._inputs = [_node_arg(v, overrides) for v in graph.inputs if v.name not in initializer_names]
-        self._overridable = [_node_arg(v, overrides) for v in graph.inputs if v.name in initializer_names]
+        self._inputs = [_node_arg(v, overrides) for v in graph_inputs if v.name not in initializer_names]
+        self._overridable = [_node_arg(v, overrides) for v in graph_inputs if v.name in initializer_names]
         self._outputs = [_node_arg(v, overrides) for v in graph.outputs]
-        self._input_specs = {v.name: _input_spec(v, i) for i, v in enumerate(graph.inputs)}
+        self._input_specs = {v.name: _input_spec(v, i) for i, v in enumerate(graph_inputs)}
         for name, tp in overrides.items():  # map-typed inputs onnx_ir could not hold
             if name in self._input_specs:
                 kind = "map" if tp.WhichOneof("value") == "map_type" else "sequence"
                 self._input_specs[name] = _InputSpec(name, self._input_specs[name].slot_index, kind, None, None,
                                                      _types.type_proto_string(tp))
-        self._required_inputs = [v.name for v in graph.inputs if v.name not in initializer_names]
+        self._required_inputs = [v.name for v in graph_inputs if v.name not in initializer_names]
         self._output_index = {name: i for i, name in enumerate(self._plan.output_names)}
         self._value_names = set(self._plan._slot_of)
         # BLAS threads during a run: intra_op_num_threads (0 = every core) unless the config entry

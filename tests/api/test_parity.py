@@ -264,3 +264,15 @@ def test_intermediate_values_can_be_fetched_by_name():
         session.run(["nope"], {"x": x})
     with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument):
         onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["a"], {"x": x})
+
+
+def test_ir3_initializers_are_constants_like_onnxruntime():
+    import os
+
+    import onnx
+
+    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx")
+    ours = onnxrt.InferenceSession(path)
+    theirs = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert node_args(ours.get_inputs()) == node_args(theirs.get_inputs())
+    assert node_args(ours.get_overridable_initializers()) == node_args(theirs.get_overridable_initializers()) == []

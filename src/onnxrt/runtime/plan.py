@@ -55,6 +55,9 @@ class PlanConfig:
     # Ops run through their ONNX function body even when a kernel exists (session config entry
     # "onnxrt.expand_function_ops", comma-separated): for checking kernels against their definition.
     expand_ops: frozenset[str] = frozenset()
+    # Models below IR 4 list every initializer as a graph input; onnxruntime treats them as constants
+    # (not overridable), which also lets kernels prepare weights.
+    initializers_are_constant: bool = False
 
 
 class Terminated(Exception):
@@ -84,6 +87,9 @@ class GraphPlan:
         self.output_names = [v.name for v in graph.outputs] + [n for n in extra_outputs if n not in
                                                                {v.name for v in graph.outputs}]
         initializer_names = set(graph.initializers)
+        if config.initializers_are_constant:
+            overridable_initializers = False
+            self.input_names = [n for n in self.input_names if n not in initializer_names]
         self.overridable: list[str] = [n for n in self.input_names if n in initializer_names]
 
         template: dict[int, Any] = {}
