@@ -401,26 +401,64 @@ def test_dict_vectorizer_int_keys():
         _assert_same(ours.run(None, {"input": row}), ref.run(None, {"input": row}))
 
 
-def test_tfidf_vectorizer_classifier():
-    from sklearn.feature_extraction.text import TfidfVectorizer
+TEXTS = np.array(["the cat sat on the mat", "dogs chase cats", "the dog sat", "a cat and a dog",
+                  "mats are flat", "cats sit on mats", "The Dog, the CAT; and the mat.", "Dogs? cats! 2 mats"])
+TEXT_LABELS = np.array([0, 1, 1, 0, 0, 1, 0, 1])
 
-    from onnxrt.ops.registry import lookup
 
-    if lookup("com.microsoft", "Tokenizer", 1) is None:
-        # skl2onnx's TfidfVectorizer converter always tokenizes with com.microsoft's Tokenizer
-        pytest.skip("onnxrt has no com.microsoft Tokenizer kernel yet")
-
-    texts = np.array(["the cat sat on the mat", "dogs chase cats", "the dog sat", "a cat and a dog",
-                      "mats are flat", "cats sit on mats"])
-    y = np.array([0, 1, 1, 0, 0, 1])
-    pipe = _fit(make_pipeline(TfidfVectorizer(), LogisticRegression()), texts, y)
+def _text_model(vectorizer, classifier, options=None, texts=TEXTS, y=TEXT_LABELS):
+    # StringNormalizer's default locale en_US.UTF-8 is often not installed (onnxruntime then refuses
+    # the model); C.UTF-8 always is, and lower-cases ASCII text the same way.
+    options = {**(options or {}), "locale": "C.UTF-8"}
+    pipe = _fit(make_pipeline(vectorizer, classifier) if classifier is not None else vectorizer, texts, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = skl2onnx.convert_sklearn(pipe, initial_types=[("text", StringTensorType([None, 1]))],
-                                         target_opset={"": 18, "ai.onnx.ml": 3},
-                                         options={TfidfVectorizer: {"tokenexp": None, "separators": [" "]}})
-    ours, ref = _run_both(model, {"text": texts.reshape(-1, 1).astype(object)})
+        return skl2onnx.convert_sklearn(pipe, initial_types=[("text", StringTensorType([None, 1]))],
+                                        target_opset={"": 18, "ai.onnx.ml": 3},
+                                        options={type(vectorizer): options})
+
+
+# skl2onnx's text converters tokenize with com.microsoft's Tokenizer: by separators, by its default
+# regular expression ([a-zA-Z0-9_]+ for sklearn's default token_pattern), or per character.
+TEXT_OPTIONS = {
+    "separators": {"tokenexp": None, "separators": [" ", "[.]", "\\?", ",", ";", ":", "\\!"]},
+    "space": {"tokenexp": None, "separators": [" "]},
+    "regex": None,
+    "custom-regex": {"tokenexp": "[a-z]+"},
+}
+
+
+@pytest.mark.parametrize("options", list(TEXT_OPTIONS.values()), ids=list(TEXT_OPTIONS))
+def test_tfidf_vectorizer_classifier(options):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    model = _text_model(TfidfVectorizer(), LogisticRegression(), options)
+    ours, ref = _run_both(model, {"text": TEXTS.reshape(-1, 1).astype(object)})
     _assert_same(ours, ref)
+
+
+@pytest.mark.parametrize("options", list(TEXT_OPTIONS.values()), ids=list(TEXT_OPTIONS))
+def test_count_vectorizer_classifier(options):
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    model = _text_model(CountVectorizer(ngram_range=(1, 2)), RandomForestClassifier(n_estimators=5, random_state=0),
+                        options)
+    ours, ref = _run_both(model, {"text": TEXTS.reshape(-1, 1).astype(object)})
+    _assert_same(ours, ref)
+
+
+def test_text_vectorizers_alone():
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    feeds = {"text": np.array(["cats and dogs", "", "the mat sat", "unknown words only"], dtype=object).reshape(-1, 1)}
+    for vec in (CountVectorizer(stop_words=["the", "a"]), TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                TfidfVectorizer(lowercase=False, norm="l1"), CountVectorizer(analyzer="char", ngram_range=(1, 2))):
+        model = _text_model(vec, None, {"tokenexp": None, "separators": [" "]} if vec.analyzer == "word" else None)
+        ours, ref = _run_both(model, feeds)
+        _assert_same(ours, ref)
+        # one string at a time too (batch of one)
+        for row in feeds["text"]:
+            _assert_same(*_run_both(model, {"text": row.reshape(1, 1)}))
 
 
 # --------------------------------------------------------------------------------------------
