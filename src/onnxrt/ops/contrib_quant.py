@@ -214,8 +214,22 @@ def _add_bias(op_name: str, y: np.ndarray, bias: np.ndarray | None) -> np.ndarra
     return y
 
 
+def _scale_and_bias(op_name: str, y: np.ndarray, multiplier: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """y * multiplier (+ bias) in float32, in place on the matmul's own result."""
+    if y.dtype != _F32:  # the float64 fallback for very large sums: one rounding to float32
+        y = y.astype(_F32)
+    np.multiply(y, multiplier, out=y)
+    return _add_bias(op_name, y, bias)
+
+
 @op_factory("DynamicQuantizeMatMul", 1, domain=MS)
 def dynamic_quantize_matmul(ctx: KernelContext):
+    """A quantized to uint8 from its own range (DynamicQuantizeLinear's rule), then (A_q - zp) @ (B - b_zp)
+    exactly in float32 BLAS against (B - b_zp) converted once per session, times a_scale * b_scale.
+
+    No uint8 or int32 tensor is made: A is rounded and clipped straight into the float32 operand
+    (rint(A / s) clipped to [-zp, 255 - zp] is A_q - zp), so the zero point needs no correction term.
+    """
     name = "DynamicQuantizeMatMul"
     cache = _b_cache(name, ctx, 1, 3)
 
@@ -228,10 +242,8 @@ def dynamic_quantize_matmul(ctx: KernelContext):
         q._check_matmul_shapes(name, A, B)
         sb, bzp = _b_params(name, B, b_scale, b_zero_point)
         af, sa, azp = _dynamic_quantize_u8(A)
-        acc = q._exact_matmul(af, float(max(azp, 255 - azp)), cache.get(B, bzp))
-        y = acc.astype(_F32, copy=False)
-        y *= sa * sb
-        return _add_bias(name, y, bias)
+        y = q._exact_matmul(af, float(max(azp, 255 - azp)), cache.get(B, bzp))
+        return _scale_and_bias(name, y, sa * sb, bias)
 
     return run
 
@@ -249,10 +261,8 @@ def matmul_integer_to_float(ctx: KernelContext):
         q._zp_matching(name, "a_zero_point", a_zero_point, A)
         sa = q._as_f32(_tensor(name, "a_scale", a_scale))
         sb, bzp = _b_params(name, B, b_scale, b_zero_point)
-        acc = q._int_matmul(name, A, B, a_zero_point, bzp, cache)
-        y = acc.astype(_F32, copy=False)
-        y *= q._a_zero_point(name, sa, A, "a_scale") * sb
-        return _add_bias(name, y, bias)
+        y = q._int_matmul(name, A, B, a_zero_point, bzp, cache)
+        return _scale_and_bias(name, y, q._a_zero_point(name, sa, A, "a_scale") * sb, bias)
 
     return run
 

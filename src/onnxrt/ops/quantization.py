@@ -413,6 +413,9 @@ class _IntB:
         # (..., K, 1): |A| @ kmax bounds every |partial sum| of A @ B's output rows
         self.kmax = mag.reshape(-1, 1) if b.ndim == 1 else mag.max(axis=-1, keepdims=True)
         self.max = float(mag.max()) if mag.size else 0.0
+        # sum over k of the per-k maxima (largest over any leading batch dims): a_magnitude * ksum
+        # bounds every partial sum without reading A
+        self.ksum = float(self.kmax.reshape(-1, self.kmax.shape[-2]).sum(axis=-1).max()) if mag.size else 0.0
 
     @property
     def f64(self) -> np.ndarray:
@@ -435,6 +438,11 @@ class _ConstCache:
         self.ok = value is not None and (zp is not None or not have_zp_input)
         self.layout = layout
         self._cached: _IntB | None = None
+        if self.ok:  # prepared once, at session construction (a bad zero point raises at run instead)
+            try:
+                self._cached = _IntB(value, layout(zp, value)).freeze()
+            except (TypeError, ValueError):
+                self._cached = None
 
     def get(self, value: np.ndarray, zp: np.ndarray | None) -> _IntB:
         if self.ok and value is self.value and zp is self.zp:
@@ -452,7 +460,9 @@ def _exact_matmul(af: np.ndarray, a_magnitude: float, bi: _IntB) -> np.ndarray:
     (sum_k |a_mk| * max_n |b_kn|, one matrix-vector product). Otherwise float64 (exact to 2**53).
     """
     k = af.shape[-1]
-    if k * a_magnitude * bi.max < _F32_SAFE:
+    if bi.f32.ndim == 2 and af.ndim > 2:  # (..., M, K) @ (K, N): one 2-D GEMM, the shape BLAS likes
+        return _exact_matmul(af.reshape(-1, k), a_magnitude, bi).reshape(*af.shape[:-1], bi.f32.shape[-1])
+    if k * a_magnitude * bi.max < _F32_SAFE or a_magnitude * bi.ksum < _F32_SAFE:
         return np.matmul(af, bi.f32)
     if k < 2**16 and af.size:
         bound = np.matmul(np.abs(af), bi.kmax)
