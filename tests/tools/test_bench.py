@@ -141,3 +141,52 @@ def test_compare_report_prints_ratios(capsys):
 def test_cli_bench_bad_dim_is_one_line_error(tiny, capsys):
     assert cli_main(["bench", tiny, "--dim", "batch"]) == 1
     assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def _benchmarks_module(name: str):
+    """Import benchmarks/NAME.py (a script folder, not a package)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[2] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+def test_suite_markdown_and_docs_update(tmp_path):
+    run = _benchmarks_module("run")
+    ok = bench.RuntimeResult("onnxrt", load_s=0.1, first_run_s=0.02, times_s=[0.01, 0.012], peak_bytes=3 * 2**20, max_rel_error=1e-6)
+    other = bench.RuntimeResult("onnxruntime", load_s=0.05, first_run_s=0.01, times_s=[0.005, 0.006], peak_bytes=2**20)
+    ref = bench.RuntimeResult("reference", status="timeout", error="no answer")
+    record = {
+        "model": "tiny", "results": {"onnxrt": ok.to_json(), "onnxruntime": other.to_json(), "reference": ref.to_json()},
+        "latency_ratio": 2.0, "p90_ratio": 2.0, "memory_ratio": 3.0, "reference_ratio": None,
+    }
+    machine = {k: "x" for k in ("date", "git_commit", "nproc", "cpu", "memory_gb", "onnxrt", "onnxruntime", "numpy", "onnx", "python")}
+    report = {"machine": {**machine, "git_dirty": False}, "threads": 2, "opt_level": "all", "command": "python benchmarks/run.py",
+              "models": [record], "geomean": {"models": 1, "latency_ratio": 2.0, "p90_ratio": 2.0, "memory_ratio": 3.0}}
+    table = run.markdown(report)
+    assert "| tiny | 11 | 5.5 | 2.00x |" in table and "timeout" in table and "**2.00x**" in table
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(f"# B\n\nintro\n\n{run.BEGIN_MARK}\nold table\n{run.END_MARK}\n\nafter\n")
+    run.update_docs(table, str(docs))
+    text = docs.read_text()
+    assert "old table" not in text and "| tiny |" in text and text.startswith("# B\n\nintro") and text.endswith("after\n")
+
+
+def test_make_models_rejects_unknown_names():
+    make_models = _benchmarks_module("make_models")
+    assert [m.name for m in make_models.select_models("light_vgg19,silero_vad")] == ["light_vgg19", "silero_vad"]
+    with pytest.raises(SystemExit, match="unknown model"):
+        make_models.select_models("light_vgg19,no_such_model")
+
+
+def test_make_models_light_model_and_sidecar(tmp_path):
+    make_models = _benchmarks_module("make_models")
+    sidecar = make_models.ensure_model(make_models.MODELS_BY_NAME["light_squeezenet"], str(tmp_path))
+    assert (tmp_path / "light_squeezenet.onnx").is_file()
+    assert json.loads((tmp_path / "light_squeezenet.json").read_text()) == sidecar
+    feeds, unresolved = bench.make_inputs(bench.model_inputs(str(tmp_path / sidecar["file"])), recipes=sidecar["inputs"])
+    assert unresolved == [] and all(a.dtype == np.float32 for a in feeds.values())
