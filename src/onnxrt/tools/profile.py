@@ -159,5 +159,5 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(format_table(summary, args.top, group_by))
     if args.trace:
-        print(f"trace written to {args.trace}")
+        print(f"trace written to {args.trace}", file=sys.stderr if args.json else sys.stdout)
     return 0
