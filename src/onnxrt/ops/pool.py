@@ -82,17 +82,30 @@ class _Geometry:
         return buf
 
     def tap_reduce(self, x: np.ndarray, ufunc: np.ufunc, value: Any) -> np.ndarray:
-        """ufunc-accumulate of the kernel taps of x (padded with ``value``) into a fresh array."""
+        """ufunc-accumulate of the kernel taps of x (padded with ``value``) into a fresh array.
+
+        The window reduction is separable (max and sum are associative and commutative), so it runs
+        one spatial axis at a time, outermost first: a 3x3 window costs 3 + 3 passes instead of 9,
+        and every pass but the last axis's reads whole contiguous rows (the SIMD loops)."""
         xp = self.padded(x, value)
-        lead = (slice(None), slice(None))
-        out = None
-        for sl in tap_slices(self.kernel, self.strides, self.dilations, self.out):
-            view = xp[lead + sl]
-            if out is None:
-                out = np.array(view, copy=True)
-            else:
-                ufunc(out, view, out=out)
-        return out
+        lead = xp.ndim - len(self.kernel)
+        cur = xp
+        fresh = False
+        for i, (k, s, d, o) in enumerate(zip(self.kernel, self.strides, self.dilations, self.out)):
+            ax = lead + i
+            pre = (slice(None),) * ax
+
+            def view(t: int, _pre=pre, _s=s, _d=d, _o=o) -> np.ndarray:
+                return cur[_pre + (slice(t * _d, t * _d + (_o - 1) * _s + 1, _s),)]
+
+            if k == 1:
+                cur = view(0)
+                continue
+            out = ufunc(view(0), view(1))
+            for t in range(2, k):
+                ufunc(out, view(t), out=out)
+            cur, fresh = out, True
+        return cur if fresh else np.array(cur, copy=True)
 
     def cached_divisor(self, include_pad: bool, dtype) -> np.ndarray:
         key = (include_pad, np.dtype(dtype).str)
