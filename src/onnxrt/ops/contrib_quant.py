@@ -164,25 +164,39 @@ def ms_dequantize_linear(ctx: KernelContext):
 # -- matmul family ----------------------------------------------------------------------------------
 
 
-def _dynamic_quantize_u8(a: np.ndarray) -> tuple[np.ndarray, np.float32, int]:
+def _dynamic_quantize_u8(a: np.ndarray) -> tuple[np.ndarray, np.float32, int, float, float]:
     """A float tensor quantized to uint8 over [min(0, a), max(0, a)], like DynamicQuantizeLinear,
-    returned as (a_q - zero point) in float32 (what the integer matmul consumes), scale, zero point."""
+    returned as (a_q - zero point) in float32 (what the integer matmul consumes), scale, zero point,
+    and the smallest and largest of those values.
+
+    Three passes over ``a``: min and max, one division into a new float32 array, rint in place.
+    ``rint(a / scale)`` is monotone in ``a``, so its extremes are those of min(a) and max(a), computed
+    on the scalars with the same float32 division; the saturation to [-zp, 255 - zp] (uint8's range
+    minus zp) is a pass of its own only when one of them falls outside, which float rounding allows
+    but rarely does."""
     if a.size:
-        lo = min(0.0, float(np.min(a)))
-        hi = max(0.0, float(np.max(a)))
+        a_min, a_max = np.min(a), np.max(a)
     else:
-        lo = hi = 0.0
-    if math.isnan(lo) or math.isnan(hi):
+        a_min = a_max = np.float32(0)
+    if np.isnan(a_min) or np.isnan(a_max):
         raise ValueError("dynamic quantization: input contains NaN")
-    scale = np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+    lo = np.float32(min(np.float32(0), a_min))
+    hi = np.float32(max(np.float32(0), a_max))
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = np.float32((hi - lo) / np.float32(255))
     if scale == 0:
         scale = np.float32(1)
-    zp = int(np.rint(np.clip(np.float32(0) - np.float32(lo) / scale, 0, 255)))
+    if not np.isfinite(scale):
+        raise ValueError("dynamic quantization: the input's range is not finite")
+    zp = int(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)))
     v = np.divide(a, scale, dtype=_F32)
     np.rint(v, out=v)
-    # rint(a / scale) + zp saturated to [0, 255], minus zp again: clip to [-zp, 255 - zp]
-    np.clip(v, np.float32(-zp), np.float32(255 - zp), out=v)
-    return v, scale, zp
+    r_lo = float(np.rint(np.float32(a_min) / scale))
+    r_hi = float(np.rint(np.float32(a_max) / scale))
+    if r_lo < -zp or r_hi > 255 - zp:
+        np.clip(v, np.float32(-zp), np.float32(255 - zp), out=v)
+        r_lo, r_hi = max(r_lo, float(-zp)), min(r_hi, float(255 - zp))
+    return v, scale, zp, r_lo, r_hi
 
 
 def _b_params(op_name: str, b: np.ndarray, b_scale: np.ndarray, b_zp: np.ndarray | None):
@@ -241,8 +255,8 @@ def dynamic_quantize_matmul(ctx: KernelContext):
         _check_8bit(name, "B", B)
         q._check_matmul_shapes(name, A, B)
         sb, bzp = _b_params(name, B, b_scale, b_zero_point)
-        af, sa, azp = _dynamic_quantize_u8(A)
-        y = q._exact_matmul(af, float(max(azp, 255 - azp)), cache.get(B, bzp))
+        af, sa, _, a_lo, a_hi = _dynamic_quantize_u8(A)
+        y = q._exact_matmul(af, max(-a_lo, a_hi), cache.get(B, bzp), a_lo)
         return _scale_and_bias(name, y, sa * sb, bias)
 
     return run
@@ -930,5 +944,137 @@ def qembed_layer_normalization(ctx: KernelContext):
         else:
             mask_index = np.full((batch,), seq, np.int32)
         return x, mask_index
+
+    return run
+
+
+# -- DynamicQuantizeLSTM -----------------------------------------------------------------------------
+
+
+def _lstm_weight(op_name: str, name: str, w: np.ndarray, scale: np.ndarray, zp: np.ndarray, D: int, rows: int, G: int):
+    """Per direction: (W[d] - zp[d]) as a prepared exact-matmul operand, and the scale, scalar or [4H]."""
+    _tensor(op_name, name, w)
+    _check_8bit(op_name, name, w)
+    if w.shape != (D, rows, G):
+        raise ValueError(f"{op_name}: {name} must have shape {[D, rows, G]}, got {list(w.shape)}")
+    s = q._as_f32(_tensor(op_name, f"{name}_scale", scale))
+    z = _tensor(op_name, f"{name}_zero_point", zp)
+    if z.dtype != w.dtype:
+        raise TypeError(f"{op_name}: {name}_zero_point has type {_describe(z.dtype)}, expected {_describe(w.dtype)}")
+    out = []
+    for what, v in (("scale", s), ("zero_point", z)):
+        if v.shape in ((D,), (D, 1)):
+            out.append(v.reshape(D, 1))
+        elif v.shape == (D, G):
+            out.append(v)
+        else:
+            raise ValueError(f"{op_name}: {name}_{what} must have shape [{D}] or [{D}, {G}], got {list(v.shape)}")
+    s2, z2 = out
+    ops = [q._IntB(w[d], z2[d] if z2.shape[1] > 1 else z2[d].reshape(())).freeze() for d in range(D)]
+    scales = [s2[d].reshape(()) if s2.shape[1] == 1 else np.ascontiguousarray(s2[d]) for d in range(D)]
+    return ops, scales
+
+
+def _quantized_product(a: np.ndarray, bi: q._IntB, b_scale: np.ndarray) -> np.ndarray:
+    """a @ W for float ``a`` through dynamic uint8 quantization of ``a`` and the int8 weight, in float32."""
+    af, sa, _, lo, hi = _dynamic_quantize_u8(a)
+    y = q._exact_matmul(af, max(-lo, hi), bi, lo)
+    return _scale_and_bias("DynamicQuantizeLSTM", y, sa * b_scale, None)
+
+
+@op_factory("DynamicQuantizeLSTM", 1, domain=MS)
+def dynamic_quantize_lstm(ctx: KernelContext):
+    """LSTM whose W ([D, input, 4H]) and R ([D, H, 4H]) are 8-bit with per-direction or per-gate-column
+    scales and zero points. Like onnxruntime, each product quantizes its float operand dynamically to
+    uint8 (X once for all steps, the hidden state at every step), multiplies exactly and scales back;
+    the gates, peepholes, clip and activations are LSTM's (iofc order)."""
+    from onnxrt.ops.rnn import _Common, _step_update
+
+    name = "DynamicQuantizeLSTM"
+    c = _Common(ctx, name, 4, 3, ["Sigmoid", "Tanh", "Tanh"])
+    input_forget = bool(ctx.attrs.get("input_forget", 0))
+    consts = list(ctx.const_inputs) + [None] * 12
+    prepared: dict[str, tuple] = {}
+
+    def weights(key, idx, args, D, rows, G):
+        w, s, z = args[idx], args[8 + 2 * (idx - 1)], args[9 + 2 * (idx - 1)]
+        const = all(v is consts[i] and consts[i] is not None
+                    for v, i in ((w, idx), (s, 8 + 2 * (idx - 1)), (z, 9 + 2 * (idx - 1))))
+        if const and key in prepared:
+            return prepared[key]
+        got = _lstm_weight(name, key, w, s, z, D, rows, G)
+        if const:
+            prepared[key] = got
+        return got
+
+    def run(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None, W_scale=None,
+            W_zero_point=None, R_scale=None, R_zero_point=None):
+        args = [X, W, R, B, sequence_lens, initial_h, initial_c, P, W_scale, W_zero_point, R_scale, R_zero_point]
+        _tensor(name, "X", X)
+        if X.dtype != _F32 or X.ndim != 3:
+            raise TypeError(f"{name}: X must be a 3-D float tensor, got {_describe(X.dtype)} shape {list(X.shape)}")
+        seq, batch, input_size = X.shape
+        _tensor(name, "R", R)
+        D = c.num_dir
+        H = R.shape[1] if R.ndim == 3 else 0
+        if c.hidden_size is not None and c.hidden_size != H:
+            raise ValueError(f"{name}: hidden_size={c.hidden_size} but R has shape {list(R.shape)}")
+        G = 4 * H
+        w_ops, w_scales = weights("W", 1, args, D, input_size, G)
+        r_ops, r_scales = weights("R", 2, args, D, H, G)
+        if B is not None and B.shape != (D, 2 * G):
+            raise ValueError(f"{name}: B must have shape {[D, 2 * G]}, got {list(B.shape)}")
+        lens = None
+        if sequence_lens is not None:
+            lens = np.asarray(sequence_lens).astype(np.int64)
+            if lens.shape != (batch,) or (lens.size and (lens.min() < 0 or lens.max() > seq)):
+                raise ValueError(f"{name}: sequence_lens must have shape [{batch}] with values in [0, {seq}]")
+            if np.all(lens == seq):
+                lens = None
+        if lens is None:
+            order = active = None
+        else:
+            t_ = np.arange(seq).reshape(seq, 1)
+            active = t_ < lens.reshape(1, batch)
+            order = np.where(active, lens.reshape(1, batch) - 1 - t_, t_)
+        cols = np.arange(batch).reshape(1, batch)
+        # the input projection for every step, per direction: (D, seq, batch, 4H)
+        x2 = X.reshape(seq * batch, input_size)
+        xw = np.empty((D, seq, batch, G), _F32)
+        for d in range(D):
+            xw[d] = _quantized_product(x2, w_ops[d], w_scales[d]).reshape(seq, batch, G)
+            if c.reverse_flags[d]:
+                xw[d] = xw[d][::-1] if order is None else xw[d][order, cols]
+        if B is not None:
+            b = q._as_f32(B).reshape(D, 2, G)
+            xw += (b[:, 0] + b[:, 1])[:, None, None, :]
+        h = c._state(initial_h, "initial_h", D, batch, H, _F32)
+        cell = c._state(initial_c, "initial_c", D, batch, H, _F32)
+        if P is not None:
+            if P.shape != (D, 3 * H):
+                raise ValueError(f"{name}: P must have shape {[D, 3 * H]}, got {list(P.shape)}")
+            peep = q._as_f32(P).reshape(D, 3, 1, H)
+        f = c.bound_acts(_F32)
+        one = np.float32(1)
+        ys = np.zeros((D, seq, batch, H), _F32)
+        for t in range(seq):
+            g = np.stack([_quantized_product(h[d], r_ops[d], r_scales[d]) for d in range(D)])  # (D, batch, 4H)
+            g += xw[:, t]
+            gi, go, gf, gc = g[..., :H], g[..., H:2 * H], g[..., 2 * H:3 * H], g[..., 3 * H:]
+            if P is not None:
+                gi = gi + peep[:, 0] * cell
+                gf = gf + peep[:, 2] * cell
+            i = f[0](c.clipped(gi))
+            fg = one - i if input_forget else f[0](c.clipped(gf))
+            c_new = fg * cell + i * f[1](c.clipped(gc))
+            if P is not None:
+                go = go + peep[:, 1] * c_new
+            o = f[0](c.clipped(go))
+            h_new = o * f[2](c_new)
+            mask = None if active is None else active[t][None, :, None]
+            h = _step_update(h_new, h, mask)
+            cell = _step_update(c_new, cell, mask)
+            ys[:, t] = h if mask is None else np.where(mask, h, 0)
+        return c.finish(dict(dtype=_F32, order=order, cols=cols), ys, [h, cell])
 
     return run

@@ -452,21 +452,27 @@ class _ConstCache:
         return _IntB(value, self.layout(zp, value))
 
 
-def _exact_matmul(af: np.ndarray, a_magnitude: float, bi: _IntB) -> np.ndarray:
-    """af @ B exactly, for integer-valued float32 ``af`` with |af| <= a_magnitude.
+def _exact_matmul(af: np.ndarray, a_magnitude: float, bi: _IntB, a_low: float | None = None) -> np.ndarray:
+    """af @ B exactly, for integer-valued float32 ``af`` with |af| <= a_magnitude (and af >= a_low).
 
     float32 BLAS is exact while every partial sum stays below 2**24 (integers all the way); the
-    bound is first taken from the dtype ranges, then, if that is too coarse, from the data
-    (sum_k |a_mk| * max_n |b_kn|, one matrix-vector product). Otherwise float64 (exact to 2**53).
+    bound is first taken from the value ranges (K * |a| * max|b|, or |a| * sum_k max_n |b_kn|), then,
+    if that is too coarse, from the data: sum_k |a_mk| * max_n |b_kn|, one matrix-vector product
+    (with a lower bound ``a_low`` of af, |a| <= a - 2 * a_low makes it one without an |af| pass).
+    Otherwise float64 (exact to 2**53).
     """
     k = af.shape[-1]
     if bi.f32.ndim == 2 and af.ndim > 2:  # (..., M, K) @ (K, N): one 2-D GEMM, the shape BLAS likes
-        return _exact_matmul(af.reshape(-1, k), a_magnitude, bi).reshape(*af.shape[:-1], bi.f32.shape[-1])
+        y = _exact_matmul(af.reshape(-1, k), a_magnitude, bi, a_low)
+        return y.reshape(*af.shape[:-1], bi.f32.shape[-1])
     if k * a_magnitude * bi.max < _F32_SAFE or a_magnitude * bi.ksum < _F32_SAFE:
         return np.matmul(af, bi.f32)
     if k < 2**16 and af.size:
-        bound = np.matmul(np.abs(af), bi.kmax)
-        if float(bound.max()) < _F32_SAFE:
+        if a_low is not None and bi.f32.ndim == 2:  # mostly non-negative A (after Relu, Gelu): no |af| pass
+            bound = float(np.matmul(af, bi.kmax).max()) + 2.0 * max(0.0, -a_low) * bi.ksum
+            if bound < _F32_SAFE:
+                return np.matmul(af, bi.f32)
+        if float(np.matmul(np.abs(af), bi.kmax).max()) < _F32_SAFE:
             return np.matmul(af, bi.f32)
     return np.matmul(af.astype(_F64), bi.f64)
 

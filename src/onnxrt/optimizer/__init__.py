@@ -25,6 +25,7 @@ from onnxrt.optimizer.eliminate import eliminate_noops, remove_dead_nodes
 from onnxrt.optimizer.fold_constants import fold_constants
 from onnxrt.optimizer.fuse_activation import fuse_activations
 from onnxrt.optimizer.fuse_conv import fuse_conv_affine
+from onnxrt.optimizer.fuse_dynamic_quant import fuse_dynamic_quant
 from onnxrt.optimizer.fuse_gelu import fuse_gelu
 from onnxrt.optimizer.fuse_layernorm import fuse_layer_norm, fuse_skip_layer_norm
 from onnxrt.optimizer.fuse_matmul_add import fuse_matmul_add
@@ -50,6 +51,7 @@ PASSES: dict[GraphOptimizationLevel, list[Pass]] = {
     ],
     GraphOptimizationLevel.ORT_ENABLE_EXTENDED: [
         fuse_gelu,
+        fuse_dynamic_quant,
         fuse_layer_norm,
         fuse_skip_layer_norm,
         fuse_activations,
