@@ -12,7 +12,8 @@ to the neighbouring code. Outputs are compared relative to their own magnitude, 
 single-step flips; the exact figures each model reaches are in the assertions.
 
 Run as a script (``python tests/models/test_quantized_models.py``) to time float against dynamic
-int8 BERT on onnxrt, interleaved, next to onnxruntime.
+int8 BERT on onnxrt, interleaved, next to onnxruntime (small models; ``benchmarks/quantized_bert.py``
+times BERT-base).
 """
 
 from __future__ import annotations
@@ -283,6 +284,59 @@ def test_bert_matmul_nbits_4bit(bert_path):
     _compare(dst, _bert_feed(), rel_tol=1e-4)
 
 
+# -- LSTM -----------------------------------------------------------------------------------------------
+
+
+def export_lstm(path: Path, bidirectional: bool) -> Path:
+    """A torch.nn.LSTM (input 12, hidden 16), exported with torch; outputs y, h, c."""
+    torch = pytest.importorskip("torch")
+    if path.exists():
+        return path
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(12, 16, bidirectional=bidirectional)
+
+        def forward(self, x):
+            y, (h, c) = self.lstm(x)
+            return y, h, c
+
+    torch.manual_seed(0)
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad():
+        torch.onnx.export(Net().eval(), (torch.randn(5, 2, 12),), str(tmp), input_names=["x"],
+                          output_names=["y", "h", "c"], dynamic_axes={"x": {0: "seq", 1: "batch"}},
+                          opset_version=14, dynamo=False)
+    tmp.replace(path)
+    return path
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_lstm_dynamic_int8(bidirectional, per_channel):
+    """quantize_dynamic writes DynamicQuantizeLSTM (W [D, in, 4H], R [D, H, 4H], int8, per direction or
+    per gate column). onnxruntime quantizes X once and the hidden state at every step; with more than one
+    intra-op thread it splits the batch and quantizes each part on its own range, so results depend on
+    its thread count: compared with one thread, the results agree to float rounding (measured ~1e-7)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = export_lstm(_cache_path(f"lstm_float_{int(bidirectional)}.onnx"), bidirectional)
+    dst = _cache_path(f"lstm_dynamic_{int(bidirectional)}_{int(per_channel)}.onnx")
+    quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["LSTM"])
+    assert "DynamicQuantizeLSTM" in _op_types(dst)
+    x = RNG.standard_normal((7, 3, 12)).astype(np.float32)
+    exp = _ort_session(dst, threads=1).run(None, {"x": x})
+    act = onnxrt.InferenceSession(str(dst)).run(None, {"x": x})
+    for e, a in zip(exp, act):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+    # against the float model: weight and activation quantization error only
+    ref = _ort_session(src, threads=1).run(None, {"x": x})
+    assert float(np.abs(act[0] - ref[0]).max()) < 0.05
+
+
 # -- timing (python tests/models/test_quantized_models.py) -----------------------------------------
 
 
@@ -319,6 +373,7 @@ def main() -> None:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
         feed = _bert_feed(1, seq, 1000)
         so = onnxrt.SessionOptions()
+        so.intra_op_num_threads = args.threads  # the session sets BLAS threads from this on every run
         if os.environ.get("ONNXRT_QTEST_NO_OPT"):
             so.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_DISABLE_ALL
         sessions = {"onnxrt float": onnxrt.InferenceSession(str(src), so),
