@@ -248,9 +248,14 @@ class _ConvGeometry:
         self.key = (self.x_shape, tuple(w_shape), tuple(strides), tuple(dilations), tuple(begin), tuple(end), group)
 
 
-def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarray | None) -> None:
+Epilogue = Callable[[np.ndarray, slice], None]
+
+
+def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarray | None,
+               post: Epilogue | None = None) -> None:
     """out (M, P) = w (M, K) @ cols (K, P) (+ bias per row), split over the intra-op pool by columns;
-    each worker adds the bias to its own block while it is still in cache."""
+    each worker adds the bias (and applies ``post(block, column_slice)``) to its own block while it
+    is still in cache."""
     M, K = w.shape
     P = cols.shape[1]
     parts = threads.current_num_threads()
@@ -258,6 +263,8 @@ def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarra
         np.matmul(w, cols, out=out)
         if bias is not None:
             out += bias
+        if post is not None:
+            post(out, slice(0, P))
         return
 
     def part(sl: slice) -> None:
@@ -265,6 +272,8 @@ def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarra
         np.matmul(w, cols[:, sl], out=o)
         if bias is not None:
             o += bias
+        if post is not None:
+            post(o, sl)
 
     threads.parallel_for(part, P, parts)
 
@@ -415,21 +424,41 @@ class _ConvWeights:
                 a.flags.writeable = False
 
 
-def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights) -> np.ndarray:
+def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights,
+              activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None) -> np.ndarray:
+    """Conv of X with prepared weights. ``Z`` (same shape as the output) is added and then
+    ``activation`` applied in place, on each GEMM output block while it is still in cache where the
+    path allows it (FusedConv's semantics)."""
     cdt = compute_dtype(X.dtype)
     x = X if X.dtype == cdt else X.astype(cdt)
     N, M, g, Mg = geo.N, geo.M, geo.g, geo.Mg
     y = np.empty((N, M) + geo.osp, dtype=cdt)
     y3 = y.reshape(N, g, Mg, geo.P)
     bias_col = wts.bias.reshape(M, 1) if wts.bias is not None else None
+    z3 = None
+    if Z is not None:
+        if tuple(Z.shape) != tuple(y.shape):
+            raise ValueError(f"{op_name}: input 'Z' has shape {tuple(Z.shape)}, expected {tuple(y.shape)}")
+        z3 = Z.reshape(N, g, Mg, geo.P)
+    fused = activation is not None or z3 is not None
     for i in range(N):
+        post = None
+        if fused and g == 1 and geo.kind != "depthwise":
+            zi = z3[i, 0] if z3 is not None else None
+
+            def post(o: np.ndarray, sl: slice, _zi=zi) -> None:
+                if _zi is not None:
+                    o += _zi[:, sl]
+                if activation is not None:
+                    activation(o)
+
         if geo.kind == "1x1":
             xi = x[i]
             if any(s != 1 for s in geo.strides):
                 xi = xi[(slice(None),) + tuple(slice(None, None, s) for s in geo.strides)]
             xi = np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P)
             if g == 1:
-                _gemm_into(wts.gemm[0], xi[0], y3[i, 0], bias_col)
+                _gemm_into(wts.gemm[0], xi[0], y3[i, 0], bias_col, post)
             else:
                 np.matmul(wts.gemm, xi, out=y3[i])
                 if bias_col is not None:
@@ -441,11 +470,16 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             cols = _im2col(geo, x[i], cdt, with_ones)
             w = wts.gemm_bias if with_ones else wts.gemm
             if g == 1:
-                _gemm_into(w[0], cols[0], y3[i, 0], None if with_ones else bias_col)
+                _gemm_into(w[0], cols[0], y3[i, 0], None if with_ones else bias_col, post)
             else:
                 np.matmul(w, cols, out=y3[i])
                 if bias_col is not None and not with_ones:
                     y3[i] += wts.bias.reshape(g, Mg, 1)
+        if fused and post is None:
+            if z3 is not None:
+                y3[i] += z3[i]
+            if activation is not None:
+                activation(y3[i])
     return y if y.dtype == X.dtype else y.astype(X.dtype)
 
 
@@ -461,24 +495,30 @@ def _conv_core(op_name: str, X: np.ndarray, W: np.ndarray, B: np.ndarray | None,
     return _conv_run(op_name, geo, X, _ConvWeights(W, B, geo.g, compute_dtype(X.dtype)))
 
 
-@op_factory("Conv", 1, 11, 22)
-def conv_factory(ctx: KernelContext):
+def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | None = None):
+    """A prepared Conv kernel ``run(X, W, B=None, Z=None)`` for ``ctx``'s node (Conv attributes;
+    other attributes, such as FusedConv's activation ones, are ignored).
+
+    ``activation`` (an in-place function on a float array, returning it) is applied to the output,
+    after the bias and the optional residual ``Z`` (same shape as the output), on each GEMM output
+    block while it is still in cache: com.microsoft FusedConv is ``conv_kernel(ctx, act)``."""
     attrs = dict(ctx.attrs)
+    op_name = ctx.op_type or "Conv"
     consts = list(ctx.const_inputs) + [None] * 3
     W_const, B_const = consts[1], consts[2]
     group = int(attrs.get("group", 1) or 1)
     geometries: dict[tuple, _ConvGeometry] = {}
     prepared: dict[str, _ConvWeights] = {}  # by compute dtype, for constant W (and B)
 
-    def conv(X, W, B=None):
-        check_float("Conv", "X", X)
-        check_float("Conv", "W", W)
+    def conv(X, W, B=None, Z=None):
+        check_float(op_name, "X", X)
+        check_float(op_name, "W", W)
         key = (X.shape, W.shape)
         geo = geometries.get(key)
         if geo is None:
-            geo = _ConvGeometry("Conv", X.shape, W.shape, attrs)
+            geo = _ConvGeometry(op_name, X.shape, W.shape, attrs)
             geometries[key] = geo
-        _check_bias("Conv", B, geo.M)
+        _check_bias(op_name, B, geo.M)
         cdt = compute_dtype(X.dtype)
         if W is W_const and (B is None or B is B_const):
             wts = prepared.get(cdt.str)
@@ -486,9 +526,14 @@ def conv_factory(ctx: KernelContext):
                 wts = prepared[cdt.str] = _ConvWeights(W, B, group, cdt)
         else:
             wts = _ConvWeights(W, B, group, cdt)
-        return _conv_run("Conv", geo, X, wts)
+        return _conv_run(op_name, geo, X, wts, activation, Z)
 
     return conv
+
+
+@op_factory("Conv", 1, 11, 22)
+def conv_factory(ctx: KernelContext):
+    return conv_kernel(ctx)
 
 
 # ---------------------------------------------------------------------------------------------

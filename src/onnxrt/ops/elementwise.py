@@ -100,9 +100,38 @@ def _unary(op_name: str, fn: Callable[[np.ndarray], Any], allowed: frozenset, re
     return kernel
 
 
+def _known_dtypes(ctx: KernelContext, count: int) -> list[np.dtype] | None:
+    """The first ``count`` input dtypes when shape inference knew them all, else None."""
+    dts = list(getattr(ctx, "input_dtypes", None) or [])[:count]
+    if len(dts) < count or any(d is None for d in dts):
+        return None
+    return [np.dtype(d) for d in dts]
+
+
 def _register_unary(op_name: str, versions, fn, allowed, result=None) -> None:
-    kernel = _unary(op_name, fn, allowed, result)
-    op(op_name, *versions)(kernel)
+    checked = _unary(op_name, fn, allowed, result)
+
+    def factory(ctx: KernelContext):
+        # Prepare-time specialisation: when the input dtype is known to be a plain (non ml_dtypes)
+        # dtype the op accepts and keeps, the run-time callable is the ufunc plus one identity test
+        # on the dtype (anything unexpected goes through the checked kernel).
+        known = _known_dtypes(ctx, 1)
+        if known is None or known[0] not in allowed or known[0].kind == "V" or result is not None:
+            return checked
+        dt = known[0]
+        if fn(np.zeros(1, dtype=dt)).dtype != dt:
+            return checked
+
+        def fast(X):
+            if type(X) is not np.ndarray or X.dtype is not dt:
+                return checked(X)
+            r = fn(X)
+            return r if type(r) is np.ndarray else np.asarray(r)
+
+        fast.__name__ = op_name.lower()
+        return fast
+
+    op_factory(op_name, *versions)(factory)
 
 
 _register_unary("Abs", (1,), np.abs, NUMERIC)
@@ -359,7 +388,32 @@ def _binary(op_name: str, fn: Callable, allowed: frozenset, result: np.dtype | N
 def _register_binary(op_name: str, fn: Callable, allowed: frozenset, versions, legacy_versions=(),
                      result: np.dtype | None = None) -> None:
     kernel = _binary(op_name, fn, allowed, result)
-    op(op_name, *versions)(kernel)
+
+    def factory(ctx: KernelContext):
+        # Prepare-time specialisation (see _register_unary): both dtypes known, equal and plain.
+        known = _known_dtypes(ctx, 2)
+        if known is None or known[0] != known[1] or known[0] not in allowed or known[0].kind == "V":
+            return kernel
+        dt = known[0]
+        probe = np.zeros(1, dtype=dt)
+        if fn(probe, probe).dtype != (dt if result is None else result):
+            return kernel
+
+        def fast(A, B):
+            if type(A) is not np.ndarray or type(B) is not np.ndarray or A.dtype is not dt or B.dtype is not dt:
+                return kernel(A, B)
+            try:
+                r = fn(A, B)
+            except ValueError as e:
+                if "broadcast" in str(e):
+                    raise _broadcast_error(op_name, (A, B), ("A", "B")) from None
+                raise
+            return r if type(r) is np.ndarray else np.asarray(r)
+
+        fast.__name__ = op_name.lower()
+        return fast
+
+    op_factory(op_name, *versions)(factory)
     if legacy_versions:
 
         def legacy(ctx: KernelContext):

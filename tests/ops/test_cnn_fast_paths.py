@@ -1,0 +1,88 @@
+"""Fast paths of CNN kernels (depthwise Conv, separable pools, conv_kernel epilogue, prepared
+elementwise kernels) against onnxruntime / numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxrt
+from onnxrt.ops.conv import conv_kernel
+from onnxrt.ops.registry import KernelContext
+
+
+def _run_both(op_type, x, consts, **attrs):
+    names = ["X"] + list(consts)
+    node = helper.make_node(op_type, names, ["Y"], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+    a = onnxrt.InferenceSession(data).run(None, {"X": x})[0]
+    b = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    return a, b
+
+
+@pytest.mark.parametrize("stride,pad,dil,mult,k", [
+    (1, 1, 1, 1, 3), (2, 1, 1, 1, 3), (1, 2, 2, 1, 3), (1, 0, 1, 2, 3), (2, 2, 1, 1, 5), (1, 1, 1, 3, 3),
+])
+def test_depthwise_matches_onnxruntime(stride, pad, dil, mult, k):
+    rng = np.random.default_rng(0)
+    C = 40
+    x = rng.standard_normal((2, C, 17, 13), dtype=np.float32)
+    w = rng.standard_normal((C * mult, 1, k, k), dtype=np.float32)
+    b = rng.standard_normal(C * mult, dtype=np.float32)
+    a, r = _run_both("Conv", x, {"W": w, "B": b}, group=C, strides=[stride] * 2, pads=[pad] * 4,
+                     dilations=[dil] * 2)
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("op_type,attrs", [
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("MaxPool", dict(kernel_shape=[3, 2], strides=[1, 2], dilations=[2, 1], ceil_mode=1)),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)),
+    ("AveragePool", dict(kernel_shape=[1, 3], strides=[1, 1])),
+])
+def test_pools_match_onnxruntime(op_type, attrs):
+    x = np.random.default_rng(1).standard_normal((1, 5, 11, 12), dtype=np.float32)
+    a, r = _run_both(op_type, x, {}, **attrs)
+    np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
+
+
+def _ctx(attrs, consts):
+    return KernelContext(op_type="FusedConv", domain="com.microsoft", name="", opset=1, since_version=1,
+                         attrs=attrs, num_inputs=len(consts), num_outputs=1, input_names=[""] * len(consts),
+                         output_names=["Y"], const_inputs=consts, input_types=[None] * len(consts),
+                         output_types=[None], num_captured=0, session=None)
+
+
+@pytest.mark.parametrize("group,k", [(1, 3), (1, 1), (4, 3), (8, 3)])
+def test_conv_kernel_epilogue(group, k):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 8, 9, 9), dtype=np.float32)
+    w = rng.standard_normal((8, 8 // group, k, k), dtype=np.float32)
+    b = rng.standard_normal(8, dtype=np.float32)
+    z = rng.standard_normal((2, 8, 9, 9), dtype=np.float32)
+    attrs = {"group": group, "pads": [k // 2] * 4}
+    plain = conv_kernel(_ctx(attrs, [None, w, b]))(x, w, b)
+    fused = conv_kernel(_ctx(attrs, [None, w, b]), lambda y: np.maximum(y, 0, out=y))(x, w, b, z)
+    np.testing.assert_allclose(fused, np.maximum(plain + z, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_prepared_elementwise_falls_back_on_unexpected_dtype():
+    from onnxrt.ops import registry
+    _, factory = registry.lookup("", "Add", 17)
+    ctx = _ctx({}, [None, None])
+    ctx.input_dtypes = [np.dtype(np.float32)] * 2
+    add = factory(ctx)
+    f = np.ones(3, np.float32)
+    assert add(f, f).dtype == np.float32
+    assert add(f.astype(np.float64), f.astype(np.float64)).dtype == np.float64  # checked path
+    with pytest.raises(TypeError, match="same element type"):
+        add(f, f.astype(np.float64))
+    with pytest.raises(ValueError, match="broadcast"):
+        add(f, np.ones(4, np.float32))
+    assert isinstance(add(np.float32(1) * np.ones((), np.float32), np.ones((), np.float32)), np.ndarray)
