@@ -83,7 +83,8 @@ def _input_spec(value: ir.Value, index: int) -> _InputSpec:
             dtype = None
         dims = None
         if value.shape is not None:
-            dims = tuple(d if isinstance(d, int) else None for d in value.shape)
+            # negative dims (some exporters write -1) are free dimensions, as onnxruntime treats them
+            dims = tuple(d if isinstance(d, int) and d >= 0 else None for d in value.shape)
         return _InputSpec(value.name, index, "tensor", dtype, dims, _node_arg(value).type)
     if isinstance(type_, ir.SequenceType):
         return _InputSpec(value.name, index, "sequence", None, None, _node_arg(value).type)
@@ -163,7 +164,11 @@ class InferenceSession:
             if options.optimized_model_filepath:
                 self._save_optimized(model, options.optimized_model_filepath)
             opsets = {("" if d == "ai.onnx" else d): v for d, v in model.opset_imports.items()}
-            functions = {(fn.domain, fn.name, fn.overload or ""): fn for fn in loaded.proto.functions}
+            functions = {}
+            for fn in loaded.proto.functions:
+                own = onnx.FunctionProto()
+                own.CopyFrom(fn)  # its own message: holding a part of the parsed model would pin all of it
+                functions[(fn.domain, fn.name, fn.overload or "")] = own
             expand = options._config.get("onnxrt.expand_function_ops", "")
             config = PlanConfig(opsets=opsets, functions=functions, session=self,
                                 expand_ops=frozenset(op for op in expand.split(",") if op),
@@ -207,6 +212,9 @@ class InferenceSession:
             version=int(loaded.proto.model_version) if loaded.proto.HasField("model_version") else 2**63 - 1,
             custom_metadata_map=dict(model.metadata_props),
         )
+        # Everything needed from the parsed protobuf has been copied out; dropping it frees the
+        # protobuf's copy of the weights (the IR holds its own numpy arrays).
+        loaded.proto = None  # type: ignore[assignment]
 
     def _parallel_pool(self) -> Any:
         """The inter-op thread pool for ExecutionMode.ORT_PARALLEL (None when sequential)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -183,10 +184,60 @@ def _forget_invented_dims(values, original_params: set[str]) -> None:
                 dim.ClearField("dim_param")
 
 
+# Initializers with more elements than this go to shape inference without their data: inference only
+# needs their type and dims, and small ones (shape constants) still feed its data propagation.
+_INFERENCE_DATA_LIMIT = 4096
+
+
+def _copy_fields(source, target, skip: str) -> None:
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without its large weight payloads (marked external), for shape inference.
+
+    ``onnx.shape_inference`` serialises and re-parses the whole model: with the weights inside, a
+    400 MB model costs seconds and two extra copies of every weight.
+    """
+    light = onnx.ModelProto()
+    _copy_fields(proto, light, skip="graph")
+    graph = proto.graph
+    _copy_fields(graph, light.graph, skip="initializer")
+    for tensor in graph.initializer:
+        size = 1
+        for d in tensor.dims:
+            size *= d
+        if size <= _INFERENCE_DATA_LIMIT or tensor.data_location == onnx.TensorProto.EXTERNAL:
+            light.graph.initializer.append(tensor)
+            continue
+        stub = light.graph.initializer.add()
+        stub.name = tensor.name
+        stub.data_type = tensor.data_type
+        stub.dims.extend(tensor.dims)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        entry = stub.external_data.add()
+        entry.key, entry.value = "location", "onnxrt-weights-not-loaded-for-shape-inference"
+    return light
+
+
 def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Add inferred value_info where ONNX shape inference can; never fail a load over it."""
+    """Add inferred value_info where ONNX shape inference can; never fail a load over it.
+
+    Inference runs on a skeleton of the model; its annotated nodes (subgraph value_info included),
+    value_info and outputs are moved back onto ``proto``, which keeps its own weights.
+    """
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            _skeleton(proto), check_type=False, strict_mode=False, data_prop=True
+        )
     except Exception:
         return proto
     original = {
@@ -197,7 +248,11 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         if d.HasField("dim_param")
     }
     _forget_invented_dims((*inferred.graph.output, *inferred.graph.value_info), original)
-    return inferred
+    for field in ("node", "value_info", "output"):
+        target = getattr(proto.graph, field)
+        del target[:]
+        target.extend(getattr(inferred.graph, field))
+    return proto
 
 
 def apply_free_dimension_overrides(proto: onnx.ModelProto, by_name: dict[str, int], by_denotation: dict[str, int]) -> onnx.ModelProto:
@@ -215,6 +270,52 @@ def apply_free_dimension_overrides(proto: onnx.ModelProto, by_name: dict[str, in
             elif dim.denotation and dim.denotation in by_denotation:
                 dim.dim_value = by_denotation[dim.denotation]
     return copy
+
+
+def _as_array_tensor(tensor: ir.TensorProtocol) -> ir.TensorProtocol:
+    if not isinstance(tensor, ir.TensorProtoTensor):
+        return tensor
+    array = tensor.numpy()
+    if tensor.dtype == ir.DataType.STRING:
+        return ir.StringTensor(array.reshape(-1).tolist() if array.ndim else [array.item()],
+                               shape=ir.Shape(array.shape), name=tensor.name)
+    return ir.Tensor(np.ascontiguousarray(array).reshape(array.shape), name=tensor.name)
+
+
+def _graphs(graph: ir.Graph):
+    yield graph
+    for node in graph:
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                yield from _graphs(attr.value)
+            elif attr.type == ir.AttributeType.GRAPHS:
+                for g in attr.value:
+                    yield from _graphs(g)
+
+
+def detach_from_proto(model: ir.Model) -> None:
+    """Give every tensor in the IR its own numpy storage, so the parsed protobuf can be freed.
+
+    upb keeps a parsed model in one arena: clearing a field frees nothing, and any tensor still
+    pointing into the protobuf keeps every weight's bytes alive next to the numpy copies. After this,
+    nothing refers to the protobuf and a model costs its weights once. External-data weights stay
+    memory-mapped by onnx_ir.
+    """
+    graphs = list(_graphs(model.graph))
+    for fn in model.functions.values():
+        graphs.append(fn)  # type: ignore[arg-type]
+    for graph in graphs:
+        for value in getattr(graph, "initializers", {}).values():
+            if value.const_value is not None:
+                value.const_value = _as_array_tensor(value.const_value)
+        for node in graph:
+            for name, attr in list(node.attributes.items()):
+                if attr.is_ref():
+                    continue
+                if attr.type == ir.AttributeType.TENSOR:
+                    node.attributes[name] = ir.AttrTensor(name, _as_array_tensor(attr.value))
+                elif attr.type == ir.AttributeType.TENSORS:
+                    node.attributes[name] = ir.AttrTensors(name, [_as_array_tensor(t) for t in attr.value])
 
 
 def load(
@@ -237,4 +338,5 @@ def load(
         raise InvalidGraph(f"This is an invalid model. {type(e).__name__}: {e}") from None
     if base_dir is not None:
         ir.external_data.set_base_dir(model.graph, base_dir)
+    detach_from_proto(model)
     return LoadedModel(proto=proto, model=model, base_dir=base_dir, path=path, type_overrides=type_overrides)
