@@ -243,6 +243,7 @@ class InferenceSession:
     def _save_optimized(self, model: ir.Model, path: str) -> None:
         try:
             proto = ir.serde.serialize_model(model)
+            loader.restore_set_aside_types(proto, self._loaded.type_overrides)
             if proto.ByteSize() > 1_900_000_000:
                 onnx.save(proto, path, save_as_external_data=True, location=os.path.basename(path) + ".data")
             else:

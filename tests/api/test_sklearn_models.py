@@ -39,3 +39,18 @@ def test_classifier_with_zipmap_matches_onnxruntime(estimator):
     for row, ref_row in zip(probabilities, ref_probabilities):
         assert row.keys() == ref_row.keys()
         np.testing.assert_allclose([row[k] for k in row], [ref_row[k] for k in row], rtol=1e-5, atol=1e-6)
+
+
+def test_optimized_model_with_zipmap_output_passes_the_checker(tmp_path):
+    import onnx
+
+    X, y = load_iris(return_X_y=True)
+    X = X.astype(np.float32)
+    estimator = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X, y)
+    data = skl2onnx.to_onnx(estimator, X[:1]).SerializeToString()
+    options = onnxrt.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxrt.InferenceSession(data, options)
+    onnx.checker.check_model(onnx.load(options.optimized_model_filepath), full_check=True)
+    theirs = onnxruntime.InferenceSession(options.optimized_model_filepath, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(theirs.run(None, {"X": X})[0], onnxrt.InferenceSession(data).run(None, {"X": X})[0])

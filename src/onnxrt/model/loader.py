@@ -48,6 +48,14 @@ def _has_map(tp: onnx.TypeProto) -> bool:
     return False
 
 
+def restore_set_aside_types(proto: onnx.ModelProto, overrides: dict[str, onnx.TypeProto]) -> None:
+    """Put back, in a model serialized from the IR, the input/output types ``set_aside_map_types`` kept
+    aside, so a ZipMap output keeps its seq(map(...)) type and the saved model passes onnx.checker."""
+    for value in (*proto.graph.input, *proto.graph.output):
+        if value.name in overrides and not value.HasField("type"):
+            value.type.CopyFrom(overrides[value.name])
+
+
 def set_aside_map_types(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TypeProto]]:
     """Move map-typed value types out of the graph (onnx_ir does not support map types yet)."""
     graph = proto.graph

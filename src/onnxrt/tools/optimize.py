@@ -23,16 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not print the per-pass rewrite counts")
 
 
-def restore_set_aside_types(proto, overrides: dict) -> None:
-    """Put back the graph input/output types the loader set aside (maps: onnx_ir cannot hold them),
-    so that a ZipMap output keeps its seq(map(...)) type and the saved model passes onnx.checker."""
-    if not overrides:
-        return
-    for value in (*proto.graph.input, *proto.graph.output):
-        if value.name in overrides and not value.HasField("type"):
-            value.type.CopyFrom(overrides[value.name])
-
-
 def optimize_file(model_path: str, output_path: str, level: str = "all") -> dict[str, int]:
     """Optimize the model at ``model_path`` at ``level`` and save it to ``output_path``."""
     import onnx
@@ -48,7 +38,7 @@ def optimize_file(model_path: str, output_path: str, level: str = "all") -> dict
     loaded = loader.load(model_path)
     counts = optimizer.optimize(loaded.model, LEVELS[level])
     proto = ir.serde.serialize_model(loaded.model)
-    restore_set_aside_types(proto, loaded.type_overrides)
+    loader.restore_set_aside_types(proto, loaded.type_overrides)
     if proto.ByteSize() > 1_900_000_000:
         onnx.save(proto, output_path, save_as_external_data=True, location=os.path.basename(output_path) + ".data")
     else:
