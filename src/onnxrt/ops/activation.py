@@ -234,6 +234,58 @@ def mish(X):
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+# float32 erf-Gelu without erf: with a = |x| and h = Phi(-a) = erfc(a / sqrt 2) / 2,
+#     x * Phi(x) = max(x, 0) - a * h        (exact rearrangement for either sign of x)
+# and erfc(z) = t * P(t) * exp(-z^2), t = 1 / (1 + z / 2), P a degree-6 polynomial fitted here (least
+# squares, reweighted towards minimax) to the relative error of erfc on z in [0, 6.5]: at most 3.6e-7,
+# about 3 float32 ulps, so the tail for negative x keeps its relative accuracy (no 1 - erf cancellation).
+# Further out the fit extrapolates (relative error 1e-5 by |x| = 12, where x * Phi(x) is 2e-32) and from
+# |x| = 13.2 exp(-x^2 / 2) underflows: the result is then exactly max(x, 0). 21 numpy passes over blocks
+# that stay in cache; ~10x faster than going through a general erfc.
+_ERFC_T_SCALE = 0.5 / math.sqrt(2.0)  # t = 1 / (1 + |x| * this)
+_ERFC_T_POLY = (0.282485411, 0.275585831, 0.291685023, 0.0116717036, 0.425326593, -0.382055192, 0.095300985)
+_GELU_BLOCK = 32768
+
+
+def _gelu_erf_f32(X: np.ndarray) -> np.ndarray:
+    f = np.float32
+    coefs = [f(0.5 * c) for c in _ERFC_T_POLY]  # 0.5 of erfc/2 folded in
+    scale, one, zero, mhalf = f(_ERFC_T_SCALE), f(1), f(0), f(-0.5)
+    out = np.empty(X.shape, dtype=f)
+    xf = np.ascontiguousarray(X).reshape(-1)
+    of = out.reshape(-1)
+    n = xf.size
+    bs = min(n, _GELU_BLOCK)
+    buf_a, buf_t, buf_e = np.empty(bs, f), np.empty(bs, f), np.empty(bs, f)
+
+    def block(lo: int, hi: int) -> None:
+        x, r = xf[lo:hi], of[lo:hi]
+        k = hi - lo
+        a, t, e = buf_a[:k], buf_t[:k], buf_e[:k]
+        np.abs(x, out=a)
+        np.minimum(a, f(64), out=a)  # inf: h = 0 (not 0 * inf); NaN stays NaN
+        np.multiply(a, scale, out=t)
+        t += one
+        np.reciprocal(t, out=t)
+        np.multiply(t, coefs[-1], out=r)
+        r += coefs[-2]
+        for c in coefs[-3::-1]:
+            r *= t
+            r += c
+        r *= t  # erfc(a / sqrt 2) / 2 * exp(a^2 / 2)
+        np.multiply(a, a, out=e)
+        e *= mhalf
+        np.exp(e, out=e)
+        r *= e
+        r *= a  # a * h
+        np.maximum(x, zero, out=e)
+        np.subtract(e, r, out=r)
+
+    for lo in range(0, n, bs):
+        block(lo, min(n, lo + bs))
+    return out
+
+
 @op_factory("Gelu", 20)
 def gelu(ctx: KernelContext):
     approximate = ctx.attrs.get("approximate", "none")
@@ -241,8 +293,14 @@ def gelu(ctx: KernelContext):
         raise ValueError(f"Gelu: attribute approximate must be 'none' or 'tanh', got {approximate!r}")
 
     def run_erf(X):
+        if type(X) is np.ndarray and X.dtype == F32 and X.ndim:
+            with np.errstate(under="ignore", over="ignore"):
+                return _gelu_erf_f32(X)
         # x * Phi(x), Phi(x) = erfc(-x/sqrt 2)/2: through erfc so large negative x keep their tail
         Xc, back = _prep("Gelu", X)
+        if Xc.dtype == F32 and Xc.ndim:
+            with np.errstate(under="ignore", over="ignore"):
+                return _done(_gelu_erf_f32(Xc), back)
         table = _erf_table(Xc.dtype)
         t = Xc.dtype.type
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from onnxrt.ops import registry
-from onnxrt.ops.activation import _sigmoid_inplace
+from onnxrt.ops.activation import _gelu_erf_f32, _sigmoid_inplace
 from onnxrt.ops.elementwise import erf_array
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
@@ -141,6 +141,9 @@ def _compute_dtype(X: np.ndarray) -> np.dtype:
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     """x * 0.5 * (1 + erf(x / sqrt 2)) on an owned float32/float64 array."""
+    if x.dtype == np.float32 and x.ndim:
+        with np.errstate(under="ignore", over="ignore"):
+            return _gelu_erf_f32(x)
     t = erf_array(x * x.dtype.type(1 / math.sqrt(2.0)))
     t += 1
     t *= x
@@ -164,10 +167,37 @@ def bias_gelu(A, B):
     return _gelu(A.astype(cdt) + B.astype(cdt)).astype(A.dtype, copy=False)
 
 
+def _fast_gelu_f32(X: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """FastGelu in float32 over blocks of whole rows that stay in cache: 9 passes per block."""
+    f = np.float32
+    out = X.astype(f, copy=True)
+    L = out.shape[-1]
+    x2 = out.reshape(-1, L)
+    rows = max(1, 32768 // max(L, 1))
+    tmp = np.empty((min(rows, x2.shape[0]), L), f)
+    c1, c2 = f(0.044715 * math.sqrt(2.0 / math.pi)), f(math.sqrt(2.0 / math.pi))
+    for lo in range(0, x2.shape[0], rows):
+        x = x2[lo:lo + rows]
+        t = tmp[: x.shape[0]]
+        if bias is not None:
+            x += bias
+        np.multiply(x, x, out=t)  # tanh(x (c2 + c1 x^2))
+        t *= c1
+        t += c2
+        t *= x
+        np.tanh(t, out=t)
+        t += f(1)
+        t *= f(0.5)
+        x *= t
+    return out
+
+
 @op("FastGelu", 1, domain=MS)
 def fast_gelu(X, bias=None):
     _check_float(X, "FastGelu", "X")
     cdt = _compute_dtype(X)
+    if cdt == np.float32 and X.ndim and (bias is None or bias.shape == X.shape[-1:]):
+        return _fast_gelu_f32(X, None if bias is None else bias.astype(cdt, copy=False)).astype(X.dtype, copy=False)
     x = X.astype(cdt, copy=True)
     if bias is not None:
         x += bias.astype(cdt, copy=False)
