@@ -62,10 +62,42 @@ def _fresh(X: np.ndarray) -> np.ndarray:
     return np.array(X, copy=True)
 
 
-@op("Relu", 1)
-def relu(X):
+def _relu_general(X):
     Xc, back = _prep("Relu", X, _RELU_TYPES)
     return _done(np.maximum(Xc, Xc.dtype.type(0)), back)
+
+
+def _known_dtype(ctx: KernelContext, allowed: frozenset) -> np.dtype | None:
+    """The input's dtype when shape inference knew it and numpy computes in it natively (no float16 or
+    ml_dtypes round trip): the run-time callable can then be a bare ufunc call behind one identity test."""
+    dts = getattr(ctx, "input_dtypes", None) or []
+    dt = dts[0] if dts else None
+    if dt is None:
+        return None
+    dt = np.dtype(dt)
+    if dt not in allowed or dt == F16 or dt.kind == "V":
+        return None
+    return dt
+
+
+@op_factory("Relu", 1)
+def relu(ctx: KernelContext):
+    dt = _known_dtype(ctx, _RELU_TYPES)
+    if dt is None:
+        return _relu_general
+    zero, maximum, nd = dt.type(0), np.maximum, np.ndarray
+
+    def run(X):
+        try:
+            if X.dtype is dt:
+                r = maximum(X, zero)
+                if r.__class__ is nd:
+                    return r
+        except AttributeError:
+            pass
+        return _relu_general(X)
+
+    return run
 
 
 @op("LeakyRelu", 1)
@@ -157,10 +189,33 @@ def celu(X, *, alpha=1.0):
     return _done(r, back)
 
 
-@op("Sigmoid", 1)
-def sigmoid(X):
+def _sigmoid_general(X):
     Xc, back = _prep("Sigmoid", X)
     return _done(_sigmoid_inplace(_fresh(Xc)), back)
+
+
+@op_factory("Sigmoid", 1)
+def sigmoid(ctx: KernelContext):
+    dt = _known_dtype(ctx, FLOATS)
+    if dt is None:
+        return _sigmoid_general
+    one, nd = dt.type(1), np.ndarray
+    negative, exp, add, reciprocal = np.negative, np.exp, np.add, np.reciprocal
+
+    def run(X):
+        try:
+            if X.dtype is dt and X.ndim:
+                r = negative(X)
+                with np.errstate(over="ignore"):
+                    exp(r, out=r)
+                add(r, one, out=r)
+                reciprocal(r, out=r)
+                return r
+        except AttributeError:
+            pass
+        return _sigmoid_general(X)
+
+    return run
 
 
 @op("HardSigmoid", 1)
