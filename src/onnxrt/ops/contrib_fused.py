@@ -93,16 +93,11 @@ def _inner_kernel(ctx: KernelContext, op_type: str, opset: int, defaults: dict[s
 @op_factory("FusedConv", 1, domain=MS)
 def fused_conv(ctx: KernelContext):
     act = _activation(str(ctx.attrs.get("activation", "")), list(ctx.attrs.get("activation_params", []) or []))
-    conv = _inner_kernel(ctx, "Conv", 11, {"auto_pad": "NOTSET", "group": 1})
+    from onnxrt.ops.conv import conv_kernel
 
-    def run(X, W, B=None, Z=None):
-        _check_float(X, "FusedConv", "X")
-        y = _owned(conv(X, W, B), X.dtype)
-        if Z is not None:  # onnxruntime adds the optional Z (a residual) before the activation
-            y += Z
-        return act(y)
-
-    return run
+    # the residual Z (added before the activation, as onnxruntime does) and the activation are applied
+    # on each GEMM output block while it is in cache
+    return conv_kernel(ctx, act)
 
 
 @op_factory("FusedGemm", 1, domain=MS)
