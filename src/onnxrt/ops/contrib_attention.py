@@ -101,6 +101,49 @@ def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, additive:
     return y, qk
 
 
+# Query rows per block: the (batch, heads, rows, kv_len) float32 score tile stays near this size
+_TILE_BYTES = 1 << 20
+
+
+def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
+                   additive: np.ndarray | None) -> np.ndarray:
+    """softmax(scale * q k^T + additive) v for q (B, N, S, H), k/v (B, N, T, H*) -> (B, S, N * Hv).
+
+    Q is scaled once; the scores come from one batched matmul per block of query rows, sized so the
+    score tile stays in cache (the full (B, N, S, T) tensor is never built for long sequences); the
+    softmax runs in place on the tile and its normalisation is applied to the (rows, Hv) output
+    instead of the (rows, T) probabilities. Rows whose keys are all -inf give zeros."""
+    b, n, s, h = q.shape
+    t, hv = k.shape[2], v.shape[3]
+    dt = np.result_type(q.dtype, k.dtype)
+    qs = q * dt.type(scale)
+    kt = k.transpose(0, 1, 3, 2)
+    a4 = None
+    if additive is not None:
+        a4 = additive.reshape((1,) * (4 - additive.ndim) + additive.shape) if additive.ndim < 4 else additive
+    out = np.empty((b, s, n, hv), dtype=dt)
+    out_heads = out.transpose(0, 2, 1, 3)  # (B, N, S, Hv) view
+    rows = max(1, min(s, _TILE_BYTES // max(1, b * n * t * dt.itemsize)))
+    tile = np.empty((b, n, rows, t), dtype=dt)
+    for r0 in range(0, s, rows):
+        r1 = min(s, r0 + rows)
+        sc = tile[:, :, :r1 - r0] if r1 - r0 != rows else tile
+        np.matmul(qs[:, :, r0:r1], kt, out=sc)
+        if a4 is not None:
+            sc += a4[:, :, r0:r1] if a4.shape[2] != 1 else a4
+        m = np.max(sc, axis=-1, keepdims=True)
+        if not np.isfinite(m).all():
+            m[~np.isfinite(m)] = 0
+        sc -= m
+        np.exp(sc, out=sc)
+        total = np.sum(sc, axis=-1, keepdims=True)
+        total[total == 0] = 1
+        y = np.matmul(sc, v)
+        y /= total
+        out_heads[:, :, r0:r1] = y
+    return out.reshape(b, s, n * hv)
+
+
 def _key_mask(op_name: str, mask: np.ndarray, batch: int, s: int, t: int, past: int, filter_value: float) -> np.ndarray:
     """An int mask in any of onnxruntime's layouts -> additive (B, 1, S, T) float32 term."""
     m = np.asarray(mask)
@@ -322,8 +365,7 @@ def ms_attention(ctx: KernelContext):
             additive = _add(additive, _causal(s, t, past_len))
         additive = _add(additive, _attention_bias(name, attention_bias, b, num_heads, s, t))
         scale = float(scale_attr) if scale_attr is not None else 1.0 / np.sqrt(head)
-        y, _ = _attend(q, k, v, scale, additive)
-        out = _merge_heads(y).astype(input.dtype, copy=False)
+        out = _attend_merged(q, k, v, scale, additive).astype(input.dtype, copy=False)
         present = np.stack((k, v)).astype(input.dtype, copy=False) if ctx.num_outputs > 1 else None
         return out, present
 
@@ -423,8 +465,12 @@ def multi_head_attention(ctx: KernelContext):
             additive = _add(additive, _causal(s, t, past_len))
         additive = _add(additive, _attention_bias(name, attention_bias, b, n, s, t))
         scale = float(scale_attr) if scale_attr is not None else 1.0 / np.sqrt(h)
-        y, qk = _attend(q, k, v, scale, additive, want_qk=want_qk)
-        out = _merge_heads(y).astype(dt, copy=False)
+        if want_qk:
+            y, qk = _attend(q, k, v, scale, additive, want_qk=want_qk)
+            out = _merge_heads(y).astype(dt, copy=False)
+        else:
+            qk = None
+            out = _attend_merged(q, k, v, scale, additive).astype(dt, copy=False)
         present_k = k.astype(dt, copy=False)
         present_v = v.astype(dt, copy=False)
         return out, present_k, present_v, (qk.astype(dt, copy=False) if qk is not None else None)
