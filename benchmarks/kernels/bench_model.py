@@ -73,30 +73,32 @@ def main() -> None:
     a, b = np.median(t_mine) * 1e3, np.median(t_ref) * 1e3
     print(f"{os.path.basename(args.model)}: onnxrt {a:.1f} ms  onnxruntime {b:.1f} ms  ratio {a / b:.2f}")
     if args.profile:
-        _profile(args.model, feeds)
+        _profile(args.model, feeds, clock, args.threads)
 
 
-def _profile(model: str, feeds: dict) -> None:
+def _profile(model: str, feeds: dict, clock=time.perf_counter, nthreads: int = 1) -> None:
     """Per-op-type time, by wrapping every prepared kernel of a fresh session."""
     import onnxrt
     from onnxrt.runtime import threads
 
-    sess = onnxrt.InferenceSession(model, providers=["CPUExecutionProvider"])
+    so = onnxrt.SessionOptions()
+    so.intra_op_num_threads = nthreads
+    sess = onnxrt.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     totals: dict[str, float] = collections.defaultdict(float)
     plan = sess._plan  # noqa: SLF001 - benchmark reaches into the plan on purpose
     for step in plan.steps:
         fn, op_type = step.kernel, step.op_type
 
         def timed(*a, _fn=fn, _op=op_type, **k):
-            t = time.perf_counter()
+            t = clock()
             r = _fn(*a, **k)
-            totals[_op] += time.perf_counter() - t
+            totals[_op] += clock() - t
             return r
 
         step.kernel = timed
     runs = 5
     for _ in range(runs):
-        with threads.run_scope(1):
+        with threads.run_scope(nthreads):
             sess.run(None, feeds)
     for op_type, t in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {op_type:24s} {t / runs * 1e3:8.2f} ms")

@@ -34,3 +34,33 @@ def test_conv_add_not_per_channel_kept():
     out = check_pass(_conv_model(nodes, [const("shift", rand(5, seed=8))]), {"x": rand(1, 3, 5, 5)}, fuse_conv_affine,
                      expect_rewrites=False)
     assert op_counts(out) == {"Conv": 1, "Add": 1}
+
+
+def _pad_conv_model(pads, value=None, mode="constant", group=1):
+    ins = ["x", "pads"] + (["val"] if value is not None else [])
+    nodes = [helper.make_node("Pad", ins, ["p"], mode=mode),
+             helper.make_node("Conv", ["p", "w", "b"], ["y"], pads=[1, 0, 0, 1], strides=[2, 2], group=group)]
+    inits = [const("pads", np.array(pads, dtype=np.int64)), const("w", rand(4, 4 // group, 3, 3, seed=1)),
+             const("b", rand(4, seed=2))]
+    if value is not None:
+        inits.append(const("val", np.array(value, dtype=np.float32)))
+    return make_model(nodes, [vinfo("x", [1, 4, 7, 8])], [vinfo("y", None)], inits)
+
+
+def test_pad_folds_into_conv():
+    for group in (1, 4):
+        out = check_pass(_pad_conv_model([0, 0, 0, 1, 0, 0, 2, 1], group=group), {"x": rand(1, 4, 7, 8)},
+                         fuse_conv_affine, rtol=1e-4, atol=1e-5)
+        assert op_counts(out) == {"Conv": 1}
+    out = check_pass(_pad_conv_model([0, 0, 1, 1, 0, 0, 1, 1], value=0.0), {"x": rand(1, 4, 7, 8)},
+                     fuse_conv_affine, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"Conv": 1}
+
+
+def test_pad_not_folded():
+    for model in (_pad_conv_model([0, 0, 1, 1, 0, 0, 1, 1], value=1.5),
+                  _pad_conv_model([0, 0, 1, 1, 0, 0, 1, 1], mode="reflect"),
+                  _pad_conv_model([1, 0, 1, 1, 0, 0, 1, 1])):
+        out = check_pass(model, {"x": rand(1, 4, 7, 8)}, fuse_conv_affine, rtol=1e-4, atol=1e-5,
+                         expect_rewrites=False)
+        assert op_counts(out)["Pad"] == 1

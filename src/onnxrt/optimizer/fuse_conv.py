@@ -6,6 +6,10 @@
   (shape ``[C,1,..,1]``, ``[1,C,1,..,1]`` or a single element): scale W and B, or shift B.
 
 The Conv's weight (and bias) must be constants, and the Conv output must be read by that one node only.
+* ``Pad(constant 0, spatial axes only) -> Conv`` (explicit pads, no auto_pad): the Pad's amounts are
+  added to the Conv's ``pads`` and the Pad is dropped (the Conv reads the Pad's input), as onnxruntime's
+  pad fusion does; every reader of the Pad output must be such a Conv.
+
 New weights are new initializers (the old ones may be shared with other nodes); arithmetic is done in
 float64 and rounded once to the weight's dtype.
 """
@@ -20,7 +24,7 @@ from onnxrt.optimizer import _ir
 
 def fuse_conv_affine(model: ir.Model) -> int:
     graph = model.graph
-    fused = 0
+    fused = _fold_pads(graph)
     for node in list(graph):
         if node.graph is not graph or not _ir.is_op(node, "Conv"):
             continue
@@ -126,3 +130,59 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
     _ir.drop_unused_initializers(graph, old_values)
     return conv
 
+
+
+def _pad_amounts(pad: ir.Node, rank: int) -> list[int] | None:
+    """The Pad's pads (begin..., end...) over ``rank`` axes when it is a zero constant pad, else None."""
+    mode = _ir.attr(pad, "mode", "constant")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode != "constant":
+        return None
+    if len(pad.inputs) > 1:  # opset >= 11: pads (and value, axes) are inputs
+        pads = _ir.const_array(pad.inputs[1])
+        if pads is None:
+            return None
+        if len(pad.inputs) > 2 and pad.inputs[2] is not None:
+            value = _ir.const_array(pad.inputs[2])
+            if value is None or value.size != 1 or float(value.reshape(-1)[0]) != 0.0:
+                return None
+        if len(pad.inputs) > 3 and pad.inputs[3] is not None:
+            return None  # axes: keep it simple
+        pads = [int(v) for v in pads.reshape(-1)]
+    else:
+        pads = _ir.attr(pad, "pads", None) or _ir.attr(pad, "paddings", None)
+        if pads is None or float(_ir.attr(pad, "value", 0.0)) != 0.0:
+            return None
+        pads = [int(v) for v in pads]
+    if len(pads) != 2 * rank or any(v < 0 for v in pads):
+        return None
+    return pads
+
+
+def _fold_pads(graph: ir.Graph) -> int:
+    fused = 0
+    for pad in list(graph):
+        if pad.graph is not graph or not _ir.is_op(pad, "Pad") or pad.outputs[0].is_graph_output():
+            continue
+        rank = _ir.rank(pad.inputs[0])
+        if rank is None or rank < 3 or _ir.dtype_of(pad.inputs[0]) not in _ir.FLOAT_TYPES:
+            continue
+        pads = _pad_amounts(pad, rank)
+        if pads is None or any(pads[i] or pads[rank + i] for i in range(2)):
+            continue
+        uses = list(pad.outputs[0].uses())
+        convs = [u.node for u in uses]
+        if not uses or any(not _ir.is_op(c, "Conv") or u.idx != 0 for c, u in zip(convs, uses)):
+            continue
+        if any(_ir.attr(c, "auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET") for c in convs):
+            continue
+        n = rank - 2
+        for conv in convs:
+            old = _ir.attr(conv, "pads", None) or [0] * (2 * n)
+            new = [old[i] + pads[2 + i] for i in range(n)] + [old[n + i] + pads[rank + 2 + i] for i in range(n)]
+            conv.attributes["pads"] = ir.AttrInt64s("pads", new)
+            conv.replace_input_with(0, pad.inputs[0])
+        graph.remove(pad, safe=True)
+        fused += 1
+    return fused
