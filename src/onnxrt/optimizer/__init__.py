@@ -24,6 +24,7 @@ from onnxrt.optimizer.cse import eliminate_common_subexpressions
 from onnxrt.optimizer.eliminate import eliminate_noops, remove_dead_nodes
 from onnxrt.optimizer.fold_constants import fold_constants
 from onnxrt.optimizer.fuse_activation import fuse_activations
+from onnxrt.optimizer.fuse_attention import fuse_attention
 from onnxrt.optimizer.fuse_conv import fuse_conv_affine
 from onnxrt.optimizer.fuse_dynamic_quant import fuse_dynamic_quant
 from onnxrt.optimizer.fuse_gelu import fuse_gelu
@@ -50,6 +51,7 @@ PASSES: dict[GraphOptimizationLevel, list[Pass]] = {
         remove_dead_nodes,
     ],
     GraphOptimizationLevel.ORT_ENABLE_EXTENDED: [
+        fuse_attention,
         fuse_gelu,
         fuse_dynamic_quant,
         fuse_layer_norm,
