@@ -150,6 +150,7 @@ def _origins(value: ir.Value) -> list[ir.Value]:
                 del others
                 value = node.inputs[0]
         elif _ir.is_op(node, "Split") and int(_ir.attr(node, "axis", 0)) in (-1, 2):
+            out.extend(o for o in node.outputs if o is not value)  # siblings share the leading dims
             value = node.inputs[0]
         else:
             break
