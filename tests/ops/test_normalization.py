@@ -260,3 +260,18 @@ def test_nll_rejects_out_of_range_target():
     m = _model("NegativeLogLikelihoodLoss", [("x", x), ("t", t)], ["loss"], opset=13)
     with pytest.raises(onnxrt.OrtError, match="target' holds class 3, expected a value in \\[0, 3\\)"):
         _run(m, [("x", x), ("t", t)])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 8), (1, 7, 8)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_matmul_nd_by_2d_is_one_gemm_with_the_same_result(shape, transposed):
+    from onnxrt.ops.matmul import matmul
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=shape).astype(np.float32)
+    if transposed:  # a non-contiguous view, as a Transpose before MatMul leaves it
+        A = np.ascontiguousarray(np.swapaxes(A, -1, -2)).swapaxes(-1, -2)
+    B = rng.normal(size=(shape[-1], 4)).astype(np.float32)
+    out = matmul(A, B)
+    assert out.shape == shape[:-1] + (4,) and out.dtype == np.float32
+    np.testing.assert_allclose(out, np.matmul(A, B), rtol=1e-5, atol=1e-5)

@@ -38,6 +38,11 @@ def matmul(A, B):
     if _via_float32(A.dtype):
         out = np.matmul(A.astype(np.float32), B.astype(np.float32))
         return as_array(out).astype(A.dtype)
+    if A.ndim > 2 and B.ndim == 2:
+        # (..., M, K) @ (K, N) is one (prod(...)*M, K) @ (K, N) GEMM: numpy's matmul would loop over the
+        # batch (and copy a non-contiguous A per item), several times slower than one BLAS call
+        rows = np.ascontiguousarray(A).reshape(-1, A.shape[-1])
+        return np.matmul(rows, B).reshape(A.shape[:-1] + (B.shape[1],))
     try:
         out = np.matmul(A, B)
     except ValueError as e:  # batch dimensions that do not broadcast
