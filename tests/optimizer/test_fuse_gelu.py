@@ -68,3 +68,34 @@ def test_erf_with_wrong_constant_kept():
     inits = [_scalar("two", 2.0), _scalar("one", 1.0), _scalar("half", 0.5)]
     model = make_model(nodes, [vinfo("x", [2, 8])], [vinfo("y", None)], inits)
     check_pass(model, {"x": rand(2, 8)}, fuse_gelu, expect_rewrites=False)
+
+
+def test_bias_gelu_with_a_symbolic_batch_dimension():
+    """Exported models keep the batch symbolic: only the bias axis needs a static size."""
+    import numpy as np
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    import onnxrt
+
+    bias = h.make_tensor("bias", T.FLOAT, [4], [0.1, -0.2, 0.3, 0.0])
+    nodes = [
+        h.make_node("Add", ["bias", "x"], ["xb"]),
+        h.make_node("Div", ["xb", "sqrt2"], ["d"]),
+        h.make_node("Erf", ["d"], ["e"]),
+        h.make_node("Add", ["e", "one"], ["e1"]),
+        h.make_node("Mul", ["xb", "e1"], ["m"]),
+        h.make_node("Mul", ["m", "half"], ["y"]),
+    ]
+    inits = [bias, h.make_tensor("sqrt2", T.FLOAT, [], [2 ** 0.5]), h.make_tensor("one", T.FLOAT, [], [1.0]),
+             h.make_tensor("half", T.FLOAT, [], [0.5])]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["batch", 3, 4])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["batch", 3, 4])], inits)
+    data = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
+    session = onnxrt.InferenceSession(data)
+    assert [s.op_type for s in session._plan.steps] == ["BiasGelu"]
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    options = onnxrt.SessionOptions()
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_DISABLE_ALL
+    np.testing.assert_allclose(session.run(None, {"x": x})[0],
+                               onnxrt.InferenceSession(data, options).run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)

@@ -107,8 +107,9 @@ def _fuse_erf(model: ir.Model, erf: ir.Node) -> int:
     if bias_add is not None and len(list(x.uses())) == 2 and not x.is_graph_output():
         for y, b in ((bias_add.inputs[0], bias_add.inputs[1]), (bias_add.inputs[1], bias_add.inputs[0])):
             arr = _ir.const_array(b)
-            ys = _ir.static_shape(y)
-            if arr is not None and arr.ndim == 1 and ys is not None and ys and ys[-1] == arr.shape[0] \
+            # only the last axis must be known: BiasGelu adds a bias along it (batch dims may be symbolic)
+            last = y.shape[-1] if y.shape is not None and len(y.shape) else None
+            if arr is not None and arr.ndim == 1 and isinstance(last, int) and last == arr.shape[0] \
                     and _ir.dtype_of(y) == _ir.dtype_of(b):
                 bias = (y, b)
                 break
