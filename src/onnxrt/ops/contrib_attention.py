@@ -101,8 +101,9 @@ def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, additive:
     return y, qk
 
 
-# Query rows per block: the (batch, heads, rows, kv_len) float32 score tile stays near this size
-_TILE_BYTES = 1 << 20
+# Query rows per block: the (batch, heads, rows, kv_len) score tile stays near this size (measured best
+# on a 2 MiB-L2 Xeon for Whisper's 6 x 1500 x 1500: 87 ms at 2 MiB, 66 ms at 8 MiB, 87 ms unblocked)
+_TILE_BYTES = 8 << 20
 
 
 def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
