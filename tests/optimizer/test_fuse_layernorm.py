@@ -60,3 +60,37 @@ def test_add_layernorm_becomes_skip_layernorm():
     feeds = {"x": rand(2, 3, 8), "skip": rand(2, 3, 8, seed=5)}
     out = check_pass(model, feeds, fuse_skip_layer_norm, rtol=1e-4, atol=1e-5)
     assert op_counts(out) == {"SkipLayerNormalization": 1, "Add": 1}
+
+
+def test_projection_bias_folds_into_skip_layernorm_with_dynamic_shapes():
+    # BERT's post-LN residual: LN(x @ W + bias + residual) where residual = LN(...) and x is computed
+    # from the residual row by row; no static shapes anywhere, as torch exports it
+    from onnxrt.optimizer.fuse_layernorm import fuse_skip_layer_norm as fuse
+
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["r"], axis=-1, epsilon=1e-5),
+        helper.make_node("MatMul", ["r", "W1"], ["h"]), helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("MatMul", ["hr", "W2"], ["p"]), helper.make_node("Add", ["p", "bias"], ["pb"]),
+        helper.make_node("Add", ["pb", "r"], ["s"]),
+        helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5),
+    ]
+    inits = [*INITS, const("W1", rand(8, 12, seed=7)), const("W2", rand(12, 8, seed=8)), const("bias", rand(8, seed=9))]
+    model = make_model(nodes, [vinfo("x", ["b", "s", 8])], [vinfo("y", None)], inits)
+    out = check_pass(model, {"x": rand(2, 3, 8)}, fuse, rtol=1e-4, atol=1e-5)
+    counts = op_counts(out)
+    assert counts["SkipLayerNormalization"] == 1 and counts.get("Add", 0) == 0
+    skip = next(n for n in out.graph.node if n.op_type == "SkipLayerNormalization")
+    assert list(skip.input)[4] == "bias"
+
+
+def test_skip_layernorm_left_alone_when_shapes_unproven():
+    from onnxrt.optimizer.fuse_layernorm import fuse_skip_layer_norm as fuse
+
+    nodes = [  # residual 'r' is a graph input: nothing shows it has the projection's shape
+        helper.make_node("MatMul", ["x", "W2"], ["p"]), helper.make_node("Add", ["p", "bias"], ["pb"]),
+        helper.make_node("Add", ["pb", "r"], ["s"]),
+        helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5),
+    ]
+    inits = [*INITS, const("W2", rand(12, 8, seed=8)), const("bias", rand(8, seed=9))]
+    model = make_model(nodes, [vinfo("x", ["b", "s", 12]), vinfo("r", ["b", 1, 8])], [vinfo("y", None)], inits)
+    check_pass(model, {"x": rand(2, 3, 12), "r": rand(2, 1, 8)}, fuse, expect_rewrites=False)

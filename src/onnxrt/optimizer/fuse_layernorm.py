@@ -203,23 +203,38 @@ def fuse_skip_layer_norm(model: ir.Model) -> int:
         if add is None or not _ir.is_op(add, "Add") or add.graph is not graph:
             continue
         a, b = add.inputs
-        shape = _ir.static_shape(a)
-        if shape is None or len(shape) not in (2, 3) or _ir.static_shape(b) != shape:
-            continue
-        if _ir.dtype_of(a) not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
-            continue
-        axis = int(_ir.attr(ln, "axis", -1))
-        if axis not in (-1, len(shape) - 1):
-            continue
         gamma = ln.inputs[1]
         beta = ln.inputs[2] if len(ln.inputs) > 2 else None
         if _ir.rank(gamma) != 1 or (beta is not None and _ir.rank(beta) != 1):
             continue
+        shape = _ir.static_shape(a)
+        axis = int(_ir.attr(ln, "axis", -1))
+        if shape is not None and len(shape) in (2, 3) and _ir.static_shape(b) == shape:
+            if _ir.dtype_of(a) not in (ir.DataType.FLOAT, ir.DataType.FLOAT16) or axis not in (-1, len(shape) - 1):
+                continue
+        elif axis != -1 or not _same_rows(a, b, _ir.static_shape(gamma)):
+            continue
+        bias = None
+        for x, y in ((a, b), (b, a)):  # a projection's bias Add goes into SkipLayerNormalization's bias input
+            bias_add = x.producer()
+            if (bias_add is not None and _ir.is_op(bias_add, "Add") and _ir.single_consumer(x) is add
+                    and _ir.static_shape(gamma) is not None):
+                for i in (0, 1):
+                    c = _ir.const_array(bias_add.inputs[1 - i])
+                    mm = bias_add.inputs[i].producer()
+                    if (c is not None and c.ndim == 1 and (c.size,) == _ir.static_shape(gamma)
+                            and mm is not None and _ir.is_op(mm, "MatMul")):
+                        bias, a, b = bias_add.inputs[1 - i], bias_add.inputs[i], y
+                        break
+            if bias is not None:
+                break
         if int(_ir.attr(ln, "stash_type", 1)) != 1:
             continue
         _ir.ensure_domain(model, _ir.MS_DOMAIN)
         sum_needed = add.outputs[0].is_graph_output() or len(list(add.outputs[0].uses())) > 1
-        skip = _ir.new_node(graph, _ir.MS_DOMAIN, "SkipLayerNormalization", [a, b, gamma, beta],
+        if bias is not None and beta is None:
+            beta = _ir.add_initializer(graph, np.zeros(_ir.static_shape(gamma), _ir.const_array(bias).dtype), "skip_ln_beta")
+        skip = _ir.new_node(graph, _ir.MS_DOMAIN, "SkipLayerNormalization", [a, b, gamma, beta, bias],
                             {"epsilon": float(_ir.attr(ln, "epsilon", 1e-5))},
                             num_outputs=4 if sum_needed else 1, name_hint="SkipLayerNorm", before=ln)
         if sum_needed:
@@ -232,6 +247,66 @@ def fuse_skip_layer_norm(model: ir.Model) -> int:
             _ir.copy_type(add.outputs[0], skip.outputs[3])
             if not _ir.replace_value(graph, add.outputs[0], skip.outputs[3]):
                 continue
-        graph.remove(add, safe=True)
+        _ir.remove_unused_nodes(graph, [add])
         fused += 1
     return fused
+
+
+_ROW_WISE = ("Add", "Mul", "Sub", "Div", "Relu", "Gelu", "Tanh", "Sigmoid", "Erf", "Cast")
+
+
+def _row_sources(value: ir.Value) -> tuple[list[ir.Value], int | None]:
+    """Values with the same leading dims as ``value`` (reached through ops that keep them: x @ W with a
+    2-D constant W, elementwise ops with a constant of rank <= 1, normalizations over the last axis,
+    MultiHeadAttention's query, Split on the last axis), and ``value``'s last dim when read on the way."""
+    seen: list[ir.Value] = [value]
+    width = None
+    for _ in range(12):
+        node = value.producer()
+        if node is None or node.graph is None:
+            break
+        nxt = None
+        if _ir.is_op(node, "MatMul"):
+            w = _ir.const_array(node.inputs[1])
+            if w is not None and w.ndim == 2:
+                width = width if width is not None else int(w.shape[1])
+                nxt = node.inputs[0]
+        elif node.op_type in _ROW_WISE and node.domain in ("", "ai.onnx"):
+            var = [i for i in node.inputs if _ir.const_array(i) is None]
+            if len(var) == 1 and all((_ir.rank(i) or 0) <= 1 for i in node.inputs if i is not var[0]):
+                nxt = var[0]
+        elif node.domain == _ir.MS_DOMAIN and node.op_type in ("BiasGelu", "FastGelu", "Gelu", "QuickGelu"):
+            if all((_ir.rank(i) or 0) <= 1 and _ir.const_array(i) is not None for i in node.inputs[1:] if i is not None):
+                nxt = node.inputs[0]
+        elif _ir.is_op(node, "LayerNormalization") and int(_ir.attr(node, "axis", -1)) == -1:
+            g = _ir.static_shape(node.inputs[1])
+            width = width if width is not None or g is None else g[0]
+            nxt = node.inputs[0]
+        elif _ir.is_op(node, "SkipLayerNormalization", _ir.MS_DOMAIN) and node.outputs[0] is value:
+            g = _ir.static_shape(node.inputs[2])
+            width = width if width is not None or g is None else g[0]
+            nxt = node.inputs[0]
+        elif _ir.is_op(node, "MultiHeadAttention", _ir.MS_DOMAIN) and node.outputs[0] is value and _ir.rank(node.inputs[0]) in (None, 3):
+            nxt = node.inputs[0]  # (B, S, Dv) output of a (B, S, D) query
+            width = width if width is not None else _row_sources(node.inputs[2])[1] if len(node.inputs) > 2 and node.inputs[2] is not None else None
+            if width is None:
+                break
+        if nxt is None:
+            break
+        value = nxt
+        seen.append(value)
+    return seen, width
+
+
+def _same_rows(a: ir.Value, b: ir.Value, gamma_shape: tuple[int, ...] | None) -> bool:
+    """``a`` and ``b`` have one shape (B, S, D) with D = gamma's size, proved from how they are computed
+    (the models torch exports carry no intermediate shapes)."""
+    if gamma_shape is None or len(gamma_shape) != 1:
+        return False
+    rows_a, width_a = _row_sources(a)
+    rows_b, width_b = _row_sources(b)
+    if width_a != gamma_shape[0] or width_b != gamma_shape[0]:
+        return False
+    if not any(x is y for x in rows_a for y in rows_b):
+        return False
+    return all(_ir.rank(v) in (None, 3) for v in (a, b))
