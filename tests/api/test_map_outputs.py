@@ -1,4 +1,4 @@
-"""scikit-learn models converted with skl2onnx: ai.onnx.ml ops, ZipMap's list of dicts, map NodeArgs."""
+"""Map-typed outputs (skl2onnx ZipMap): NodeArgs, lists of dicts, and saving them, as onnxruntime does."""
 
 from __future__ import annotations
 
