@@ -52,7 +52,9 @@ RNG = np.random.default_rng(1234)
 @pytest.mark.parametrize("layout", ["tensor", "axis", "blocked"])
 def test_quantize_linear_matches_ort(zp_type, layout):
     x = (RNG.standard_normal((3, 8, 5)) * 200).astype(np.float32)
-    x.reshape(-1)[:6] = [0.5, 1.5, 2.5, -0.5, -1.5, np.float32(3e9)]  # ties to even, saturation
+    # ties to even, and saturation; 1e9 / scale stays below 2**31: onnxruntime's blocked path converts
+    # through int32 and wraps beyond it (test_quantize_linear_saturates_huge_values covers onnxrt there)
+    x.reshape(-1)[:6] = [0.5, 1.5, 2.5, -0.5, -1.5, np.float32(1e9)]
     attrs = {}
     if layout == "tensor":
         s = np.array(0.75, np.float32)
@@ -226,3 +228,16 @@ def test_qlinear_conv_error_names_op():
               ("ys", np.array(1, np.float32)), ("yzp", np.array(0, np.uint8))]
     with pytest.raises(Exception, match=r"QLinearConv: channels mismatch"):
         _onnxrt("QLinearConv", inputs, [("y", T.UINT8)], opset=10)
+
+
+@pytest.mark.parametrize("layout", ["tensor", "blocked"])
+def test_quantize_linear_saturates_huge_values(layout):
+    """x / scale far beyond int32 saturates, as the spec says (onnxruntime's blocked path wraps instead)."""
+    x = np.array([[3e9, -3e9, 5e10, -5e10]], np.float32).reshape(1, 4)
+    if layout == "tensor":
+        s, attrs = np.array(0.5, np.float32), {}
+    else:
+        s, attrs = np.full((1, 2), 0.5, np.float32), {"axis": 1, "block_size": 2}
+    zp = np.zeros(s.shape, np.int8)
+    (y,) = _onnxrt("QuantizeLinear", [("x", x), ("s", s), ("zp", zp)], [("y", onnx_elem_type(np.int8))], **attrs)
+    np.testing.assert_array_equal(y, [[127, -128, 127, -128]])
