@@ -39,6 +39,41 @@ def test_depthwise_matches_onnxruntime(stride, pad, dil, mult, k):
     np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("hw,k,pads,dil,bias", [
+    ((56, 56), 7, [3, 3, 3, 3], 1, True),    # ConvNeXt: row cut into 14-column tiles
+    ((7, 7), 7, [3, 3, 3, 3], 1, True),      # whole row as one tile
+    ((23, 19), 3, [1, 1, 1, 1], 1, False),   # tiles that overrun the row (cropped)
+    ((20, 33), 3, [0, 2, 1, 0], 2, True),    # asymmetric pads, dilation, odd width
+    ((9, 40), 5, [2, 2, 2, 2], 1, True),     # 40 = 4 tiles of 10 (divisor tile)
+])
+def test_banded_depthwise_matches_onnxruntime(hw, k, pads, dil, bias):
+    rng = np.random.default_rng(3)
+    C = 24
+    x = rng.standard_normal((2, C) + hw, dtype=np.float32)
+    consts = {"W": rng.standard_normal((C, 1, k, k), dtype=np.float32)}
+    if bias:
+        consts["B"] = rng.standard_normal(C, dtype=np.float32)
+    a, r = _run_both("Conv", x, consts, group=C, pads=pads, dilations=[dil] * 2)
+    assert a.shape == r.shape
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+
+
+def test_banded_depthwise_runtime_weight_and_float64():
+    """A weight that is a graph input (no prepared bands) and float64 go through the same path."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 6, 15, 30))
+    w = rng.standard_normal((6, 1, 3, 3))
+    kern = conv_kernel(_ctx({"group": 6, "pads": [1, 1, 1, 1]}, [None, None, None]))
+    y = kern(x, w)
+    assert y.dtype == np.float64
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = sum(xp[:, :, i:i + 15, j:j + 30] * w[None, :, 0, i, j, None, None] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
+    w2 = rng.standard_normal((6, 1, 3, 3))
+    np.testing.assert_allclose(kern(x, w2), sum(xp[:, :, i:i + 15, j:j + 30] * w2[None, :, 0, i, j, None, None]
+                                                for i in range(3) for j in range(3)), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("op_type,attrs", [
     ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
     ("MaxPool", dict(kernel_shape=[3, 2], strides=[1, 2], dilations=[2, 1], ceil_mode=1)),

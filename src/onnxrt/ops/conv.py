@@ -246,6 +246,8 @@ class _ConvGeometry:
             else:
                 self.taps.append((tuple(r[0] for r in regions), tuple(r[1] for r in regions)))
         self.key = (self.x_shape, tuple(w_shape), tuple(strides), tuple(dilations), tuple(begin), tuple(end), group)
+        self.banded = (_BandedDepthwise(self) if self.kind == "depthwise" and n == 2 and self.Mg == 1
+                       and min(begin + end) >= 0 and strides == [1, 1] else None)
 
 
 Epilogue = Callable[[np.ndarray, slice], None]
@@ -321,6 +323,102 @@ def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
 def _depthwise_block_channels(per_channel_floats: int) -> int:
     """Channels per block so that one block's working set stays around 512 KB (L2-resident)."""
     return max(1, (1 << 17) // max(1, per_channel_floats))
+
+
+def _row_tile(ow: int) -> int:
+    """Output columns per tile of the banded depthwise path: the whole row when it is short, else a
+    divisor of it near 14 (measured best: long enough for the GEMM, short enough that the band's
+    zeros cost little), else 14 with the last tile partly past the row."""
+    if ow <= 16:
+        return ow
+    for t in (14, 16, 12, 15, 13, 11, 10):
+        if ow % t == 0:
+            return t
+    return 14
+
+
+_BAND_BLOCK = 1 << 21  # floats of gathered columns per channel block (measured: bigger blocks win)
+
+
+class _BandedDepthwise:
+    """2-D depthwise geometry (channel multiplier 1, non-negative pads, stride 1: at stride 2 the
+    band's zeros cost more than the plain im2col path) for the banded-GEMM path.
+
+    Every output row is cut into tiles of ``tw`` columns. For one channel, output tile
+    y[h, j*tw:(j+1)*tw] = sum over kernel rows r of x_pad[h*sh + r*dh, window] @ band_r, where the
+    window is the ``wt`` input columns the tile reads and band_r (wt, tw) holds the kernel row r on
+    shifted diagonals. Gathering the kh windows of each tile side by side gives one
+    (C, Ho*tiles, kh*wt) @ (C, kh*wt, tw) batched GEMM: the column gather is a single strided copy,
+    about kh*wt/tw values per output instead of the K of a plain im2col, and BLAS does the rest."""
+
+    def __init__(self, geo: _ConvGeometry) -> None:
+        (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
+        ho, wo = geo.osp
+        self.tw = tw = _row_tile(wo)
+        self.tiles = -(-wo // tw)
+        self.wt = (tw - 1) * sw + (kw - 1) * dw + 1
+        hp = geo.in_sp[0] + geo.begin[0] + geo.end[0]
+        wp = geo.in_sp[1] + geo.begin[1] + geo.end[1]
+        self.pshape = (geo.C, hp, max(wp, (self.tiles * tw - 1) * sw + (kw - 1) * dw + 1))
+        self.dst = (slice(None), slice(geo.begin[0], geo.begin[0] + geo.in_sp[0]),
+                    slice(geo.begin[1], geo.begin[1] + geo.in_sp[1]))
+        self.exact = self.tiles * tw == wo
+        self.rows = ho * self.tiles
+        self.depth = kh * self.wt
+        self.cb = min(geo.C, max(1, _BAND_BLOCK // (self.rows * self.depth)))
+        self.band_key = (tw, kw, sw, dw)
+
+    def band(self, wts: "_ConvWeights", geo: _ConvGeometry) -> np.ndarray:
+        """(C, kh*wt, tw) band matrices of the weight, made once per weight and tiling."""
+        b = wts.bands.get(self.band_key)
+        if b is None:
+            kh, kw = geo.kernel
+            tw, wt = self.tw, self.wt
+            sw, dw = geo.strides[1], geo.dilations[1]
+            w = wts.depthwise.reshape(geo.C, kh, kw)
+            b = np.zeros((geo.C, kh, wt, tw), dtype=w.dtype)
+            for o in range(tw):
+                b[:, :, o * sw + np.arange(kw) * dw, o] = w
+            b = b.reshape(geo.C, kh * wt, tw)
+            b.flags.writeable = False
+            wts.bands[self.band_key] = b
+        return b
+
+
+def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, wts: "_ConvWeights",
+                      y: np.ndarray, cdt: np.dtype) -> None:
+    band = bd.band(wts, geo)
+    C = geo.C
+    xp = _scratch(("dwband_pad", geo.key, cdt.str), lambda: np.zeros(bd.pshape, dtype=cdt))
+    xp[bd.dst] = x
+    (kh, _), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
+    ho, wo = geo.osp
+    s0, s1, s2 = xp.strides
+    tiles, tw, wt, cb = bd.tiles, bd.tw, bd.wt, bd.cb
+    bias = wts.bias
+
+    def block(sl: slice) -> None:
+        c0, c1 = sl.start, sl.stop
+        n = c1 - c0
+        cols = _scratch(("dwband_cols", geo.key, cdt.str, cb),
+                        lambda: np.empty((cb, ho, tiles, kh, wt), dtype=cdt))[:n]
+        src = np.lib.stride_tricks.as_strided(
+            xp[c0:c1], (n, ho, tiles, kh, wt), (s0, s1 * sh, s2 * sw * tw, s1 * dh, s2), writeable=False)
+        np.copyto(cols, src)
+        a = cols.reshape(n, bd.rows, bd.depth)
+        if bd.exact:
+            out = y[c0:c1].reshape(n, bd.rows, tw)
+            np.matmul(a, band[c0:c1], out=out)
+        else:
+            tmp = _scratch(("dwband_out", geo.key, cdt.str, cb),
+                           lambda: np.empty((cb, bd.rows, tw), dtype=cdt))[:n]
+            np.matmul(a, band[c0:c1], out=tmp)
+            out = y[c0:c1]
+            out[...] = tmp.reshape(n, ho, tiles * tw)[:, :, :wo]
+        if bias is not None:
+            out += bias[c0:c1].reshape((n,) + (1,) * (out.ndim - 1))
+
+    _blocks(block, C, cb, C * geo.P * geo.K)
 
 
 def _depthwise(geo: _ConvGeometry, x: np.ndarray, wd: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
@@ -415,6 +513,7 @@ class _ConvWeights:
         self.bias = None if B is None else np.ascontiguousarray(B, dtype=cdt)
         self.gemm = np.ascontiguousarray(w.reshape(group, Mg, Cg * K))
         self.depthwise = self.gemm.reshape(group * Mg * K) if Cg == 1 else None
+        self.bands: dict[tuple, np.ndarray] = {}  # banded-depthwise weights, by tiling
         # The bias as an extra weight column, so the GEMM against an im2col with a ones row adds it.
         self.gemm_bias = None
         if self.bias is not None and K > 1:
@@ -464,7 +563,10 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 if bias_col is not None:
                     y3[i] += wts.bias.reshape(g, Mg, 1)
         elif geo.kind == "depthwise":
-            _depthwise(geo, x[i], wts.depthwise, wts.bias, y[i], cdt)
+            if geo.banded is not None:
+                _depthwise_banded(geo, geo.banded, x[i], wts, y[i], cdt)
+            else:
+                _depthwise(geo, x[i], wts.depthwise, wts.bias, y[i], cdt)
         else:
             with_ones = wts.gemm_bias is not None
             cols = _im2col(geo, x[i], cdt, with_ones)
