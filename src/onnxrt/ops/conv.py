@@ -1,9 +1,10 @@
 """Convolutions: Conv, ConvTranspose, DeformConv, Col2Im, CausalConvWithState.
 
 Conv runs as a grouped GEMM: the weight is laid out once as (groups, M/g, C/g*K); a 1x1 kernel is a
-plain matmul over channels, a depthwise kernel accumulates over kernel taps with broadcasting, and
-every other case builds the im2col matrix from a strided window view of the padded input and does one
-batched matmul. ConvTranspose is the adjoint: one matmul to columns, then a scatter-add per kernel tap.
+plain matmul over channels; a stride-1 2-D depthwise kernel gathers each tile of output columns' input
+windows (one per kernel row) and multiplies them by banded copies of each channel's kernel rows in one
+batched matmul, other depthwise cases build a per-channel-block im2col; every other case builds the
+im2col matrix from the padded input (reused per-thread buffers) and does one batched matmul. ConvTranspose is the adjoint: one matmul to columns, then a scatter-add per kernel tap.
 """
 
 from __future__ import annotations
