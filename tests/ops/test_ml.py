@@ -187,3 +187,79 @@ def test_errors_name_the_op():
     model = _model("ArrayFeatureExtractor", [("X", F, [None, 3]), ("I", I, [None])], [("Y", F, [None, None])])
     with pytest.raises(Exception, match="ArrayFeatureExtractor"):
         onnxrt.InferenceSession(model).run(None, {"X": np.zeros((2, 3), np.float32), "I": np.array([3], np.int64)})
+
+
+def _random_forest_attrs(rng, n_trees, depth, n_features, n_targets):
+    """Complete random trees of the given depth, in the legacy node-list layout; leaf targets
+    are a random non-empty subset of the targets (so some rows miss a target)."""
+    a = {k: [] for k in ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
+                         "nodes_truenodeids", "nodes_falsenodeids", "nodes_missing_value_tracks_true",
+                         "target_treeids", "target_nodeids", "target_ids", "target_weights")}
+    n_branch = 2 ** depth - 1
+    for t in range(n_trees):
+        for nid in range(2 ** (depth + 1) - 1):
+            a["nodes_treeids"].append(t)
+            a["nodes_nodeids"].append(nid)
+            if nid < n_branch:
+                a["nodes_featureids"].append(int(rng.integers(n_features)))
+                a["nodes_values"].append(float(np.float32(rng.standard_normal())))
+                a["nodes_modes"].append(str(rng.choice(["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GT", "BRANCH_GTE"])))
+                a["nodes_truenodeids"].append(2 * nid + 1)
+                a["nodes_falsenodeids"].append(2 * nid + 2)
+                a["nodes_missing_value_tracks_true"].append(int(rng.integers(2)))
+            else:
+                a["nodes_featureids"].append(0)
+                a["nodes_values"].append(0.0)
+                a["nodes_modes"].append("LEAF")
+                a["nodes_truenodeids"].append(0)
+                a["nodes_falsenodeids"].append(0)
+                a["nodes_missing_value_tracks_true"].append(0)
+                for k in range(n_targets):
+                    if k == 0 or rng.random() < 0.6:
+                        a["target_treeids"].append(t)
+                        a["target_nodeids"].append(nid)
+                        a["target_ids"].append(k)
+                        a["target_weights"].append(float(rng.standard_normal()))
+    return a
+
+
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("agg,n_targets", [("SUM", 3), ("AVERAGE", 1), ("MIN", 2), ("MAX", 1)])
+def test_tree_regressor_split_over_threads(monkeypatch, dense, agg, n_targets):
+    """Large enough to be walked in several row blocks on the intra-op pool: bit-identical to one
+    thread, and equal to onnxruntime."""
+    from onnxrt.ops import ml
+
+    if not dense:
+        monkeypatch.setattr(ml._Forest, "_DENSE_LEAF_LIMIT", 0)
+    rng = np.random.default_rng(7)
+    attrs = _random_forest_attrs(rng, n_trees=24, depth=5, n_features=6, n_targets=n_targets)
+    model = _model("TreeEnsembleRegressor", [("X", F, [None, 6])], [("Y", F, [None, n_targets])],
+                   n_targets=n_targets, aggregate_function=agg, **attrs)
+    X = rng.standard_normal((5003, 6)).astype(np.float32)
+    X[rng.random(X.shape) < 0.02] = np.nan
+    outs = []
+    for nt in (1, 3):
+        so = onnxrt.SessionOptions()
+        so.intra_op_num_threads = nt
+        outs.append(onnxrt.InferenceSession(model, so).run(None, {"X": X})[0])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"X": X})[0]
+    np.testing.assert_allclose(outs[1], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_tree_classifier_split_over_threads():
+    rng = np.random.default_rng(11)
+    attrs = _random_forest_attrs(rng, n_trees=30, depth=4, n_features=5, n_targets=3)
+    attrs = {k.replace("target_", "class_"): v for k, v in attrs.items()}
+    model = _model("TreeEnsembleClassifier", [("X", F, [None, 5])], [("label", I, [None]), ("probs", F, [None, 3])],
+                   classlabels_int64s=[0, 1, 2], post_transform="SOFTMAX", **attrs)
+    X = rng.standard_normal((4001, 5)).astype(np.float32)
+    outs = []
+    for nt in (1, 2):
+        so = onnxrt.SessionOptions()
+        so.intra_op_num_threads = nt
+        outs.append(onnxrt.InferenceSession(model, so).run(None, {"X": X}))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    _check(model, {"X": X})

@@ -8,6 +8,7 @@ import numpy as np
 
 from onnxrt.errors import InvalidArgument, InvalidGraph
 from onnxrt.ops.registry import KernelContext, op, op_factory
+from onnxrt.runtime import threads
 
 ML = "ai.onnx.ml"
 
@@ -365,6 +366,9 @@ class _Forest:
                 values[:] = np.inf if self.agg == 2 else -np.inf
                 (np.minimum if self.agg == 2 else np.maximum).at(values, (owner, self.leaf_target), self.leaf_weight)
             self.leaf_values, self.leaf_hits = values, hit
+            self.leaf_values_1 = np.ascontiguousarray(values[:, 0]) if self.n_targets == 1 else None
+            self.leaf_hits_1 = np.ascontiguousarray(hit[:, 0]) if self.n_targets == 1 else None
+            self.all_hit = bool(hit.all())
 
     def _max_depth(self) -> int:
         """Branch levels on the longest root-to-leaf path (a cycle is a malformed model)."""
@@ -401,48 +405,60 @@ class _Forest:
             cond |= self.ext_miss[nodes] & np.isnan(x)
         return cond
 
-    def leaves(self, X: np.ndarray) -> np.ndarray:
-        """(rows, trees) leaf indices reached by each row in each tree."""
-        n, t = X.shape[0], self.roots.size
+    def _walk_input(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows in the dtype the walk compares in, and the matching threshold table."""
         if X.shape[1] < self.n_features:
             raise InvalidArgument(
                 f"{self.where}: input 'X' has {X.shape[1]} features, the trees read feature {self.n_features - 1}")
         if X.dtype == np.float32 and self.ext_thr32 is not None:
-            thr_all = self.ext_thr32
-        else:
-            X = X.astype(np.float64, copy=False)
-            thr_all = self.ext_thr64
+            return X, self.ext_thr32
+        return X.astype(np.float64, copy=False), self.ext_thr64
+
+    def _walk(self, X: np.ndarray, r0: int, r1: int, thr_all: np.ndarray) -> np.ndarray:
+        """(trees, r1 - r0) joint-space nodes reached by rows r0:r1 (>= n_branches: a leaf).
+
+        Pairs are laid out tree-major, so consecutive pairs read the same tree's node arrays."""
+        t, m = self.roots.size, r1 - r0
+        n_feat = X.shape[1]
+        it = self.idx_type
+        flat = np.ascontiguousarray(X[r0:r1]).reshape(-1)
+        offsets = np.tile(np.arange(m, dtype=it) * it(n_feat), t)
+        node = np.repeat(self.ext_roots, m)
+        # every pair takes 'depth' steps; once most pairs sit in a leaf, continue on the rest only
+        active = None
+        for step in range(self.depth):
+            cur = node if active is None else node[active]
+            f = np.take(self.ext_feat, cur)
+            f += offsets if active is None else offsets[active]
+            x = np.take(flat, f)
+            cond = self._conditions(x, np.take(thr_all, cur), cur)
+            nxt = np.take(self.child, 2 * cur + cond)
+            if active is None:
+                node = nxt
+            else:
+                node[active] = nxt
+            if step % 4 == 3 and step + 1 < self.depth:
+                still = nxt < self.n_branches
+                if still.mean() < 0.5:
+                    active = np.nonzero(still)[0] if active is None else active[still]
+                    if active.size == 0:
+                        break
+        return node.reshape(t, m)
+
+    def _rows_per_chunk(self) -> int:
+        return max(1, self._CHUNK_PAIRS // max(1, self.roots.size))
+
+    def leaves(self, X: np.ndarray) -> np.ndarray:
+        """(rows, trees) leaf indices reached by each row in each tree."""
+        X, thr_all = self._walk_input(X)
+        n, t = X.shape[0], self.roots.size
         out = np.empty((n, t), dtype=np.int64)
         if n == 0 or t == 0:
             return out
-        n_feat = X.shape[1]
-        rows_per_chunk = max(1, self._CHUNK_PAIRS // t)
-        it = self.idx_type
-        for r0 in range(0, n, rows_per_chunk):
-            r1 = min(n, r0 + rows_per_chunk)
-            flat = np.ascontiguousarray(X[r0:r1]).reshape(-1)
-            offsets = np.repeat(np.arange(r1 - r0, dtype=it) * it(n_feat), t)
-            node = np.tile(self.ext_roots, r1 - r0)
-            # every pair takes 'depth' steps; once most pairs sit in a leaf, continue on the rest only
-            active = None
-            for step in range(self.depth):
-                cur = node if active is None else node[active]
-                f = np.take(self.ext_feat, cur)
-                f += offsets if active is None else offsets[active]
-                x = np.take(flat, f)
-                cond = self._conditions(x, np.take(thr_all, cur), cur)
-                nxt = np.take(self.child, 2 * cur + cond)
-                if active is None:
-                    node = nxt
-                else:
-                    node[active] = nxt
-                if step % 4 == 3 and step + 1 < self.depth:
-                    still = (nxt < self.n_branches)
-                    if still.mean() < 0.5:
-                        active = np.nonzero(still)[0] if active is None else active[still]
-                        if active.size == 0:
-                            break
-            out[r0:r1] = (node - self.n_branches).reshape(r1 - r0, t)
+        rpc = self._rows_per_chunk()
+        for r0 in range(0, n, rpc):
+            r1 = min(n, r0 + rpc)
+            out[r0:r1] = (self._walk(X, r0, r1, thr_all) - self.n_branches).T
         return out
 
     def _compare(self, code: int, x, thr, nodes) -> np.ndarray:
@@ -460,52 +476,89 @@ class _Forest:
             return x != thr
         raise InvalidGraph(f"{self.where}: a LEAF node is used as a branch")
 
+    # below this many (row, tree) pairs the walk stays on the calling thread
+    _PARALLEL_MIN_PAIRS = 1 << 16
+
     def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Aggregated (rows, targets) scores and a has-score mask, before base values."""
-        leaves = self.leaves(X)
-        n = leaves.shape[0]
-        if self.dense:
-            k = self.n_targets
-            has = np.zeros((n, k), dtype=bool)
-            if k == 1:
-                vals = np.take(self.leaf_values[:, 0], leaves)
-                hits = np.take(self.leaf_hits[:, 0], leaves)
-                has[:, 0] = hits.any(axis=1)
-                if self.agg in (0, 1):
-                    s = vals.sum(axis=1, keepdims=True)
-                else:
-                    s = (vals.min(axis=1) if self.agg == 2 else vals.max(axis=1)).reshape(n, 1)
-            else:
-                vals = np.take(self.leaf_values, leaves, axis=0)  # (rows, trees, targets)
-                has = np.take(self.leaf_hits, leaves, axis=0).any(axis=1)
-                if self.agg in (0, 1):
-                    s = vals.sum(axis=1)
-                else:
-                    s = vals.min(axis=1) if self.agg == 2 else vals.max(axis=1)
-            if self.agg == 0 and self.roots.size:
-                s = s / self.roots.size
-            elif self.agg in (2, 3):
-                s = np.where(has, s, 0.0)
+        """Aggregated (rows, targets) scores and a has-score mask, before base values.
+
+        Rows are independent, so blocks of rows are walked and aggregated on the intra-op pool
+        (numpy releases the GIL in the gathers and compares); each block writes its rows of the
+        preallocated outputs, and the per-row arithmetic is the same whatever the split."""
+        X, thr_all = self._walk_input(X)
+        n, t, k = X.shape[0], self.roots.size, self.n_targets
+        s = np.zeros((n, k))
+        has = np.zeros((n, k), dtype=bool)
+        if n == 0 or t == 0:
             return s, has
-        leaves = leaves.reshape(-1)
+        rpc = self._rows_per_chunk()
+
+        def block(sl: slice) -> None:
+            for r0 in range(sl.start, sl.stop, rpc):
+                r1 = min(sl.stop, r0 + rpc)
+                self._aggregate(self._walk(X, r0, r1, thr_all) - self.n_branches, s[r0:r1], has[r0:r1])
+
+        parts = 1
+        if n * t >= self._PARALLEL_MIN_PAIRS:
+            parts = min(threads.current_num_threads(), -(-n // rpc))
+        threads.parallel_for(block, n, parts)
+        return s, has
+
+    def _aggregate(self, leaves_t: np.ndarray, s: np.ndarray, has: np.ndarray) -> None:
+        """Scores of a block of rows from its (trees, rows) leaf indices, written into s and has.
+
+        Trees are summed in the order the previous (rows, trees) layout summed them: a contiguous
+        (rows, trees) reduction for one target, a sequential tree-by-tree one for several."""
+        t, m = leaves_t.shape
+        k = self.n_targets
+        if self.dense:
+            if k == 1:
+                lv = leaves_t.T  # (rows, trees) view: the gather yields a C-ordered (rows, trees) array
+                vals = np.take(self.leaf_values_1, lv)
+                if self.all_hit:
+                    has[:] = True
+                else:
+                    has[:, 0] = np.take(self.leaf_hits_1, lv).any(axis=1)
+                if self.agg in (0, 1):
+                    np.sum(vals, axis=1, out=s[:, 0])
+                elif self.agg == 2:
+                    np.min(vals, axis=1, out=s[:, 0])
+                else:
+                    np.max(vals, axis=1, out=s[:, 0])
+            else:
+                vals = np.take(self.leaf_values, leaves_t, axis=0)  # (trees, rows, targets)
+                if self.all_hit:
+                    has[:] = True
+                else:
+                    np.any(np.take(self.leaf_hits, leaves_t, axis=0), axis=0, out=has)
+                if self.agg in (0, 1):
+                    np.sum(vals, axis=0, out=s)
+                elif self.agg == 2:
+                    np.min(vals, axis=0, out=s)
+                else:
+                    np.max(vals, axis=0, out=s)
+            if self.agg == 0:
+                s /= t
+            elif self.agg in (2, 3):
+                s[~has] = 0.0
+            return
+        leaves = np.ascontiguousarray(leaves_t.T).reshape(-1).astype(np.int64, copy=False)
         counts = self.leaf_start[leaves + 1] - self.leaf_start[leaves]
-        rows = np.repeat(np.repeat(np.arange(n, dtype=np.int64), self.roots.size), counts)
+        rows = np.repeat(np.repeat(np.arange(m, dtype=np.int64), t), counts)
         offs = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         entries = np.repeat(self.leaf_start[leaves], counts) + offs
-        lin = rows * self.n_targets + self.leaf_target[entries]
+        lin = rows * k + self.leaf_target[entries]
         w = self.leaf_weight[entries]
-        size = n * self.n_targets
-        hits = np.bincount(lin, minlength=size).reshape(n, self.n_targets)
-        has = hits > 0
+        size = m * k
+        has[:] = (np.bincount(lin, minlength=size) > 0).reshape(m, k)
         if self.agg in (0, 1):
-            s = np.bincount(lin, weights=w, minlength=size).reshape(n, self.n_targets)
-            if self.agg == 0 and self.roots.size:
-                s = s / self.roots.size
+            s[:] = np.bincount(lin, weights=w, minlength=size).reshape(m, k)
+            if self.agg == 0:
+                s /= t
         else:
-            s = np.full(size, np.inf if self.agg == 2 else -np.inf)
-            (np.minimum if self.agg == 2 else np.maximum).at(s, lin, w)
-            s = np.where(has.reshape(-1), s, 0.0).reshape(n, self.n_targets)
-        return s, has
+            acc = np.full(size, np.inf if self.agg == 2 else -np.inf)
+            (np.minimum if self.agg == 2 else np.maximum).at(acc, lin, w)
+            s[:] = np.where(has.reshape(-1), acc, 0.0).reshape(m, k)
 
 
 def _forest_from_legacy(ctx: KernelContext, prefix: str, n_targets: int, agg: int) -> _Forest:
