@@ -127,6 +127,27 @@ class _Common:
             raise ValueError(f"{op_name}: layout must be 0 or 1, got {self.layout}")
         self.acts = _make_activations(op_name, a, per_dir, self.num_dir, defaults)
         self.reverse_flags = [direction == "reverse"] if self.num_dir == 1 else [False, True]
+        consts = list(ctx.const_inputs) + [None] * 4
+        # Constant weights: their re-laid-out forms are made once per compute dtype (see _weights).
+        self._const_wrb = tuple(consts[1:4])
+        self._weights_cache: dict = {}
+        self._acts_cache: dict = {}
+
+    def _weights(self, W, R, B, cdt, D, G, H, input_size):
+        """(Wt (input, D*G*H), Rt (D, H, G*H), bias (D, 2, G*H) or None), cached for constant weights."""
+        cw, cr, cb = self._const_wrb
+        cached = W is cw and R is cr and B is cb and cw is not None and cr is not None
+        if cached:
+            hit = self._weights_cache.get(cdt)
+            if hit is not None:
+                return hit
+        Wt = W.astype(cdt, copy=False).transpose(2, 0, 1).reshape(input_size, D * G * H)
+        Rt = R.astype(cdt, copy=False).transpose(0, 2, 1)  # (D, H, G*H)
+        bias = B.astype(cdt, copy=False).reshape(D, 2, G * H) if B is not None else None
+        out = (Wt, Rt, bias)
+        if cached:
+            self._weights_cache[cdt] = out
+        return out
 
     def prepare(self, X, W, R, B, sequence_lens, initial_h):
         op, G = self.op, self.gates
@@ -165,11 +186,9 @@ class _Common:
         h0 = self._state(initial_h, "initial_h", D, batch, H, cdt)
 
         # Input projection for every step and direction in one GEMM: (seq * batch, D * G * H).
-        Wt = W.astype(cdt, copy=False).transpose(2, 0, 1).reshape(input_size, D * G * H)
+        Wt, Rt, bias = self._weights(W, R, B, cdt, D, G, H, input_size)
         xw = (x.astype(cdt, copy=False).reshape(seq * batch, input_size) @ Wt).reshape(seq, batch, D, G * H)
         xw = np.ascontiguousarray(xw.transpose(2, 0, 1, 3))  # (D, seq, batch, G*H)
-        Rt = R.astype(cdt, copy=False).transpose(0, 2, 1)  # (D, H, G*H)
-        bias = B.astype(cdt, copy=False).reshape(D, 2, G * H) if B is not None else None
 
         # Reverse direction: reorder each entry's valid prefix back to front.
         if lens is None:
@@ -202,6 +221,12 @@ class _Common:
 
     def bound_acts(self, cdt) -> list[Callable]:
         """Per activation slot, one callable over x (D, batch, n) applying each direction's function."""
+        hit = self._acts_cache.get(cdt)
+        if hit is None:
+            hit = self._acts_cache[cdt] = self._bind_acts(cdt)
+        return hit
+
+    def _bind_acts(self, cdt) -> list[Callable]:
         bound: dict[tuple, Callable] = {}
         per_dir = []
         for fns in self.acts:

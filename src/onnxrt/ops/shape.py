@@ -124,9 +124,12 @@ def flatten(input, *, axis=1):  # noqa: A002
 
 
 def _squeeze(data: np.ndarray, axes: list[int] | None) -> np.ndarray:
-    shape = data.shape
+    return data.reshape(_squeeze_shape(data.shape, axes))
+
+
+def _squeeze_shape(shape: tuple, axes: list[int] | None) -> tuple:
     if axes is None:
-        return data.reshape(tuple(d for d in shape if d != 1))
+        return tuple(d for d in shape if d != 1)
     r = len(shape)
     norm = set()
     for a in axes:
@@ -135,7 +138,7 @@ def _squeeze(data: np.ndarray, axes: list[int] | None) -> np.ndarray:
             raise ValueError(f"Squeeze: cannot squeeze axis {a}: its dimension is {shape[a]}, expected 1 "
                              f"(input shape {shape})")
         norm.add(a)
-    return data.reshape(tuple(d for i, d in enumerate(shape) if i not in norm))
+    return tuple(d for i, d in enumerate(shape) if i not in norm)
 
 
 @op("Squeeze", 1, 11)
@@ -143,13 +146,32 @@ def squeeze_1(data, *, axes=None):
     return _squeeze(data, axes)
 
 
-@op("Squeeze", 13)
 def squeeze(data, axes=None):
     return _squeeze(data, None if axes is None else _ints(axes, "Squeeze", "axes"))
 
 
+@op_factory("Squeeze", 13)
+def squeeze_factory(ctx: KernelContext):
+    consts = _const_or_absent(ctx, 1, 2)
+    if consts is None or consts[0] is None:
+        return squeeze
+    c_axes = consts[0]
+    axes_l = c_axes.reshape(-1).tolist()
+    shape_of = _shape_cached(lambda shape: _squeeze_shape(shape, axes_l))
+
+    def run(data, axes=None):
+        if axes is c_axes:
+            return data.reshape(shape_of(data.shape))
+        return squeeze(data, axes)
+
+    return run
+
+
 def _unsqueeze(data: np.ndarray, axes: list[int]) -> np.ndarray:
-    shape = data.shape
+    return data.reshape(_unsqueeze_shape(data.shape, axes))
+
+
+def _unsqueeze_shape(shape: tuple, axes: list[int]) -> list[int]:
     out_rank = len(shape) + len(axes)
     norm = sorted(_axis(a, out_rank, "Unsqueeze", "axes entry") for a in axes)
     if len(set(norm)) != len(norm):
@@ -157,7 +179,7 @@ def _unsqueeze(data: np.ndarray, axes: list[int]) -> np.ndarray:
     new = list(shape)
     for a in norm:
         new.insert(a, 1)
-    return data.reshape(new)
+    return new
 
 
 @op("Unsqueeze", 1, 11)
@@ -165,9 +187,25 @@ def unsqueeze_1(data, *, axes):
     return _unsqueeze(data, axes)
 
 
-@op("Unsqueeze", 13)
 def unsqueeze(data, axes):
     return _unsqueeze(data, _ints(axes, "Unsqueeze", "axes"))
+
+
+@op_factory("Unsqueeze", 13)
+def unsqueeze_factory(ctx: KernelContext):
+    consts = _const_or_absent(ctx, 1, 2)
+    if consts is None or consts[0] is None:
+        return unsqueeze
+    c_axes = consts[0]
+    axes_l = c_axes.reshape(-1).tolist()
+    shape_of = _shape_cached(lambda shape: tuple(_unsqueeze_shape(shape, axes_l)))
+
+    def run(data, axes):
+        if axes is c_axes:
+            return data.reshape(shape_of(data.shape))
+        return unsqueeze(data, axes)
+
+    return run
 
 
 @op_factory("Transpose", 1)
@@ -280,7 +318,12 @@ def split(ctx: KernelContext):
 
 def _slice(data: np.ndarray, starts: list[int], ends: list[int], axes: list[int] | None,
            steps: list[int] | None) -> np.ndarray:
-    shape = data.shape
+    return data[_slice_index(data.shape, starts, ends, axes, steps)]
+
+
+def _slice_index(shape: tuple, starts: list[int], ends: list[int], axes: list[int] | None,
+                 steps: list[int] | None) -> tuple:
+    """The basic-indexing tuple Slice applies to an input of ``shape`` (all checks done here)."""
     r = len(shape)
     n = len(starts)
     if len(ends) != n:
@@ -315,7 +358,7 @@ def _slice(data: np.ndarray, starts: list[int], ends: list[int], axes: list[int]
             s = 0 if s < 0 else (dim - 1 if s > dim - 1 else s)
             e = -1 if e < -1 else (dim - 1 if e > dim - 1 else e)
             index[a] = slice(s, None if e < 0 else e, st) if dim > 0 else slice(0, 0)
-    return data[tuple(index)]
+    return tuple(index)
 
 
 @op("Slice", 1)
@@ -323,7 +366,6 @@ def slice_1(data, *, starts, ends, axes=None):
     return _slice(data, list(starts), list(ends), None if axes is None else list(axes), None)
 
 
-@op("Slice", 10)
 def slice_(data, starts, ends, axes=None, steps=None):
     return _slice(
         data,
@@ -332,6 +374,65 @@ def slice_(data, starts, ends, axes=None, steps=None):
         None if axes is None else _ints(axes, "Slice", "axes"),
         None if steps is None else _ints(steps, "Slice", "steps"),
     )
+
+
+_SHAPE_CACHE_MAX = 64  # distinct input shapes remembered per node by the constant-input fast paths
+
+
+def _const_or_absent(ctx: KernelContext, first: int, last: int) -> list | None:
+    """ctx.const_inputs[first:last] where each is a constant or an omitted input, else None.
+
+    Omitted inputs read as None. A constant that is not a 1-D (or scalar) integer tensor also gives
+    None: the generic path then raises the usual error at run time.
+    """
+    consts = list(ctx.const_inputs) + [None] * (last - len(ctx.const_inputs))
+    names = list(ctx.input_names) + [""] * (last - len(ctx.input_names))
+    out = []
+    for i in range(first, last):
+        c = consts[i]
+        if c is None:
+            if i < ctx.num_inputs and names[i]:
+                return None  # a runtime value
+            out.append(None)
+            continue
+        if type(c) is not np.ndarray or c.dtype.kind not in "iu" or c.ndim > 1:
+            return None
+        out.append(c)
+    return out
+
+
+def _shape_cached(compute):
+    """Memoise ``compute(shape)`` per input shape (bounded); exceptions are not cached."""
+    cache: dict = {}
+
+    def get(shape):
+        r = cache.get(shape)
+        if r is None:
+            r = compute(shape)
+            if len(cache) < _SHAPE_CACHE_MAX:
+                cache[shape] = r
+        return r
+
+    return get
+
+
+@op_factory("Slice", 10)
+def slice_factory(ctx: KernelContext):
+    consts = _const_or_absent(ctx, 1, 5)
+    if consts is None or consts[0] is None or consts[1] is None:
+        return slice_
+    c_starts, c_ends, c_axes, c_steps = consts
+    starts_l, ends_l = c_starts.reshape(-1).tolist(), c_ends.reshape(-1).tolist()
+    axes_l = None if c_axes is None else c_axes.reshape(-1).tolist()
+    steps_l = None if c_steps is None else c_steps.reshape(-1).tolist()
+    index_of = _shape_cached(lambda shape: _slice_index(shape, starts_l, ends_l, axes_l, steps_l))
+
+    def run(data, starts, ends, axes=None, steps=None):
+        if starts is c_starts and ends is c_ends and axes is c_axes and steps is c_steps:
+            return data[index_of(data.shape)]
+        return slice_(data, starts, ends, axes, steps)
+
+    return run
 
 
 # -- Expand, Tile ------------------------------------------------------------------------------
