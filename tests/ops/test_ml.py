@@ -263,3 +263,18 @@ def test_tree_classifier_split_over_threads():
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
     _check(model, {"X": X})
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(nodes_nodeids=[0, 1, 2, 3, 3, 0, 1, 2]), "defined twice"),
+    (dict(nodes_falsenodeids=[4, 9, 0, 0, 0, 2, 0, 0]), r"points to missing node 9"),
+    (dict(target_nodeids=[2, 3, 0, 1, 2]), r"refers to \(0, 0\), which is not a leaf"),
+    (dict(target_treeids=[0, 0, 5, 1, 1]), r"refers to \(5, 4\), which is not a leaf"),
+])
+def test_tree_regressor_malformed_node_lists(change, message):
+    targets = dict(target_treeids=[0, 0, 0, 1, 1], target_nodeids=[2, 3, 4, 1, 2], target_ids=[0] * 5,
+                   target_weights=[1.0] * 5)
+    attrs = {**_tree_attrs(), **targets, **change}
+    model = _model("TreeEnsembleRegressor", [("X", F, [None, 3])], [("Y", F, [None, 1])], n_targets=1, **attrs)
+    with pytest.raises(Exception, match=message):
+        onnxrt.InferenceSession(model)

@@ -331,7 +331,8 @@ class _Forest:
             return np.where(nxt >= 0, nxt, nb + ~nxt)
 
         total = nb + nl
-        idx_type = np.int32 if total * 2 < 2**31 else np.int64
+        # np.take converts any other index dtype to intp first: a full copy per gather
+        idx_type = np.intp
         child = np.empty((total, 2), dtype=idx_type)  # [false, true] so that child[node * 2 + cond]
         child[:nb, 0] = ext(self.false_next)
         child[:nb, 1] = ext(self.true_next)
@@ -427,16 +428,20 @@ class _Forest:
         # every pair takes 'depth' steps; once most pairs sit in a leaf, continue on the rest only
         active = None
         for step in range(self.depth):
-            cur = node if active is None else node[active]
-            f = np.take(self.ext_feat, cur)
-            f += offsets if active is None else offsets[active]
-            x = np.take(flat, f)
-            cond = self._conditions(x, np.take(thr_all, cur), cur)
-            nxt = np.take(self.child, 2 * cur + cond)
+            cur = node if active is None else np.take(node, active, mode="clip")
+            # indices are in range by construction (checked when the forest was built, and the
+            # row offsets stay below the chunk's size), so 'clip' only skips the bounds errors
+            f = np.take(self.ext_feat, cur, mode="clip")
+            f += offsets if active is None else np.take(offsets, active, mode="clip")
+            x = np.take(flat, f, mode="clip")
+            cond = self._conditions(x, np.take(thr_all, cur, mode="clip"), cur)
+            c = np.left_shift(cur, 1)
+            c += cond
+            nxt = np.take(self.child, c, mode="clip")
             if active is None:
                 node = nxt
             else:
-                node[active] = nxt
+                np.put(node, active, nxt, mode="clip")
             if step % 4 == 3 and step + 1 < self.depth:
                 still = nxt < self.n_branches
                 if still.mean() < 0.5:
@@ -583,66 +588,81 @@ def _forest_from_legacy(ctx: KernelContext, prefix: str, n_targets: int, agg: in
         mode_codes = [_MODE_CODES[m] for m in modes]
     except KeyError as e:
         raise InvalidGraph(f"{where}: unknown node mode {e.args[0]!r}") from None
-    key_to_pos = {}
-    for i, (t, nd) in enumerate(zip(treeids, nodeids)):
-        if (t, nd) in key_to_pos:
-            raise InvalidGraph(f"{where}: node ({t}, {nd}) is defined twice")
-        key_to_pos[(t, nd)] = i
-    is_leaf = [c == 7 for c in mode_codes]
-    leaf_id = {}
-    branch_id = {}
-    for i in range(n):
-        if is_leaf[i]:
-            leaf_id[i] = len(leaf_id)
-        else:
-            branch_id[i] = len(branch_id)
+    tre = np.asarray(treeids, dtype=np.int64).reshape(-1)
+    nod = np.asarray(nodeids, dtype=np.int64).reshape(-1)
+    tru = np.asarray(trues, dtype=np.int64).reshape(-1)
+    fal = np.asarray(falses, dtype=np.int64).reshape(-1)
+    is_leaf = np.asarray(mode_codes, dtype=np.int64).reshape(-1) == 7
+    # a (tree, node) pair as one int64 key: dense tree rank x dense rank among every node id used
+    tree_u, tree_rank = np.unique(tre, return_inverse=True)
+    node_u, node_rank = np.unique(np.concatenate([nod, tru, fal]), return_inverse=True)
+    width = max(node_u.size, 1)
+    tree_rank = tree_rank.reshape(-1).astype(np.int64)
+    node_rank = node_rank.reshape(-1).astype(np.int64)
+    key = tree_rank * width + node_rank[:n]
+    key_true = tree_rank * width + node_rank[n:2 * n]
+    key_false = tree_rank * width + node_rank[2 * n:]
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    dup = np.nonzero(sorted_key[1:] == sorted_key[:-1])[0]
+    if dup.size:
+        i = int(order[dup[0] + 1])
+        raise InvalidGraph(f"{where}: node ({treeids[i]}, {nodeids[i]}) is defined twice")
 
-    def ref(pos: int) -> int:
-        return ~leaf_id[pos] if is_leaf[pos] else branch_id[pos]
+    def lookup(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Node positions of the keys q, and which keys name an existing node."""
+        if n == 0:
+            return np.zeros(q.shape, dtype=np.int64), np.zeros(q.shape, dtype=bool)
+        p = np.minimum(np.searchsorted(sorted_key, q), n - 1)
+        return order[p], sorted_key[p] == q
 
-    def child(i: int, nid: int) -> int:
-        pos = key_to_pos.get((treeids[i], nid))
-        if pos is None:
-            raise InvalidGraph(f"{where}: node ({treeids[i]}, {nodeids[i]}) points to missing node {nid}")
-        return ref(pos)
-
-    b = sorted(branch_id, key=branch_id.get)
-    true_next = [child(i, trues[i]) for i in b]
-    false_next = [child(i, falses[i]) for i in b]
+    leaf_id = np.cumsum(is_leaf) - 1
+    ref = np.where(is_leaf, ~leaf_id, np.cumsum(~is_leaf) - 1)
+    n_leaves = int(is_leaf.sum())
+    b = np.nonzero(~is_leaf)[0]  # branches in index order, which is branch-id order
+    children = []
+    for keys, ids in ((key_true, trues), (key_false, falses)):
+        pos, found = lookup(keys[b])
+        if not found.all():
+            i = int(b[np.argmin(found)])
+            raise InvalidGraph(f"{where}: node ({treeids[i]}, {nodeids[i]}) points to missing node {ids[i]}")
+        children.append(ref[pos])
+    true_next, false_next = children
     # a root is the first node of each tree that no node of that tree points to
-    referenced = set()
-    for i in b:
-        referenced.add((treeids[i], trues[i]))
-        referenced.add((treeids[i], falses[i]))
-    roots, seen = [], set()
-    for i in range(n):
-        t = treeids[i]
-        if t not in seen and (t, nodeids[i]) not in referenced:
-            seen.add(t)
-            roots.append(ref(i))
+    referenced = np.isin(key, np.concatenate([key_true[b], key_false[b]]))
+    cand = np.nonzero(~referenced)[0]
+    _, first = np.unique(tree_rank[cand], return_index=True)
+    roots = ref[np.sort(cand[first])]
     # leaf outputs
-    t_tree = list(_attr(ctx, prefix + "_treeids", []))
-    t_node = list(_attr(ctx, prefix + "_nodeids", []))
-    t_ids = list(_attr(ctx, prefix + "_ids", []))
+    t_tree = np.asarray(_attr(ctx, prefix + "_treeids", []), dtype=np.int64).reshape(-1)
+    t_node = np.asarray(_attr(ctx, prefix + "_nodeids", []), dtype=np.int64).reshape(-1)
+    t_ids = np.asarray(_attr(ctx, prefix + "_ids", []), dtype=np.int64).reshape(-1)
     t_w = _floats(ctx, prefix + "_weights")
-    t_w = np.zeros(len(t_tree)) if t_w is None else t_w
-    if not (len(t_tree) == len(t_node) == len(t_ids) == len(t_w)):
+    t_w = np.zeros(t_tree.size) if t_w is None else t_w
+    if not (t_tree.size == t_node.size == t_ids.size == t_w.size):
         raise InvalidGraph(f"{where}: {prefix}_treeids/_nodeids/_ids/_weights differ in length")
-    ent_leaf = []
-    for tt, nn in zip(t_tree, t_node):
-        pos = key_to_pos.get((tt, nn))
-        if pos is None or not is_leaf[pos]:
-            raise InvalidGraph(f"{where}: {prefix} entry refers to ({tt}, {nn}), which is not a leaf")
-        ent_leaf.append(leaf_id[pos])
-    ent_leaf = np.asarray(ent_leaf, dtype=np.int64)
+    tp = np.minimum(np.searchsorted(tree_u, t_tree), max(tree_u.size - 1, 0))
+    np_ = np.minimum(np.searchsorted(node_u, t_node), max(node_u.size - 1, 0))
+    ok = np.zeros(t_tree.size, dtype=bool)
+    pos = np.zeros(t_tree.size, dtype=np.int64)
+    if tree_u.size and node_u.size:
+        ok = (tree_u[tp] == t_tree) & (node_u[np_] == t_node)
+        pos, found = lookup(tp * width + np_)
+        ok &= found
+        ok &= is_leaf[pos]
+    if not ok.all():
+        j = int(np.argmin(ok))
+        raise InvalidGraph(f"{where}: {prefix} entry refers to ({t_tree[j]}, {t_node[j]}), which is not a leaf")
+    ent_leaf = leaf_id[pos] if t_tree.size else np.zeros(0, dtype=np.int64)
     order = np.argsort(ent_leaf, kind="stable")
-    leaf_start = np.zeros(len(leaf_id) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(ent_leaf, minlength=len(leaf_id)), out=leaf_start[1:])
+    leaf_start = np.zeros(n_leaves + 1, dtype=np.int64)
+    np.cumsum(np.bincount(ent_leaf, minlength=n_leaves), out=leaf_start[1:])
     return _Forest(
-        feat=[featids[i] for i in b], thr=[values[i] for i in b], mode=[mode_codes[i] for i in b],
-        true_next=true_next, false_next=false_next, miss_true=[bool(miss[i]) for i in b], roots=roots,
-        member_sets=None, leaf_start=leaf_start, leaf_target=np.asarray(t_ids, np.int64)[order],
-        leaf_weight=np.asarray(t_w)[order], n_targets=n_targets, agg=agg, where=where)
+        feat=np.asarray(featids, dtype=np.int64).reshape(-1)[b], thr=values[b],
+        mode=np.asarray(mode_codes, dtype=np.int64)[b], true_next=true_next, false_next=false_next,
+        miss_true=np.asarray(miss, dtype=bool).reshape(-1)[b], roots=roots, member_sets=None,
+        leaf_start=leaf_start, leaf_target=t_ids[order], leaf_weight=np.asarray(t_w)[order],
+        n_targets=n_targets, agg=agg, where=where)
 
 
 def _acc_dtype(X: Any) -> type:
