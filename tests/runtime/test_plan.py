@@ -139,9 +139,51 @@ def test_profiling_writes_a_chrome_trace(tmp_path):
 
 
 def test_weights_are_read_only_for_kernels():
-    nodes = [h.make_node("Identity", ["w"], ["y"])]
-    data = _model(nodes, [], [f32("y", [2])], [h.make_tensor("w", T.FLOAT, [2], [1, 2])])
+    nodes = [h.make_node("Identity", ["w"], ["y"]), h.make_node("Add", ["x", "w"], ["z"])]
+    data = _model(nodes, [f32("x", [2])], [f32("y", [2]), f32("z", [2])], [h.make_tensor("w", T.FLOAT, [2], [1, 2])])
     session = onnxrt.InferenceSession(data)
     assert not session._plan._template[session._plan._slot_of["w"]].flags.writeable
-    out = session.run(None, {})[0]
+    assert not session._plan._template[session._plan._slot_of["y"]].flags.writeable  # folded at planning
+    out = session.run(None, {"x": np.zeros(2, np.float32)})[0]
     assert out.flags.writeable  # the caller gets its own copy
+
+
+def test_constant_only_nodes_are_computed_once_at_planning():
+    nodes = [
+        h.make_node("Constant", [], ["c"], value=h.make_tensor("cv", T.FLOAT, [3], [1, 2, 3])),
+        h.make_node("Transpose", ["w"], ["wt"]),
+        h.make_node("Add", ["c", "c"], ["c2"]),
+        h.make_node("MatMul", ["x", "wt"], ["m"]),
+        h.make_node("Add", ["m", "c2"], ["y"]),
+    ]
+    w = h.make_tensor("w", T.FLOAT, [3, 2], [1, 0, 0, 1, 1, 1])
+    options = onnxrt.SessionOptions()
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_DISABLE_ALL  # planning folds on its own
+    session = onnxrt.InferenceSession(_model(nodes, [f32("x", [1, 2])], [f32("y", [1, 3])], [w]), options)
+    assert [s.op_type for s in session._plan.steps] == ["MatMul", "Add"]
+    assert "w" not in session._plan.constants  # only the folded Transpose read it
+    x = np.array([[1, 2]], np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ np.array([[1, 0, 1], [0, 1, 1]]) + [2, 4, 6])
+
+
+def test_random_ops_are_not_folded():
+    nodes = [h.make_node("RandomUniform", [], ["r"], shape=[4], seed=1.0), h.make_node("Add", ["r", "x"], ["y"])]
+    session = onnxrt.InferenceSession(_model(nodes, [f32("x", [4])], [f32("y", [4])]))
+    assert [s.op_type for s in session._plan.steps] == ["RandomUniform", "Add"]
+
+
+def test_subgraphs_see_enclosing_constants_as_constants():
+    body_nodes = [h.make_node("Slice", ["w", "starts", "ends"], ["ws"]), h.make_node("Add", ["ws", "x"], ["r"])]
+    then_graph = h.make_graph(body_nodes, "then", [], [f32("r", [2])])
+    else_graph = h.make_graph([h.make_node("Identity", ["x"], ["r"])], "else", [], [f32("r", [2])])
+    inits = [h.make_tensor("w", T.FLOAT, [4], [1, 2, 3, 4]), h.make_tensor("starts", T.INT64, [1], [1]),
+             h.make_tensor("ends", T.INT64, [1], [3])]
+    nodes = [h.make_node("If", ["cond"], ["y"], then_branch=then_graph, else_branch=else_graph)]
+    data = _model(nodes, [f32("x", [2]), h.make_tensor_value_info("cond", T.BOOL, [])], [f32("y", [2])], inits)
+    session = onnxrt.InferenceSession(data)
+    if_step = session._plan.steps[0]
+    then_plan = next(p for p in if_step.subplans if any(s.op_type == "Add" for s in p.steps))
+    assert then_plan.captured_names == ["x"]  # w, starts, ends are constants of the body now
+    assert [s.op_type for s in then_plan.steps] == ["Add"]  # the Slice of constants was folded
+    out = session.run(None, {"x": np.array([10, 20], np.float32), "cond": np.array(True)})[0]
+    np.testing.assert_array_equal(out, [12, 23])

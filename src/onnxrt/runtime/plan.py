@@ -77,9 +77,13 @@ class GraphPlan:
         outer_scope: frozenset[str] = frozenset(),
         overridable_initializers: bool = True,
         extra_outputs: Sequence[str] = (),
+        outer_constants: dict[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.config = config
+        # constants of the enclosing graphs: a body reads them as its own constants (so its kernels can
+        # prepare with them and its constant-only nodes fold) instead of capturing them on every run
+        self._outer_constants = outer_constants or {}
         self._slot_of: dict[str, int] = {}
         self._n_slots = 2
         self.input_names = [v.name for v in graph.inputs]
@@ -93,6 +97,7 @@ class GraphPlan:
         self.overridable: list[str] = [n for n in self.input_names if n in initializer_names]
 
         template: dict[int, Any] = {}
+        self._template_values = template
         self.constants: dict[str, Any] = {}
         for name, value in graph.initializers.items():
             slot = self._new_slot(name)
@@ -113,8 +118,11 @@ class GraphPlan:
 
         self.captured_names: list[str] = []
         self.steps: list[Step] = []
+        self.folded_nodes = 0
         for node in nodes:
-            self.steps.append(self._plan_node(node, inner_scope, outer_scope))
+            step = self._plan_node(node, inner_scope, outer_scope)
+            if not self._fold(step):
+                self.steps.append(step)
 
         missing = [n for n in self.output_names if n not in self._slot_of]
         if missing:
@@ -122,6 +130,15 @@ class GraphPlan:
         self.output_slots = [self._slot_of[n] for n in self.output_names]
         self.captured_slots = [self._slot_of[n] for n in self.captured_names]
 
+        # Values only folded nodes read (a weight transposed at planning time, say) are not needed to
+        # run: drop them so a weight is not held twice.
+        needed = set(self.output_slots) | set(self.input_slots)
+        for step in self.steps:
+            needed.update(step.inputs)
+        for name, slot in list(self._slot_of.items()):
+            if slot in template and slot not in needed:
+                del template[slot]
+                self.constants.pop(name, None)
         self._template: list[Any] = [None] * self._n_slots
         for slot, array in template.items():
             self._template[slot] = array
@@ -139,8 +156,56 @@ class GraphPlan:
         self._slot_of[name] = slot
         return slot
 
+    def _fold(self, step: Step) -> bool:
+        """Compute a node whose inputs are all constant now, once, instead of on every run.
+
+        Deterministic ops only, never control flow or function calls, and only when the results are
+        not much larger than the inputs (folding must not trade a cheap run for a huge constant). A
+        node that fails here stays a step, so its error surfaces at run time as usual.
+        """
+        node = step.node
+        if step.subplans or node.op_type in _NOT_FOLDED or node.domain not in ("", "ai.onnx", "com.microsoft"):
+            return False
+        if (node.domain, node.op_type, node.overload or "") in self.config.functions:
+            return False
+        inputs = []
+        for slot, value in zip(step.inputs, node.inputs):
+            if slot == NONE_SLOT:
+                inputs.append(None)
+            elif value is not None and value.name in self.constants:
+                inputs.append(self.constants[value.name])
+            else:
+                return False
+        try:
+            result = step.kernel(*inputs)
+        except Exception:
+            return False
+        outputs = list(result) if type(result) is tuple else [result]
+        outputs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outputs]
+        if len(outputs) < len(step.outputs) or not all(isinstance(o, np.ndarray) for o in outputs[: len(step.outputs)]):
+            return False
+        in_size = sum(int(np.size(a)) for a in inputs if a is not None)
+        out_size = sum(int(o.size) for o in outputs[: len(step.outputs)])
+        if out_size > max(1 << 16, 2 * in_size):
+            return False
+        for slot, value, out in zip(step.outputs, node.outputs, outputs):
+            if slot == DISCARD_SLOT:
+                continue
+            if out.flags.writeable:
+                out = out.copy() if not out.flags.owndata else out
+                out.flags.writeable = False
+            self._template_values[slot] = out
+            self.constants[value.name] = out
+        self.folded_nodes += 1
+        return True
+
     def _read_slot(self, name: str, outer_scope: frozenset[str]) -> int:
         slot = self._slot_of.get(name)
+        if slot is None and name in self._outer_constants:
+            slot = self._new_slot(name)
+            self._template_values[slot] = self._outer_constants[name]
+            self.constants[name] = self._outer_constants[name]
+            return slot
         if slot is None:
             if name not in outer_scope:
                 raise InvalidGraph(
@@ -308,7 +373,8 @@ class GraphPlan:
         if t == A.TENSOR:
             return tensor_to_numpy(attr.value)
         if t == A.GRAPH:
-            sub = GraphPlan(attr.value, self.config, inner_scope, overridable_initializers=False)
+            sub = GraphPlan(attr.value, self.config, inner_scope, overridable_initializers=False,
+                            outer_constants={**self._outer_constants, **self.constants})
             subplans.append(sub)
             return sub
         if t == A.FLOATS:
@@ -320,7 +386,8 @@ class GraphPlan:
         if t == A.TENSORS:
             return [tensor_to_numpy(x) for x in attr.value]
         if t == A.GRAPHS:
-            subs = [GraphPlan(g, self.config, inner_scope, overridable_initializers=False) for g in attr.value]
+            subs = [GraphPlan(g, self.config, inner_scope, overridable_initializers=False,
+                              outer_constants={**self._outer_constants, **self.constants}) for g in attr.value]
             subplans.extend(subs)
             return subs
         if t == A.SPARSE_TENSOR:
@@ -523,6 +590,14 @@ class GraphPlan:
             if isinstance(v, np.generic):
                 out[i] = np.asarray(v)
         return out
+
+
+# Ops never computed at planning time: their result must differ between runs (random draws,
+# training-mode dropout) or they depend on more than their inputs.
+_NOT_FOLDED = frozenset({
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+    "Dropout", "If", "Loop", "Scan", "SequenceMap",
+})
 
 
 def _names_read(node: ir.Node) -> list[str]:
