@@ -484,11 +484,17 @@ def measure(
     threads: int = 0,
     opt_level: str = "all",
     timeout: float | None = None,
+    gap_s: float = 0.1,
+    block: int = 5,
 ) -> list[RuntimeResult]:
     """Load ``model_path`` in one worker per runtime and time the runtimes' runs, interleaved.
 
     Every round runs each runtime once, in an order that alternates between rounds, so machine
-    load falls on all of them alike. Timed rounds stop after ``runs`` or, once ``min_runs`` are
+    load falls on all of them alike. A runtime's turn is a block of ``block`` back-to-back runs (as a
+    user's inference loop runs), started ``gap_s`` after the other runtime's turn ended, and the first
+    run of each block is not timed: thread pools spin-wait after their work (onnxruntime's intra-op
+    pool; OpenBLAS's threads for about 0.1 s), so without the gap one runtime's spinning steals cores
+    from the other's runs, and without the blocks a runtime loses the warm pool a real loop keeps. Timed rounds stop after ``runs`` or, once ``min_runs`` are
     done, when ``max_seconds`` of wall time have passed since the first run. ``timeout`` bounds each single request
     (load or one run); a runtime that exceeds it is killed and reported as 'timeout', and the
     others go on. Errors are reported per runtime. Outputs are compared with the last runtime's
@@ -528,17 +534,21 @@ def measure(
                 outputs[name] = results[name].outputs = answer["outputs"]
             except (WorkerTimeout, WorkerError) as e:
                 fail(name, e)
-        for round_index in range(warmup + runs):
+        for round_index in range(warmup + max(1, -(-runs // max(block, 1)))):
             order = list(workers) if round_index % 2 == 0 else list(reversed(workers))
             for name in order:
+                if gap_s > 0:
+                    time.sleep(gap_s)
+                timed_so_far = (round_index - warmup) * max(block, 1)
+                count = 1 if round_index < warmup else min(max(block, 1), runs - timed_so_far) + 1
                 try:
-                    answer = workers[name].request({"cmd": "run", "count": 1}, timeout)
+                    answer = workers[name].request({"cmd": "run", "count": count}, timeout)
                 except (WorkerTimeout, WorkerError) as e:
                     fail(name, e)
                     continue
                 if round_index >= warmup:
-                    results[name].times_s.extend(answer["times"])
-            timed_rounds = round_index + 1 - warmup
+                    results[name].times_s.extend(answer["times"][1:])
+            timed_rounds = (round_index + 1 - warmup) * max(block, 1)
             if max_seconds is not None and timed_rounds >= min_runs and time.perf_counter() - start > max_seconds:
                 break
             if not workers:
