@@ -451,12 +451,7 @@ class GraphPlan:
         pool = self.parallel_pool
         if pool is not None and len(self.steps) > 1:
             return self._execute_parallel(feeds, captured, run_options, pool)
-        values = self._template.copy()
-        for slot, value in zip(self.input_slots, feeds):
-            if value is not None or values[slot] is None:
-                values[slot] = value
-        for slot, value in zip(self.captured_slots, captured):
-            values[slot] = value
+        values = self._initial_values(feeds, captured)
         step = None
         check_terminate = run_options is not None
         try:
@@ -474,30 +469,19 @@ class GraphPlan:
                     values[slot] = None
         except Terminated:
             raise
-        except OrtError as e:
-            if step is None or getattr(e, "_node_named", False):
-                raise
-            err = type(e)(
-                f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
-                f"Status Message: {e.message}"
-            )
-            err._node_named = True  # type: ignore[attr-defined]
-            raise err from e
         except Exception as e:
-            if step is None:
+            failure = e if step is None else _node_failure(step, e)
+            if failure is e:
                 raise
-            err = RuntimeException(
-                f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
-                f"Status Message: {type(e).__name__}: {e}"
-            )
-            err._node_named = True  # type: ignore[attr-defined]
-            raise err from e
+            raise failure from e
+        return self._outputs(values)
+
+    def _outputs(self, values: list[Any]) -> list[Any]:
         out = [values[s] for s in self.output_slots]
         for i, v in enumerate(out):
-            if isinstance(v, np.generic):
+            if isinstance(v, np.generic):  # numpy ufuncs return scalars for 0-d inputs
                 out[i] = np.asarray(v)
         return out
-
 
     def _initial_values(self, feeds: Sequence[Any], captured: Sequence[Any]) -> list[Any]:
         values = self._template.copy()
@@ -576,20 +560,33 @@ class GraphPlan:
             error, step = state["error"]
             if isinstance(error, Terminated):
                 raise error
-            if isinstance(error, OrtError):
-                raise type(error)(
-                    f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
-                    f"Status Message: {error.message}"
-                ) from error
-            raise RuntimeException(
-                f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
-                f"Status Message: {type(error).__name__}: {error}"
-            ) from error
-        out = [values[s] for s in self.output_slots]
-        for i, v in enumerate(out):
-            if isinstance(v, np.generic):
-                out[i] = np.asarray(v)
-        return out
+            failure = _node_failure(step, error)
+            if failure is error:
+                raise error
+            raise failure from error
+        return self._outputs(values)
+
+
+def _node_failure(step: Step, error: BaseException) -> BaseException:
+    """onnxruntime's report of a kernel failure, naming the node and its op.
+
+    An OrtError keeps its class (a nested body's error is already named and passes through); anything
+    else a kernel raises becomes a RuntimeException.
+    """
+    if getattr(error, "_node_named", False):
+        return error
+    if isinstance(error, OrtError):
+        err: OrtError = type(error)(
+            f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
+            f"Status Message: {error.message}"
+        )
+    else:
+        err = RuntimeException(
+            f"Non-zero status code returned while running {step.op_type} node. Name:'{step.name}' "
+            f"Status Message: {type(error).__name__}: {error}"
+        )
+    err._node_named = True  # type: ignore[attr-defined]
+    return err
 
 
 # Ops never computed at planning time: their result must differ between runs (random draws,
