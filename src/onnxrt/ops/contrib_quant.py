@@ -988,7 +988,7 @@ def dynamic_quantize_lstm(ctx: KernelContext):
     scales and zero points. Like onnxruntime, each product quantizes its float operand dynamically to
     uint8 (X once for all steps, the hidden state at every step), multiplies exactly and scales back;
     the gates, peepholes, clip and activations are LSTM's (iofc order)."""
-    from onnxrt.ops.rnn import _Common, _step_update
+    from onnxrt.ops.rnn import _Common, lstm_step
 
     name = "DynamicQuantizeLSTM"
     c = _Common(ctx, name, 4, 3, ["Sigmoid", "Tanh", "Tanh"])
@@ -1050,31 +1050,17 @@ def dynamic_quantize_lstm(ctx: KernelContext):
             xw += (b[:, 0] + b[:, 1])[:, None, None, :]
         h = c._state(initial_h, "initial_h", D, batch, H, _F32)
         cell = c._state(initial_c, "initial_c", D, batch, H, _F32)
+        peep = None
         if P is not None:
             if P.shape != (D, 3 * H):
                 raise ValueError(f"{name}: P must have shape {[D, 3 * H]}, got {list(P.shape)}")
             peep = q._as_f32(P).reshape(D, 3, 1, H)
         f = c.bound_acts(_F32)
-        one = np.float32(1)
         ys = np.zeros((D, seq, batch, H), _F32)
         for t in range(seq):
             g = np.stack([_quantized_product(h[d], r_ops[d], r_scales[d]) for d in range(D)])  # (D, batch, 4H)
             g += xw[:, t]
-            gi, go, gf, gc = g[..., :H], g[..., H:2 * H], g[..., 2 * H:3 * H], g[..., 3 * H:]
-            if P is not None:
-                gi = gi + peep[:, 0] * cell
-                gf = gf + peep[:, 2] * cell
-            i = f[0](c.clipped(gi))
-            fg = one - i if input_forget else f[0](c.clipped(gf))
-            c_new = fg * cell + i * f[1](c.clipped(gc))
-            if P is not None:
-                go = go + peep[:, 1] * c_new
-            o = f[0](c.clipped(go))
-            h_new = o * f[2](c_new)
-            mask = None if active is None else active[t][None, :, None]
-            h = _step_update(h_new, h, mask)
-            cell = _step_update(c_new, cell, mask)
-            ys[:, t] = h if mask is None else np.where(mask, h, 0)
+            h, cell = lstm_step(g, h, cell, ys, t, active, f, c, input_forget, peep)
         return c.finish(dict(dtype=_F32, order=order, cols=cols), ys, [h, cell])
 
     return run

@@ -263,6 +263,34 @@ class _Common:
         return (Y, *[np.ascontiguousarray(f).astype(dtype, copy=False) for f in finals])
 
 
+def lstm_step(g, h, cell, ys, t, active, f, c, input_forget, peep):
+    """One LSTM time step from the gate pre-activations ``g`` (D, batch, 4H; gates i, o, f, c).
+
+    ``peep`` is None or (D, 3, 1, H) peepholes (i, o, f); ``f`` the bound activations, ``c`` the
+    op's ``_Common``; steps past an entry's sequence length (``active``) keep its state and write 0
+    to ``ys[:, t]``. Returns the new (h, cell). Shared by LSTM and com.microsoft DynamicQuantizeLSTM.
+    """
+    H = h.shape[-1]
+    one = g.dtype.type(1)
+    if peep is None:  # the three sigmoid-type gates in one call
+        iof = f[0](c.clipped(g[..., :3 * H]))
+        i, o = iof[..., :H], iof[..., H:2 * H]
+        fg = one - i if input_forget else iof[..., 2 * H:]
+        c_new = fg * cell + i * f[1](c.clipped(g[..., 3 * H:]))
+    else:
+        gi, go, gf, gc = g[..., :H], g[..., H:2 * H], g[..., 2 * H:3 * H], g[..., 3 * H:]
+        i = f[0](c.clipped(gi + peep[:, 0] * cell))
+        fg = one - i if input_forget else f[0](c.clipped(gf + peep[:, 2] * cell))
+        c_new = fg * cell + i * f[1](c.clipped(gc))
+        o = f[0](c.clipped(go + peep[:, 1] * c_new))
+    h_new = o * f[2](c_new)
+    mask = None if active is None else active[t][None, :, None]
+    h = _step_update(h_new, h, mask)
+    cell = _step_update(c_new, cell, mask)
+    ys[:, t] = h if mask is None else np.where(mask, h, 0)
+    return h, cell
+
+
 def _step_update(new, old, mask):
     """new where the step is active (mask (batch, 1)), else the old value."""
     return new if mask is None else np.where(mask, new, old)
@@ -362,49 +390,18 @@ def lstm(ctx: KernelContext):
         if bias is not None:
             xw += (bias[:, 0] + bias[:, 1])[:, None, None, :]
         cell = c._state(initial_c, "initial_c", D, batch, H, cdt)
+        peep = None
         if P is not None:
             if P.shape != (D, 3 * H):
                 raise ValueError(f"LSTM: P must have shape {(D, 3 * H)}, got {P.shape}")
             peep = P.astype(cdt, copy=False).reshape(D, 3, 1, H)
-            p_i, p_o, p_f = peep[:, 0], peep[:, 1], peep[:, 2]
         f = c.bound_acts(cdt)
-        one = cdt.type(1)
         h = p["h0"]
         ys = np.zeros((D, seq, batch, H), dtype=cdt)
         for t in range(seq):
             g = np.matmul(h, Rt)  # (D, batch, 4H): i, o, f, c
             g += xw[:, t]
-            if P is None:
-                # no peepholes: the three sigmoid-type gates in one call
-                iof = f[0](c.clipped(g[..., :3 * H]))
-                i, o = iof[..., :H], iof[..., H:2 * H]
-                fg = one - i if input_forget else iof[..., 2 * H:]
-                c_new = fg * cell + i * f[1](c.clipped(g[..., 3 * H:]))
-                h_new = o * f[2](c_new)
-                mask = None if active is None else active[t][None, :, None]
-                h = _step_update(h_new, h, mask)
-                cell = _step_update(c_new, cell, mask)
-                ys[:, t] = h if mask is None else np.where(mask, h, 0)
-                continue
-            gi, go, gf, gc = g[..., :H], g[..., H:2 * H], g[..., 2 * H:3 * H], g[..., 3 * H:]
-            if P is not None:
-                gi = gi + p_i * cell
-                gf = gf + p_f * cell
-            i = f[0](c.clipped(gi))
-            if input_forget:
-                fg = one - i
-            else:
-                fg = f[0](c.clipped(gf))
-            cand = f[1](c.clipped(gc))
-            c_new = fg * cell + i * cand
-            if P is not None:
-                go = go + p_o * c_new
-            o = f[0](c.clipped(go))
-            h_new = o * f[2](c_new)
-            mask = None if active is None else active[t][None, :, None]
-            h = _step_update(h_new, h, mask)
-            cell = _step_update(c_new, cell, mask)
-            ys[:, t] = h if mask is None else np.where(mask, h, 0)
+            h, cell = lstm_step(g, h, cell, ys, t, active, f, c, input_forget, peep)
         return c.finish(p, ys, [h, cell])
 
     return run
