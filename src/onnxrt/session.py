@@ -17,6 +17,7 @@ from onnxrt import types as _types
 from onnxrt.errors import Fail, InvalidArgument, InvalidGraph, OrtError, RuntimeException
 from onnxrt.model import loader
 from onnxrt.options import RunOptions, SessionOptions
+from onnxrt.ops.registry import normalize_domain
 from onnxrt.ortvalue import OrtValue
 from onnxrt.runtime import threads
 from onnxrt.runtime.plan import GraphPlan, PlanConfig, Terminated
@@ -163,7 +164,7 @@ class InferenceSession:
             self._optimize(model)
             if options.optimized_model_filepath:
                 self._save_optimized(model, options.optimized_model_filepath)
-            opsets = {("" if d == "ai.onnx" else d): v for d, v in model.opset_imports.items()}
+            opsets = {normalize_domain(d): v for d, v in model.opset_imports.items()}
             functions = {}
             for fn in loaded.proto.functions:
                 own = onnx.FunctionProto()

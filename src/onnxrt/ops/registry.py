@@ -33,7 +33,8 @@ KernelFactory = Callable[["KernelContext"], Callable[..., Any]]
 _registry: dict[tuple[str, str], list[tuple[int, KernelFactory]]] = {}
 
 
-def _normalise_domain(domain: str) -> str:
+def normalize_domain(domain: str) -> str:
+    """ONNX's default domain has two spellings, "" and "ai.onnx": one key for both."""
     return "" if domain in ("", "ai.onnx") else domain
 
 
@@ -87,7 +88,7 @@ def _plain_factory(fn: Callable[..., Any]) -> KernelFactory:
 
 
 def _register(domain: str, op_type: str, since: int, factory: KernelFactory) -> None:
-    entries = _registry.setdefault((_normalise_domain(domain), op_type), [])
+    entries = _registry.setdefault((normalize_domain(domain), op_type), [])
     for i, (v, _) in enumerate(entries):
         if v == since:
             entries[i] = (since, factory)
@@ -120,7 +121,7 @@ def op_factory(op_type: str, *since_versions: int, domain: str = "") -> Callable
 
 def lookup(domain: str, op_type: str, opset: int) -> tuple[int, KernelFactory] | None:
     """The (since_version, factory) that serves ``op_type`` at ``opset``, or None."""
-    entries = _registry.get((_normalise_domain(domain), op_type))
+    entries = _registry.get((normalize_domain(domain), op_type))
     if not entries:
         return None
     best = None

@@ -19,7 +19,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxrt.errors import Fail
-from onnxrt.ops.registry import KernelContext
+from onnxrt.ops.registry import KernelContext, normalize_domain
 from onnxrt.runtime.values import type_to_proto
 
 
@@ -80,7 +80,7 @@ def _body_plan(fn: onnx.FunctionProto, ctx: KernelContext, base_config: Any, sch
     )
     opsets = dict(base_config.opsets)
     for imp in fn.opset_import:
-        opsets["" if imp.domain == "ai.onnx" else imp.domain] = imp.version
+        opsets[normalize_domain(imp.domain)] = imp.version
     config = PlanConfig(opsets=opsets, functions=base_config.functions, session=base_config.session,
                         expand_ops=base_config.expand_ops)
     plan = GraphPlan(ir.serde.deserialize_graph(graph), config, overridable_initializers=False)

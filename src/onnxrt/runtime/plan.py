@@ -257,7 +257,7 @@ class GraphPlan:
         return order
 
     def _plan_node(self, node: ir.Node, inner_scope: frozenset[str], outer_scope: frozenset[str]) -> Step:
-        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        domain = registry.normalize_domain(node.domain)
         opset = self.config.opsets.get(domain)
         node_desc = f"node '{node.name}' ({node.op_type})"
         if opset is None:
