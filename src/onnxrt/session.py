@@ -199,7 +199,8 @@ class InferenceSession:
         # BLAS threads during a run: intra_op_num_threads (0 = every core) unless the config entry
         # "onnxrt.blas_threads" says otherwise.
         blas = options._config.get("onnxrt.blas_threads")
-        self._blas_threads = int(blas) if blas else threads.resolve_num_threads(options.intra_op_num_threads)
+        self._intra_op_threads = threads.resolve_num_threads(options.intra_op_num_threads)
+        self._blas_threads = int(blas) if blas else self._intra_op_threads
         self._intermediate_plans: dict[frozenset[str], GraphPlan] = {}
         self._plans_lock = threading.Lock()
         self._values_by_name = {v.name: v for v in graph.inputs}
@@ -394,7 +395,7 @@ class InferenceSession:
         plan, positions = self._plan_for(output_names)
         feeds = self._feeds(input_feed)
         try:
-            with threads.run_scope(self._sess_options.intra_op_num_threads, blas=self._blas_threads):
+            with threads.run_scope(self._intra_op_threads, blas=self._blas_threads):
                 if self._profiler is not None:
                     outputs = self._profiler.run(plan, feeds, run_options)
                 else:

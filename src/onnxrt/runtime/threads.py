@@ -67,6 +67,7 @@ class _Blas:
         self._libs: list[Any] | None = None
         self._active = 0
         self._saved: list[int] = []
+        self._changed = False
 
     def libs(self) -> list[Any]:
         if self._libs is None:
@@ -89,13 +90,16 @@ class _Blas:
         with self._lock:
             if self._active == 0:
                 self._saved = self.current()
+                # setting (and later restoring) costs a few microseconds a run: only when it changes
+                self._changed = any(m != n for m in self._saved)
             self._active += 1
-            self.set(n)
+            if self._changed:
+                self.set(n)
 
     def leave(self) -> None:
         with self._lock:
             self._active -= 1
-            if self._active == 0:
+            if self._active == 0 and self._changed:
                 for lib, n in zip(self.libs(), self._saved):
                     lib.set_num_threads(n)
 
