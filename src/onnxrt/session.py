@@ -202,6 +202,8 @@ class InferenceSession:
         self._intra_op_threads = threads.resolve_num_threads(options.intra_op_num_threads)
         self._blas_threads = int(blas) if blas else self._intra_op_threads
         self._intermediate_plans: dict[frozenset[str], GraphPlan] = {}
+        # requested output names -> (plan, positions), for requests that include intermediate values
+        self._fetches: dict[tuple[str, ...], tuple[GraphPlan, list[int]]] = {}
         self._plans_lock = threading.Lock()
         self._values_by_name = {v.name: v for v in graph.inputs}
         self._metadata = ModelMetadata(
@@ -368,6 +370,9 @@ class InferenceSession:
         """
         if not output_names:
             return self._plan, None
+        known = self._fetches.get(tuple(output_names))
+        if known is not None:
+            return known
         positions = []
         extras = []
         for name in output_names:
@@ -389,7 +394,10 @@ class InferenceSession:
                     self._profiler.instrument(plan)
                 self._intermediate_plans[key] = plan
         index = {name: i for i, name in enumerate(plan.output_names)}
-        return plan, [index[name] for name in output_names]
+        found = (plan, [index[name] for name in output_names])
+        if len(self._fetches) < 256:  # requests name a few fixed sets of values; do not grow unbounded
+            self._fetches[tuple(output_names)] = found
+        return found
 
     def _execute(self, output_names, input_feed, run_options) -> list[Any]:
         plan, positions = self._plan_for(output_names)
