@@ -32,31 +32,10 @@ SEQ, BATCH, VOCAB = 128, 1, 30522
 def build() -> None:
     MODELS.mkdir(parents=True, exist_ok=True)
     if not FLOAT.exists():
-        import torch
-        import transformers
+        from onnxrt.testing.models import export_bert
 
-        config = transformers.BertConfig()
-        config._attn_implementation = "eager"
-        torch.manual_seed(0)
-        model = transformers.BertModel(config).eval()
-
-        class LastHidden(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, input_ids, attention_mask):
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-        ids = torch.randint(0, VOCAB, (BATCH, SEQ))
-        mask = torch.ones(BATCH, SEQ, dtype=torch.int64)
-        tmp = FLOAT.with_suffix(".tmp.onnx")
-        with torch.no_grad():
-            torch.onnx.export(LastHidden(model), (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
-                              output_names=["last_hidden_state"],
-                              dynamic_axes={n: {0: "batch", 1: "seq"} for n in ["input_ids", "attention_mask"]},
-                              opset_version=17, dynamo=False)
-        tmp.replace(FLOAT)
+        # transformers' BertConfig() defaults: bert-base's shape
+        export_bert(FLOAT, hidden=768, layers=12, heads=12, vocab=VOCAB, seq=SEQ, batch=BATCH, max_positions=512)
     if not INT8.exists():
         import logging
 

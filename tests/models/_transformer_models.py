@@ -29,37 +29,11 @@ def _cache(name: str) -> Path:
 
 def export_bert(path: Path) -> Path:
     """Tiny BertModel (input_ids, attention_mask, token_type_ids) -> last_hidden_state."""
-    import torch
-    import transformers
+    from onnxrt.testing.models import BERT_INPUTS, export_bert as export
 
-    config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        intermediate_size=4 * HIDDEN, max_position_embeddings=64, type_vocab_size=2,
-    )
-    config._attn_implementation = "eager"  # the optimizer's fusion patterns match the eager graph
-    torch.manual_seed(0)
-    model = transformers.BertModel(config).eval()
-    ids = torch.randint(0, VOCAB, (2, SEQ))
-    mask = torch.ones(2, SEQ, dtype=torch.int64)
-    types = torch.zeros(2, SEQ, dtype=torch.int64)
-
-    class Wrapper(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-
-    with torch.no_grad():
-        torch.onnx.export(
-            Wrapper(model), (ids, mask, types), str(path), input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["last_hidden_state"],
-            dynamic_axes={n: {0: "batch", 1: "seq"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
-            opset_version=17, dynamo=False,
-        )
-    return path
+    # eager attention: the optimizer's fusion patterns match the eager graph
+    return export(path, hidden=HIDDEN, layers=LAYERS, heads=HEADS, vocab=VOCAB, seq=SEQ, batch=2, max_positions=64,
+                  inputs=BERT_INPUTS)
 
 
 def export_gpt2(path: Path) -> Path:

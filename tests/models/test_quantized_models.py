@@ -175,35 +175,11 @@ def test_cnn_dynamic(cnn_path, per_channel):
 
 def export_bert(path: Path, hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 200, seq: int = 16) -> Path:
     """A randomly initialised transformers BertModel exported with torch (input_ids, attention_mask)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    if path.exists():
-        return path
-    config = transformers.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                                     num_attention_heads=heads, intermediate_size=4 * hidden,
-                                     max_position_embeddings=max(128, seq), type_vocab_size=2)
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = transformers.BertModel(config).eval()
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from onnxrt.testing.models import export_bert as export
 
-    class LastHidden(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    ids = torch.randint(0, vocab, (1, seq))
-    mask = torch.ones(1, seq, dtype=torch.int64)
-    tmp = path.with_suffix(".tmp.onnx")
-    with torch.no_grad():
-        torch.onnx.export(LastHidden(model), (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
-                          output_names=["last_hidden_state"],
-                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in ["input_ids", "attention_mask"]},
-                          opset_version=17, dynamo=False)
-    tmp.replace(path)
-    return path
+    return export(path, hidden=hidden, layers=layers, heads=heads, vocab=vocab, seq=seq, max_positions=max(128, seq))
 
 
 def _bert_feed(batch: int = 2, seq: int = 16, vocab: int = 200):

@@ -13,42 +13,10 @@ CACHE = Path(__file__).resolve().parents[2] / ".cache" / "quantization"
 
 
 def export_bert(layers: int = 2, hidden: int = 64, heads: int = 4, vocab: int = 30522, seq: int = 16) -> Path:
-    path = CACHE / f"bert_l{layers}_h{hidden}_v{vocab}.onnx"
-    if path.is_file():
-        return path
-    import torch
-    from transformers import BertConfig, BertModel
+    from onnxrt.testing.models import export_bert as export
 
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=4 * hidden, max_position_embeddings=128)
-    bert = BertModel(config).eval()
-
-    class Wrapper(torch.nn.Module):  # plain positional signature for the exporter
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            out = self.bert(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-            return out.last_hidden_state, out.pooler_output
-
-    model = Wrapper().eval()
-    ids = torch.randint(0, vocab, (1, seq))
-    mask = torch.ones(1, seq, dtype=torch.int64)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(model, (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
-                      output_names=["last_hidden_state", "pooler_output"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                                    "last_hidden_state": {0: "batch", 1: "seq"}})
-    import onnx
-
-    onnx.save_model(onnx.load(str(tmp)), str(path))  # one self-contained file
-    tmp.unlink()
-    for leftover in CACHE.glob("*.tmp.onnx.data"):
-        leftover.unlink()
-    return path
+    return export(CACHE / f"bert_l{layers}_h{hidden}_v{vocab}.onnx", hidden=hidden, layers=layers, heads=heads,
+                  vocab=vocab, seq=seq, outputs=("last_hidden_state", "pooler_output"), eager_attention=False)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Helpers for onnxrt's tests and benchmarks (models made on demand). Not needed to run models."""
