@@ -22,15 +22,13 @@ def _default_model() -> str:
     return os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light/light_resnet50.onnx")
 
 
-def _feeds(session) -> dict:
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in arg.shape]
-        if "float" in arg.type:
-            feeds[arg.name] = rng.random(shape, dtype=np.float32)
-        else:
-            feeds[arg.name] = rng.integers(0, 100, shape).astype(np.int64)
+def _feeds(session, model_path: str) -> dict:
+    """Inputs as `onnxrt bench` makes them: from the model's sidecar recipe (NAME.json) when there is one."""
+    from onnxrt.tools import bench
+
+    sidecar = os.path.splitext(model_path)[0] + ".json"
+    recipes, dims = bench._load_recipe(sidecar if os.path.isfile(sidecar) else None)
+    feeds, _ = bench.make_inputs(session.get_inputs(), dims, recipes)
     return feeds
 
 
@@ -58,7 +56,7 @@ def main() -> None:
     so2 = onnxruntime.SessionOptions()
     so2.intra_op_num_threads = args.threads
     ref = onnxruntime.InferenceSession(args.model, so2, providers=["CPUExecutionProvider"])
-    feeds = _feeds(mine)
+    feeds = _feeds(mine, args.model)
     mine.run(None, feeds)
     ref.run(None, feeds)
     t_mine, t_ref = [], []
