@@ -701,14 +701,19 @@ def tree_ensemble_regressor(ctx: KernelContext):
     return run
 
 
+def _string_or_int_attr(ctx: KernelContext, strings_name: str, ints_name: str) -> np.ndarray:
+    """The one of two alternative attributes (labels, categories) the node sets: strings as an object
+    array, integers as int64."""
+    strings, ints = ctx.attrs.get(strings_name), ctx.attrs.get(ints_name)
+    if (strings is None) == (ints is None):
+        raise InvalidGraph(f"{ctx.describe()}: exactly one of {strings_name} and {ints_name} is required")
+    return np.array(strings, dtype=object) if strings is not None else np.array(ints, dtype=np.int64)
+
+
 @op_factory("TreeEnsembleClassifier", 1, 3, domain=ML)
 def tree_ensemble_classifier(ctx: KernelContext):
     where = ctx.describe()
-    labels_s = ctx.attrs.get("classlabels_strings")
-    labels_i = ctx.attrs.get("classlabels_int64s")
-    if (labels_s is None) == (labels_i is None):
-        raise InvalidGraph(f"{where}: exactly one of classlabels_strings and classlabels_int64s is required")
-    labels = np.array(labels_s, dtype=object) if labels_s is not None else np.array(labels_i, dtype=np.int64)
+    labels = _string_or_int_attr(ctx, "classlabels_strings", "classlabels_int64s")
     n_classes = labels.size
     forest = _forest_from_legacy(ctx, "class", n_classes, 1)
     base = _floats(ctx, "base_values")
@@ -951,13 +956,9 @@ def imputer(ctx: KernelContext):
 
 @op_factory("OneHotEncoder", 1, domain=ML)
 def one_hot_encoder(ctx: KernelContext):
-    cs = ctx.attrs.get("cats_strings")
-    ci = ctx.attrs.get("cats_int64s")
-    if (cs is None) == (ci is None):
-        raise InvalidGraph(f"{ctx.describe()}: exactly one of cats_strings and cats_int64s is required")
-    cats = np.array(cs if cs is not None else ci, dtype=object if cs is not None else np.int64)
+    cats = _string_or_int_attr(ctx, "cats_strings", "cats_int64s")
     zeros = int(_attr(ctx, "zeros", 1))
-    string_cats = cs is not None
+    string_cats = cats.dtype == object
     index = {v: i for i, v in enumerate(cats.tolist())}
 
     def run(X):
@@ -1070,11 +1071,7 @@ def linear_regressor(ctx: KernelContext):
 @op_factory("LinearClassifier", 1, domain=ML)
 def linear_classifier(ctx: KernelContext):
     where = ctx.describe()
-    ls = ctx.attrs.get("classlabels_strings")
-    li = ctx.attrs.get("classlabels_ints")
-    if (ls is None) == (li is None):
-        raise InvalidGraph(f"{where}: exactly one of classlabels_strings and classlabels_ints is required")
-    labels = np.array(ls, dtype=object) if ls is not None else np.array(li, dtype=np.int64)
+    labels = _string_or_int_attr(ctx, "classlabels_strings", "classlabels_ints")
     coef = np.asarray(_attr(ctx, "coefficients", []), dtype=np.float32)
     inter = np.asarray(_attr(ctx, "intercepts", []), dtype=np.float32)
     n_cls = inter.size if inter.size else max(labels.size, 1)
@@ -1115,11 +1112,7 @@ def linear_classifier(ctx: KernelContext):
 
 @op_factory("ZipMap", 1, domain=ML)
 def zipmap(ctx: KernelContext):
-    ls = ctx.attrs.get("classlabels_strings")
-    li = ctx.attrs.get("classlabels_int64s")
-    if (ls is None) == (li is None):
-        raise InvalidGraph(f"{ctx.describe()}: exactly one of classlabels_strings and classlabels_int64s is required")
-    labels = list(ls) if ls is not None else [int(v) for v in li]
+    labels = _string_or_int_attr(ctx, "classlabels_strings", "classlabels_int64s").tolist()
 
     def run(X):
         X = np.asarray(X)
