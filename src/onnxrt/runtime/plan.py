@@ -186,7 +186,8 @@ class GraphPlan:
             return False
         in_size = sum(int(np.size(a)) for a in inputs if a is not None)
         out_size = sum(int(o.size) for o in outputs[: len(step.outputs)])
-        if out_size > max(1 << 16, 2 * in_size):
+        # a node without inputs (Constant) already holds its value: folding it costs no memory
+        if inputs and out_size > max(1 << 16, 2 * in_size):
             return False
         for slot, value, out in zip(step.outputs, node.outputs, outputs):
             if slot == DISCARD_SLOT:
@@ -306,12 +307,6 @@ class GraphPlan:
                 out_slots.append(DISCARD_SLOT)
             else:
                 out_slots.append(self._new_slot(v.name))
-        if node.op_type == "Constant" and domain == "" and len(node.outputs) == 1 and node.outputs[0].name:
-            # Constants are known now: later kernels may prepare with them.
-            try:
-                self.constants[node.outputs[0].name] = kernel()
-            except Exception:
-                pass
         return Step(kernel, tuple(in_slots), tuple(out_slots), (), node, node.op_type, node.name or "", tuple(subplans))
 
     def _make_kernel(self, node: ir.Node, domain: str, opset: int, ctx: registry.KernelContext) -> Callable:
