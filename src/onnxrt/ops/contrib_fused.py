@@ -219,13 +219,6 @@ def quick_gelu(X, *, alpha=1.702):
     return s.astype(X.dtype, copy=False)
 
 
-def _rows(X: np.ndarray, name: str) -> tuple[np.ndarray, int]:
-    if X.ndim < 1:
-        raise ValueError(f"{name}: input must have rank >= 1, got a scalar")
-    hidden = X.shape[-1]
-    return X.reshape(-1, hidden), hidden
-
-
 def _skip_sum(op_name: str, X, skip, bias) -> np.ndarray:
     _check_float(X, op_name, "input")
     if X.ndim not in (2, 3):

@@ -591,13 +591,6 @@ def _check_bias(op_name: str, B: np.ndarray | None, M: int) -> None:
         raise ValueError(f"{op_name}: input 'B' has shape {tuple(B.shape)}, expected ({M},)")
 
 
-def _conv_core(op_name: str, X: np.ndarray, W: np.ndarray, B: np.ndarray | None, attrs: dict) -> np.ndarray:
-    """Conv with nothing prepared (weights given at run time)."""
-    geo = _ConvGeometry(op_name, X.shape, W.shape, attrs)
-    _check_bias(op_name, B, geo.M)
-    return _conv_run(op_name, geo, X, _ConvWeights(W, B, geo.g, compute_dtype(X.dtype)))
-
-
 def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | None = None):
     """A prepared Conv kernel ``run(X, W, B=None, Z=None)`` for ``ctx``'s node (Conv attributes;
     other attributes, such as FusedConv's activation ones, are ignored).

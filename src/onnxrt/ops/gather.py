@@ -13,13 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from onnxrt.ops._common import normalize_axis
 from onnxrt.ops.registry import KernelContext, op, op_factory
-
-
-def _axis(axis: int, rank: int, op_name: str) -> int:
-    if not -rank <= axis < rank:
-        raise ValueError(f"{op_name}: axis {axis} is out of range for an input of rank {rank}")
-    return axis + rank if axis < 0 else axis
 
 
 def _check_indices(indices: Any, op_name: str) -> np.ndarray:
@@ -83,7 +78,7 @@ def gather(ctx: KernelContext):
 def gather_elements(data, indices, *, axis=0):
     indices = _check_indices(indices, "GatherElements")
     r = data.ndim
-    a = _axis(axis, r, "GatherElements")
+    a = normalize_axis(axis, r, "GatherElements")
     if indices.ndim != r:
         raise ValueError(f"GatherElements: 'indices' has rank {indices.ndim}, expected {r} (the rank of 'data')")
     for d in range(r):
@@ -163,7 +158,7 @@ def _apply(out: np.ndarray, index: Any, updates: np.ndarray, fn) -> None:
 def _scatter_elements(op_name: str, data, indices, updates, axis: int, fn) -> np.ndarray:
     indices = _check_indices(indices, op_name)
     r = data.ndim
-    a = _axis(axis, r, op_name)
+    a = normalize_axis(axis, r, op_name)
     if indices.shape != updates.shape:
         raise ValueError(f"{op_name}: 'indices' shape {indices.shape} and 'updates' shape {updates.shape} differ")
     if indices.ndim != r:
@@ -232,7 +227,7 @@ def scatter_nd(ctx: KernelContext):
 @op("TensorScatter", 24)
 def tensor_scatter(past_cache, update, write_indices=None, *, axis=-2, mode="linear"):
     r = past_cache.ndim
-    a = _axis(axis, r, "TensorScatter")
+    a = normalize_axis(axis, r, "TensorScatter")
     if a == 0:
         raise ValueError("TensorScatter: axis must not be the batch axis 0")
     if update.ndim != r or update.shape[:a] != past_cache.shape[:a] or update.shape[a + 1:] != past_cache.shape[a + 1:]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxrt.ops.conv import _scratch, pad_spatial, resolve_pads, spatial_list, tap_slices, window_view
+from onnxrt.ops.conv import _scratch, pad_spatial, resolve_pads, spatial_list, window_view
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
 

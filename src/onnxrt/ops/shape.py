@@ -18,19 +18,13 @@ import numpy as np
 import onnx
 
 from onnxrt.ops._random import generator
+from onnxrt.ops._common import normalize_axis
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
 _INT64 = np.dtype(np.int64)
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _axis(axis: int, rank: int, op_name: str, what: str = "axis") -> int:
-    if not -rank <= axis < rank:
-        raise ValueError(f"{op_name}: {what} {axis} is out of range for an input of rank {rank} "
-                         f"(expected {-rank} <= {what} < {rank})")
-    return axis + rank if axis < 0 else axis
 
 
 def _ints(value: Any, op_name: str, name: str) -> list[int]:
@@ -133,7 +127,7 @@ def _squeeze_shape(shape: tuple, axes: list[int] | None) -> tuple:
     r = len(shape)
     norm = set()
     for a in axes:
-        a = _axis(a, r, "Squeeze", "axes entry")
+        a = normalize_axis(a, r, "Squeeze", "axes entry")
         if shape[a] != 1:
             raise ValueError(f"Squeeze: cannot squeeze axis {a}: its dimension is {shape[a]}, expected 1 "
                              f"(input shape {shape})")
@@ -173,7 +167,7 @@ def _unsqueeze(data: np.ndarray, axes: list[int]) -> np.ndarray:
 
 def _unsqueeze_shape(shape: tuple, axes: list[int]) -> list[int]:
     out_rank = len(shape) + len(axes)
-    norm = sorted(_axis(a, out_rank, "Unsqueeze", "axes entry") for a in axes)
+    norm = sorted(normalize_axis(a, out_rank, "Unsqueeze", "axes entry") for a in axes)
     if len(set(norm)) != len(norm):
         raise ValueError(f"Unsqueeze: axes {axes} contain duplicates")
     new = list(shape)
@@ -289,7 +283,7 @@ def split(ctx: KernelContext):
     takes_input = ctx.since_version == 1 or ctx.since_version >= 13
 
     def run(input, split=None):  # noqa: A002
-        axis = _axis(axis_attr, input.ndim, "Split")
+        axis = normalize_axis(axis_attr, input.ndim, "Split")
         dim = input.shape[axis]
         if takes_input and split is not None:
             sizes = _ints(split, "Split", "split")
@@ -339,7 +333,7 @@ def _slice_index(shape: tuple, starts: list[int], ends: list[int], axes: list[in
     index = [slice(None)] * r
     seen = set()
     for s, e, a, st in zip(starts, ends, axes, steps):
-        a = _axis(a, r, "Slice", "axes entry")
+        a = normalize_axis(a, r, "Slice", "axes entry")
         if a in seen:
             raise ValueError(f"Slice: axis {a} appears more than once in 'axes' {axes}")
         seen.add(a)
@@ -465,7 +459,7 @@ def tile(input, repeats):  # noqa: A002
 @op("Tile", 1)
 def tile_1(input, tiles, axis):  # noqa: A002
     t = int(_scalar(tiles, "Tile", "tiles"))
-    a = _axis(int(_scalar(axis, "Tile", "axis")), input.ndim, "Tile")
+    a = normalize_axis(int(_scalar(axis, "Tile", "axis")), input.ndim, "Tile")
     reps = [1] * input.ndim
     reps[a] = t
     return np.tile(input, reps)
@@ -486,7 +480,7 @@ def _pad(data: np.ndarray, pads: list[int], mode: str, value: Any, axes: list[in
             raise ValueError(f"Pad: 'pads' has {len(pads)} entries, expected {2 * n} (2 x number of axes)")
         begins, ends = [0] * r, [0] * r
         for i, a in enumerate(axes):
-            a = _axis(a, r, "Pad", "axes entry")
+            a = normalize_axis(a, r, "Pad", "axes entry")
             begins[a], ends[a] = pads[i], pads[n + i]
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise ValueError(f"Pad: unsupported mode '{mode}' (expected constant, reflect, edge or wrap)")
@@ -574,7 +568,7 @@ def center_crop_pad(input_data, shape, *, axes=None):
     src = [slice(None)] * r
     dst = [slice(None)] * r
     for a, t in zip(axes, target):
-        a = _axis(a, r, "CenterCropPad", "axes entry")
+        a = normalize_axis(a, r, "CenterCropPad", "axes entry")
         if t < 0:
             raise ValueError(f"CenterCropPad: target size {t} for axis {a} is negative")
         dim = input_data.shape[a]
@@ -699,7 +693,7 @@ def _one_hot(indices, depth, values, axis: int, allow_negative: bool):
     if allow_negative:
         idx = np.where(idx < 0, idx + d, idx)
     r = idx.ndim + 1
-    axis = _axis(axis, r, "OneHot")
+    axis = normalize_axis(axis, r, "OneHot")
     hot = idx[..., None] == np.arange(d, dtype=np.int64)
     out = np.where(hot, values[1], values[0])
     if axis != r - 1:
@@ -776,8 +770,8 @@ def reverse_sequence(input, sequence_lens, *, batch_axis=1, time_axis=0):  # noq
     r = input.ndim
     if r < 2:
         raise ValueError(f"ReverseSequence: input must have rank >= 2, got shape {input.shape}")
-    b_ax = _axis(batch_axis, r, "ReverseSequence", "batch_axis")
-    t_ax = _axis(time_axis, r, "ReverseSequence", "time_axis")
+    b_ax = normalize_axis(batch_axis, r, "ReverseSequence", "batch_axis")
+    t_ax = normalize_axis(time_axis, r, "ReverseSequence", "time_axis")
     if b_ax == t_ax:
         raise ValueError("ReverseSequence: batch_axis and time_axis must differ")
     lens = np.asarray(sequence_lens).astype(np.int64).reshape(-1)
@@ -816,7 +810,7 @@ def compress(input, condition, *, axis=None):  # noqa: A002
         data = input.reshape(-1)
         a = 0
     else:
-        a = _axis(axis, input.ndim, "Compress")
+        a = normalize_axis(axis, input.ndim, "Compress")
         data = input
     dim = data.shape[a]
     if cond.shape[0] > dim:
@@ -849,7 +843,7 @@ def unique(X, *, axis=None, sorted=1):  # noqa: A002
         y, first, inverse, counts = np.unique(x.reshape(-1), return_index=True, return_inverse=True,
                                               return_counts=True)
     else:
-        a = _axis(axis, x.ndim, "Unique")
+        a = normalize_axis(axis, x.ndim, "Unique")
         y, first, inverse, counts = np.unique(x, return_index=True, return_inverse=True, return_counts=True,
                                               axis=a)
     inverse = inverse.reshape(-1)
@@ -870,7 +864,7 @@ def unique(X, *, axis=None, sorted=1):  # noqa: A002
 
 
 def _topk(X: np.ndarray, k: int, axis: int, largest: int) -> tuple:
-    a = _axis(axis, X.ndim, "TopK")
+    a = normalize_axis(axis, X.ndim, "TopK")
     n = X.shape[a]
     if k < 0 or k > n:
         raise ValueError(f"TopK: k={k} is out of range for axis {a} of size {n} (input shape {X.shape})")
@@ -934,7 +928,7 @@ def top_k(X, K, *, axis=-1, largest=1, sorted=1):  # noqa: A002
 
 
 def _arg(fn, name: str, data: np.ndarray, axis: int, keepdims: int, select_last_index: int) -> np.ndarray:
-    a = _axis(axis, data.ndim, name)
+    a = normalize_axis(axis, data.ndim, name)
     n = data.shape[a]
     if n == 0:
         raise ValueError(f"{name}: cannot reduce over axis {a} of size 0 (input shape {data.shape})")
@@ -963,7 +957,7 @@ def _cumulative(fn, ident: int, name: str, x: np.ndarray, axis: Any, exclusive: 
     ax = np.asarray(axis)
     if ax.size != 1 or ax.dtype.kind not in "iu":
         raise ValueError(f"{name}: 'axis' must be an integer scalar, got dtype {ax.dtype} shape {ax.shape}")
-    a = _axis(int(ax.reshape(-1)[0]), x.ndim, name)
+    a = normalize_axis(int(ax.reshape(-1)[0]), x.ndim, name)
     work = x.astype(np.float32) if x.dtype.kind == "V" else x
     if reverse:
         work = np.flip(work, axis=a)
