@@ -83,6 +83,18 @@ def tensor_type_string(elem_type: int) -> str:
     return f"tensor({elem_type_name(elem_type)})"
 
 
+_DTYPE_OF_TYPE_STRING = {tensor_type_string(code): dt for code, dt in _ONNX_TO_NP.items()}
+
+
+def dtype_of_type_string(type_string: str) -> np.dtype:
+    """The numpy dtype of a tensor type string ('tensor(float)' -> float32); the inverse of
+    ``tensor_type_string``. Other types (sequences, maps) raise ValueError."""
+    try:
+        return _DTYPE_OF_TYPE_STRING[type_string]
+    except KeyError:
+        raise ValueError(f"'{type_string}' is not a tensor type onnxrt knows") from None
+
+
 def dtype_type_string(dtype: np.dtype) -> str:
     """'tensor(float)' for a numpy dtype."""
     return tensor_type_string(onnx_elem_type(dtype))

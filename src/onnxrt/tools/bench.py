@@ -69,14 +69,12 @@ def model_inputs(model_path: str) -> list[InputInfo]:
 
 
 def _dtype_of_type_string(type_string: str) -> np.dtype:
-    from onnx import TensorProto
+    from onnxrt.types import dtype_of_type_string
 
-    from onnxrt.types import np_dtype, tensor_type_string
-
-    for code in TensorProto.DataType.values():
-        if code != TensorProto.UNDEFINED and tensor_type_string(code) == type_string:
-            return np_dtype(code)
-    raise ValueError(f"cannot make random data for an input of type {type_string!r} (only tensors are supported)")
+    try:
+        return dtype_of_type_string(type_string)
+    except ValueError:
+        raise ValueError(f"cannot make random data for an input of type {type_string!r} (only tensors are supported)") from None
 
 
 def parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, str]:
@@ -91,16 +89,11 @@ def parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, str]:
 
 
 def parse_dims(items: Sequence[str] | None) -> dict[str, int]:
-    """``['batch=4', 'seq=128']`` -> ``{'batch': 4, 'seq': 128}``."""
-    dims: dict[str, int] = {}
-    for name, value in parse_assignments(items, "--dim").items():
-        try:
-            dims[name] = int(value)
-        except ValueError:
-            raise ValueError(f"--dim {name}={value}: the value must be an integer") from None
-        if dims[name] < 0:
-            raise ValueError(f"--dim {name}={value}: the value must not be negative")
-    return dims
+    """``['batch=4', 'seq=128']`` -> ``{'batch': 4, 'seq': 128}``: the --dim parser every tool shares,
+    imported here on use because the measuring workers must not import onnx or onnxrt up front."""
+    from onnxrt.tools.inspect import parse_dims as parse
+
+    return parse(list(items or []))
 
 
 def resolve_shape(shape: Sequence[int | str | None], dims: Mapping[str, int], input_name: str, unresolved: set[str]) -> tuple[int, ...]:

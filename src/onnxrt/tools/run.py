@@ -22,30 +22,15 @@ import numpy as np
 import onnx
 
 from onnxrt.tools.inspect import add_dim_argument, parse_dims
+from onnxrt.types import dtype_of_type_string
 
 # onnxruntime type strings -> numpy dtypes (the exotic ones through ml_dtypes)
-_TYPE_NAMES = {
-    "float": "float32", "double": "float64", "float16": "float16", "bool": "bool", "string": "object",
-    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
-}
-
-
 def dtype_of(type_string: str) -> np.dtype:
     """numpy dtype of an onnxruntime-style type string such as ``tensor(float)``."""
-    match = re.fullmatch(r"tensor\((\w+)\)", type_string)
-    if not match:
-        raise ValueError(f"cannot make data for a non-tensor input of type '{type_string}': give it with --input")
-    name = match.group(1)
-    if name in _TYPE_NAMES:
-        return np.dtype(_TYPE_NAMES[name])
-    import ml_dtypes
-
-    special = {"bfloat16": "bfloat16", "float8e4m3fn": "float8_e4m3fn", "float8e4m3fnuz": "float8_e4m3fnuz",
-               "float8e5m2": "float8_e5m2", "float8e5m2fnuz": "float8_e5m2fnuz", "int4": "int4", "uint4": "uint4"}
-    if name in special:
-        return np.dtype(getattr(ml_dtypes, special[name]))
-    raise ValueError(f"cannot make random data of type '{type_string}': give it with --input")
+    try:
+        return dtype_of_type_string(type_string)
+    except ValueError:
+        raise ValueError(f"cannot make data for an input of type '{type_string}': give it with --input") from None
 
 
 class Progress:
