@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from onnxrt import providers as _providers
 from onnxrt import types as _types
-from onnxrt.errors import Fail, InvalidArgument, InvalidGraph, OrtError, RuntimeException
+from onnxrt.errors import Fail, InvalidArgument
 from onnxrt.model import loader
 from onnxrt.options import RunOptions, SessionOptions
 from onnxrt.ops.registry import normalize_domain
@@ -205,7 +205,6 @@ class InferenceSession:
         # requested output names -> (plan, positions), for requests that include intermediate values
         self._fetches: dict[tuple[str, ...], tuple[GraphPlan, list[int]]] = {}
         self._plans_lock = threading.Lock()
-        self._values_by_name = {v.name: v for v in graph.inputs}
         self._metadata = ModelMetadata(
             producer_name=model.producer_name or "",
             graph_name=graph.name or "",

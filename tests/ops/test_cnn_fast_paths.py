@@ -110,8 +110,10 @@ def test_conv_kernel_epilogue(group, k):
 def test_prepared_elementwise_falls_back_on_unexpected_dtype():
     from onnxrt.ops import registry
     _, factory = registry.lookup("", "Add", 17)
+    import onnx_ir as ir
+
     ctx = _ctx({}, [None, None])
-    ctx.input_dtypes = [np.dtype(np.float32)] * 2
+    ctx.input_types = [ir.TensorType(ir.DataType.FLOAT)] * 2  # shape inference knew the inputs were float32
     add = factory(ctx)
     f = np.ones(3, np.float32)
     assert add(f, f).dtype == np.float32

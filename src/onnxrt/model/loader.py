@@ -198,15 +198,15 @@ _INFERENCE_DATA_LIMIT = 4096
 
 
 def _copy_fields(source, target, skip: str) -> None:
-    for field, value in source.ListFields():
-        if field.name == skip:
+    for descriptor, value in source.ListFields():
+        if descriptor.name == skip:
             continue
         if hasattr(value, "extend"):  # a repeated field
-            getattr(target, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(target, field.name).CopyFrom(value)
+            getattr(target, descriptor.name).extend(value)
+        elif descriptor.message_type is not None:
+            getattr(target, descriptor.name).CopyFrom(value)
         else:
-            setattr(target, field.name, value)
+            setattr(target, descriptor.name, value)
 
 
 def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -256,10 +256,10 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         if d.HasField("dim_param")
     }
     _forget_invented_dims((*inferred.graph.output, *inferred.graph.value_info), original)
-    for field in ("node", "value_info", "output"):
-        target = getattr(proto.graph, field)
+    for name in ("node", "value_info", "output"):
+        target = getattr(proto.graph, name)
         del target[:]
-        target.extend(getattr(inferred.graph, field))
+        target.extend(getattr(inferred.graph, name))
     return proto
 
 

@@ -70,7 +70,7 @@ def _relu_general(X):
 def _known_dtype(ctx: KernelContext, allowed: frozenset) -> np.dtype | None:
     """The input's dtype when shape inference knew it and numpy computes in it natively (no float16 or
     ml_dtypes round trip): the run-time callable can then be a bare ufunc call behind one identity test."""
-    dts = getattr(ctx, "input_dtypes", None) or []
+    dts = ctx.input_dtypes
     dt = dts[0] if dts else None
     if dt is None:
         return None

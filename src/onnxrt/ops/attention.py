@@ -434,7 +434,7 @@ def flex_attention(ctx: KernelContext):
     score_mod = a.get("score_mod")
     prob_mod = a.get("prob_mod")
     captured_order: list[str] = []
-    for sub in getattr(ctx, "subplans", []):
+    for sub in ctx.subplans:
         for n in sub.captured_names:
             if n not in captured_order:
                 captured_order.append(n)

@@ -83,11 +83,7 @@ def _inner_kernel(ctx: KernelContext, op_type: str, opset: int, defaults: dict[s
     if found is None:
         raise NotImplementedError(f"{ctx.describe()}: no {op_type} kernel to build on")
     since, factory = found
-    inner = dataclasses.replace(ctx, op_type=op_type, domain="", opset=opset, since_version=since, attrs=attrs)
-    for extra in ("input_dtypes", "output_dtypes", "subplans", "node"):
-        if hasattr(ctx, extra):
-            setattr(inner, extra, getattr(ctx, extra))
-    return factory(inner)
+    return factory(dataclasses.replace(ctx, op_type=op_type, domain="", opset=opset, since_version=since, attrs=attrs))
 
 
 @op_factory("FusedConv", 1, domain=MS)

@@ -157,7 +157,7 @@ def loop(ctx: KernelContext):
         )
     body_run = body.run
     get_cap = captured_getter(ctx, body)
-    out_dtypes = list(getattr(ctx, "output_dtypes", []) or [])
+    out_dtypes = list(ctx.output_dtypes)
     scan_fallback = [out_dtypes[n_carried + k] if n_carried + k < len(out_dtypes) else None for k in range(n_scan)]
 
     def run_loop(M=None, cond=None, *args):
@@ -252,7 +252,7 @@ def scan9(ctx: KernelContext):
     out_dirs = flags("scan_output_directions", n_scan_out)
     body_run = body.run
     get_cap = captured_getter(ctx, body)
-    out_dtypes = list(getattr(ctx, "output_dtypes", []) or [])
+    out_dtypes = list(ctx.output_dtypes)
 
     def run_scan(*args):
         states = list(args[:n_states])
@@ -322,7 +322,7 @@ def scan8(ctx: KernelContext):
         raise Fail(f"{ctx.describe()}: attribute 'directions' has {len(dirs)} entries, expected {n_scan_in}.")
     body_run = body.run
     get_cap = captured_getter(ctx, body)
-    out_dtypes = list(getattr(ctx, "output_dtypes", []) or [])
+    out_dtypes = list(ctx.output_dtypes)
 
     def run_scan8(sequence_lens, *args):
         cap = get_cap((sequence_lens,) + args)

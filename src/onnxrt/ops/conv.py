@@ -721,7 +721,7 @@ def _conv_transpose_weight(W, g, cdt):
 def conv_transpose_factory(ctx: KernelContext):
     attrs = dict(ctx.attrs)
     W_const = ctx.const_inputs[1] if len(ctx.const_inputs) > 1 else None
-    x_dtype = (getattr(ctx, "input_dtypes", None) or [None])[0]
+    x_dtype = (ctx.input_dtypes or [None])[0]
     prep = None
     group = int(attrs.get("group", 1) or 1)
     if W_const is not None and W_const.ndim >= 3 and W_const.shape[0] % group == 0:

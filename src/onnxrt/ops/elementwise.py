@@ -102,7 +102,7 @@ def _unary(op_name: str, fn: Callable[[np.ndarray], Any], allowed: frozenset, re
 
 def _known_dtypes(ctx: KernelContext, count: int) -> list[np.dtype] | None:
     """The first ``count`` input dtypes when shape inference knew them all, else None."""
-    dts = list(getattr(ctx, "input_dtypes", None) or [])[:count]
+    dts = list(ctx.input_dtypes)[:count]
     if len(dts) < count or any(d is None for d in dts):
         return None
     return [np.dtype(d) for d in dts]

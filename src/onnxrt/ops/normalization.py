@@ -91,7 +91,7 @@ def _per_channel(p: np.ndarray, C: int, ndim: int, op_name: str, input_name: str
 
 def _stat_dtype(ctx: KernelContext, index: int) -> np.dtype | None:
     """The dtype shape inference gave an output, if any."""
-    dts = getattr(ctx, "output_dtypes", None) or []
+    dts = ctx.output_dtypes
     if index < len(dts) and dts[index] is not None:
         return np.dtype(dts[index])
     return None

@@ -62,6 +62,21 @@ class KernelContext:
     # Number of outer-scope values appended after the regular inputs (control-flow ops).
     num_captured: int = 0
     session: Any = None  # the session's options/config view, for kernels that need it
+    subplans: list[Any] = field(default_factory=list)  # planned bodies of GRAPH attributes, in order
+    node: Any = None  # the onnx_ir node (function ops and Gradient read its attributes/graph)
+
+    @property
+    def input_dtypes(self) -> list[np.dtype | None]:
+        """numpy dtype per input when its type is a known tensor type, else None."""
+        from onnxrt.runtime.values import ir_type_dtype
+
+        return [ir_type_dtype(t) for t in self.input_types]
+
+    @property
+    def output_dtypes(self) -> list[np.dtype | None]:
+        from onnxrt.runtime.values import ir_type_dtype
+
+        return [ir_type_dtype(t) for t in self.output_types]
 
     def describe(self) -> str:
         return f"{self.op_type}({self.domain or 'ai.onnx'}, opset {self.opset}) node '{self.name}'"

@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from onnxrt.errors import Fail, InvalidGraph, NotImplemented, OrtError, RuntimeException
 from onnxrt.ops import registry
-from onnxrt.runtime.values import ir_type_dtype, sparse_to_dense, tensor_to_numpy, type_to_proto
+from onnxrt.runtime.values import sparse_to_dense, tensor_to_numpy
 
 NONE_SLOT = 0
 DISCARD_SLOT = 1
@@ -293,11 +293,9 @@ class GraphPlan:
             output_types=[v.type for v in node.outputs],
             num_captured=len(captured),
             session=self.config.session,
+            subplans=subplans,
+            node=node,
         )
-        ctx.input_dtypes = [ir_type_dtype(t) for t in ctx.input_types]  # type: ignore[attr-defined]
-        ctx.output_dtypes = [ir_type_dtype(t) for t in ctx.output_types]  # type: ignore[attr-defined]
-        ctx.subplans = subplans  # type: ignore[attr-defined]
-        ctx.node = node  # type: ignore[attr-defined]
 
         kernel = self._make_kernel(node, domain, opset, ctx)
 
