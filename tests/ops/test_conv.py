@@ -209,3 +209,37 @@ def test_conv_weight_prepared_once_and_weights_untouched():
     b = sess.run(None, {"X": x})[0]
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(w, w_copy)
+
+
+PATH_CASES = [
+    # ungrouped convs that can take any of the GEMM paths (x shape, w shape, attrs)
+    ((1, 6, 11, 9), (4, 6, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 6, 11, 9), (4, 6, 3, 2), dict(pads=[2, 0, 1, 1], dilations=[2, 1])),
+    ((2, 5, 10, 10), (3, 5, 3, 3), dict(pads=[0, 1, 1, 0])),
+    ((1, 4, 9, 8), (6, 4, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    ((1, 5, 23), (2, 5, 4), dict(pads=[2, 1])),  # 1-D
+    ((1, 4, 5, 6, 7), (3, 4, 2, 3, 2), dict(pads=[1, 0, 1, 0, 1, 1])),  # 3-D
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", PATH_CASES)
+def test_conv_gemm_paths_agree_blockwise(xs, ws, attrs):
+    """The shifted-GEMM, row-tiled im2col and whole im2col paths give onnxruntime's result, also
+    with blocks of one or two output rows (so that the last block is partial) and with a residual
+    and activation applied block by block."""
+    from onnxrt.ops import conv
+
+    x, w, b = _f32(*xs), _f32(*ws), _f32(ws[0])
+    expected = _run_both("Conv", [("X", x), ("W", w), ("B", b)], initializers=("W", "B"), **attrs)[1][0]
+    z = _f32(*expected.shape)
+    relu = lambda y: np.maximum(y, 0, out=y)  # noqa: E731
+    wts = conv._ConvWeights(w, b, 1, np.dtype(np.float32))
+    stride_1 = all(s == 1 for s in attrs.get("strides", [1]))
+    for shifted, tiled in [(stride_1, True), (False, True), (False, False)]:
+        for rows in (1, 2, 64):
+            geo = conv._ConvGeometry("Conv", x.shape, w.shape, attrs)
+            geo.shifted, geo.padded_ok = shifted, tiled
+            geo.shifted_rows = geo.im2col_rows = rows
+            geo.key = geo.key + (shifted, tiled, rows)  # own scratch buffers
+            _check(conv._conv_run("Conv", geo, x, wts), expected)
+            _check(conv._conv_run("Conv", geo, x, wts, relu, z), np.maximum(expected + z, 0))

@@ -1,10 +1,14 @@
 """Convolutions: Conv, ConvTranspose, DeformConv, Col2Im, CausalConvWithState.
 
-Conv runs as a grouped GEMM: the weight is laid out once as (groups, M/g, C/g*K); a 1x1 kernel is a
-plain matmul over channels; a stride-1 2-D depthwise kernel gathers each tile of output columns' input
-windows (one per kernel row) and multiplies them by banded copies of each channel's kernel rows in one
-batched matmul, other depthwise cases build a per-channel-block im2col; every other case builds the
-im2col matrix from the padded input (reused per-thread buffers) and does one batched matmul. ConvTranspose is the adjoint: one matmul to columns, then a scatter-add per kernel tap.
+Conv runs as GEMMs against a weight laid out once as (groups, M/g, C/g*K). A 1x1 kernel is a plain
+matmul over channels. An ungrouped stride-1 conv with fewer output than input channels multiplies a
+tap-stacked weight (K*M, C) by blocks of the flattened zero-bordered image (views, no copy) and sums
+K shifted slices of the product; other ungrouped convs build the im2col matrix a block of output rows
+at a time (one strided copy per block, cache-sized) and run the GEMM and its epilogue per block. A
+stride-1 2-D depthwise kernel gathers each tile of output columns' input windows (one per kernel row)
+and multiplies them by banded copies of each channel's kernel rows in one batched matmul; other
+depthwise and grouped cases build a per-channel-block or per-group im2col. ConvTranspose is the
+adjoint: one matmul to columns, then a scatter-add per kernel tap.
 """
 
 from __future__ import annotations
@@ -247,6 +251,15 @@ class _ConvGeometry:
             else:
                 self.taps.append((tuple(r[0] for r in regions), tuple(r[1] for r in regions)))
         self.key = (self.x_shape, tuple(w_shape), tuple(strides), tuple(dilations), tuple(begin), tuple(end), group)
+        # the tiled im2col path reads a zero-bordered copy of the input: non-negative pads only
+        self.padded_ok = min(begin + end) >= 0
+        row_bytes = (Cg * self.K + 1) * math.prod(self.osp[1:]) * 4
+        self.im2col_rows = max(1, min(self.osp[0], _IM2COL_BLOCK_BYTES // max(1, row_bytes)))
+        # stride-1 ungrouped convs with fewer output than input channels go by shifted GEMM sums
+        self.shifted = (self.kind == "im2col" and group == 1 and self.padded_ok and M < C
+                        and all(s == 1 for s in strides))
+        padded_row = math.prod(i + b + e for i, b, e in zip(self.in_sp[1:], begin[1:], end[1:]))
+        self.shifted_rows = max(1, min(self.osp[0], _SHIFTED_BLOCK_BYTES // max(1, self.K * M * padded_row * 4)))
         self.banded = (_BandedDepthwise(self) if self.kind == "depthwise" and n == 2 and self.Mg == 1
                        and min(begin + end) >= 0 and strides == [1, 1] else None)
 
@@ -254,31 +267,34 @@ class _ConvGeometry:
 Epilogue = Callable[[np.ndarray, slice], None]
 
 
+# Columns per GEMM block when an epilogue (bias, residual, activation) follows, so that it runs on
+# a block still in cache rather than as extra passes over the whole output.
+_EPILOGUE_COLUMNS = 4096
+# Bytes of im2col columns built per block: about half of this machine's 2 MB per-core L2, so the
+# block is still in cache when the GEMM reads it (a whole 96-channel 3x3 im2col at 160x160 is 88 MB).
+_IM2COL_BLOCK_BYTES = 1 << 20
+# Bytes of tap products per block in the shifted-GEMM path: there the block is the GEMM's output,
+# and measured (96 -> 24 channels at 160x160) bigger GEMMs win over cache residence up to ~4 MB.
+_SHIFTED_BLOCK_BYTES = 4 << 20
+
+
 def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarray | None,
                post: Epilogue | None = None) -> None:
-    """out (M, P) = w (M, K) @ cols (K, P) (+ bias per row), split over the intra-op pool by columns;
-    each worker adds the bias (and applies ``post(block, column_slice)``) to its own block while it
-    is still in cache."""
-    M, K = w.shape
-    P = cols.shape[1]
-    parts = threads.current_num_threads()
-    if parts <= 1 or M * K * P < threads.GEMM_MIN_MACS or P < 2 * parts:
-        np.matmul(w, cols, out=out)
-        if bias is not None:
-            out += bias
-        if post is not None:
-            post(out, slice(0, P))
-        return
+    """out (M, P) = w (M, K) @ cols (K, P) (+ bias per row), then ``post(block, column_slice)``.
 
-    def part(sl: slice) -> None:
+    The GEMM is one BLAS call (BLAS threads are the session's intra-op threads; splitting it over
+    the intra-op pool as well would run two threaded GEMMs on the same cores). With an epilogue it
+    runs in column blocks, each finished while still in cache."""
+    P = cols.shape[1]
+    step = max(_EPILOGUE_COLUMNS, 1) if (bias is not None or post is not None) else P
+    for p0 in range(0, P, step):
+        sl = slice(p0, min(P, p0 + step))
         o = out[:, sl]
         np.matmul(w, cols[:, sl], out=o)
         if bias is not None:
             o += bias
         if post is not None:
             post(o, sl)
-
-    threads.parallel_for(part, P, parts)
 
 
 def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -> np.ndarray:
@@ -319,6 +335,91 @@ def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
         crop = [slice(None)] + [slice(max(0, -b), p - max(0, -e)) for b, e, p in zip(geo.begin, geo.end, psp)]
         xp = xp[tuple(crop)]
     return flat, xp
+
+
+def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray,
+                bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype) -> None:
+    """Ungrouped im2col conv of one image x (C, *in_sp) into out (M, P), a block of output rows at
+    a time: the block's columns are one strided copy out of the zero-bordered image (a view of
+    shape (C, *kernel, rows, *osp[1:])) into a cache-sized buffer, then one GEMM writes the block's
+    output columns and the epilogue runs on them while they are in cache."""
+    xp = _padded_image(geo, x, cdt)[1] if any(geo.begin) or any(geo.end) else x
+    with_ones = wts.gemm_bias is not None
+    w = wts.gemm_bias[0] if with_ones else wts.gemm[0]
+    K = geo.Cg * geo.K
+    row_len = math.prod(geo.osp[1:])
+    rows = geo.im2col_rows
+    buf = _scratch(("im2col_rows", geo.key, cdt.str, with_ones), lambda: _ones_row_buffer(
+        (K + (1 if with_ones else 0), rows, row_len), cdt, with_ones))
+    sp = xp.strides[1:]
+    view_strides = ((xp.strides[0],) + tuple(s * d for s, d in zip(sp, geo.dilations))
+                    + tuple(s * st for s, st in zip(sp, geo.strides)))
+    osp0 = geo.osp[0]
+    for r0 in range(0, osp0, rows):
+        n = min(rows, osp0 - r0)
+        start = xp[(slice(None), slice(r0 * geo.strides[0], None))]
+        src = np.lib.stride_tricks.as_strided(
+            start, (geo.C,) + tuple(geo.kernel) + (n,) + tuple(geo.osp[1:]), view_strides, writeable=False)
+        np.copyto(buf[:K, :n].reshape((geo.C,) + tuple(geo.kernel) + (n,) + tuple(geo.osp[1:])), src)
+        cols = buf[:, :n].reshape(buf.shape[0], n * row_len)
+        sl = slice(r0 * row_len, (r0 + n) * row_len)
+        o = out[:, sl]
+        np.matmul(w, cols, out=o)
+        if bias_col is not None and not with_ones:
+            o += bias_col
+        if post is not None:
+            post(o, sl)
+
+
+def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray,
+                  bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype) -> None:
+    """Ungrouped stride-1 conv of one image x (C, *in_sp) into out (M, P) without an im2col matrix.
+
+    On the flattened zero-bordered image every kernel tap reads one contiguous run at a fixed
+    offset, so one GEMM of the tap-stacked weight (K*M, C) with a block of image rows (a view, no
+    copy) gives every tap's contribution at every padded position, and the output block is the sum
+    of K shifted slices of that product. That moves K*M values per output pixel where im2col moves
+    K*C, the better deal when the conv has fewer output than input channels."""
+    psp = [b + i + e for i, b, e in zip(geo.in_sp, geo.begin, geo.end)]
+    row = math.prod(psp[1:])
+    tail = sum((k - 1) * d * math.prod(psp[j + 2:])
+               for j, (k, d) in enumerate(zip(geo.kernel[1:], geo.dilations[1:])))
+    offsets = [sum(t * d * math.prod(psp[j + 1:]) for j, (t, d) in enumerate(zip(tap, geo.dilations)))
+               for tap in itertools.product(*(range(k) for k in geo.kernel))]
+    flat, _ = _padded_image(geo, x, cdt, tail)
+    w_taps = wts.tap_stacked()
+    M, K = geo.M, geo.K
+    rows = geo.shifted_rows
+    reach = offsets[-1]  # the last tap reads furthest
+    prod_buf = _scratch(("shifted_prod", geo.key, cdt.str), lambda: np.empty((K * M, rows * row + reach), dtype=cdt))
+    acc_buf = _scratch(("shifted_acc", geo.key, cdt.str), lambda: np.empty((M, rows * row), dtype=cdt))
+    row_out = math.prod(geo.osp[1:])
+    keep = (slice(None), slice(None)) + tuple(slice(0, o) for o in geo.osp[1:])
+    for r0 in range(0, geo.osp[0], rows):
+        n = min(rows, geo.osp[0] - r0)
+        L = n * row
+        start = r0 * row
+        prod = prod_buf[:, :L + reach]
+        np.matmul(w_taps, flat[:, start:start + L + reach], out=prod)
+        prod3 = prod.reshape(K, M, L + reach)
+        acc = acc_buf[:, :L]
+        np.add(prod3[0, :, offsets[0]:offsets[0] + L], prod3[1, :, offsets[1]:offsets[1] + L], out=acc)
+        for t in range(2, K):
+            acc += prod3[t, :, offsets[t]:offsets[t] + L]
+        sl = slice(r0 * row_out, (r0 + n) * row_out)
+        o = out[:, sl]
+        o.reshape((M, n) + tuple(geo.osp[1:]))[...] = acc.reshape((M, n) + tuple(psp[1:]))[keep]
+        if bias_col is not None:
+            o += bias_col
+        if post is not None:
+            post(o, sl)
+
+
+def _ones_row_buffer(shape: tuple, cdt: np.dtype, with_ones: bool) -> np.ndarray:
+    buf = np.empty(shape, dtype=cdt)
+    if with_ones:
+        buf[-1] = 1
+    return buf
 
 
 def _depthwise_block_channels(per_channel_floats: int) -> int:
@@ -512,6 +613,7 @@ class _ConvWeights:
         Mg = M // group
         w = np.asarray(W).astype(cdt, copy=False)
         self.bias = None if B is None else np.ascontiguousarray(B, dtype=cdt)
+        self.K = K
         self.gemm = np.ascontiguousarray(w.reshape(group, Mg, Cg * K))
         self.depthwise = self.gemm.reshape(group * Mg * K) if Cg == 1 else None
         self.bands: dict[tuple, np.ndarray] = {}  # banded-depthwise weights, by tiling
@@ -522,6 +624,17 @@ class _ConvWeights:
         for a in (self.gemm, self.gemm_bias, self.bias):
             if a is not None:
                 a.flags.writeable = False
+        self._tap_stacked: np.ndarray | None = None
+
+    def tap_stacked(self) -> np.ndarray:
+        """(K*M, C) tap-major weight of an ungrouped conv, made on first use (shifted-GEMM path)."""
+        if self._tap_stacked is None:
+            M, CK = self.gemm.shape[1:]
+            K = self.K
+            stacked = self.gemm[0].reshape(M, CK // K, K).transpose(2, 0, 1).reshape(K * M, CK // K)
+            self._tap_stacked = np.ascontiguousarray(stacked)
+            self._tap_stacked.flags.writeable = False
+        return self._tap_stacked
 
 
 def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights,
@@ -568,6 +681,10 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 _depthwise_banded(geo, geo.banded, x[i], wts, y[i], cdt)
             else:
                 _depthwise(geo, x[i], wts.depthwise, wts.bias, y[i], cdt)
+        elif geo.shifted:
+            _conv_shifted(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
+        elif g == 1 and geo.padded_ok:
+            _conv_tiled(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
         else:
             with_ones = wts.gemm_bias is not None
             cols = _im2col(geo, x[i], cdt, with_ones)

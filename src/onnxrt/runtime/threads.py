@@ -3,14 +3,15 @@
 numpy releases the GIL inside ufunc loops and BLAS calls, so plain Python threads can keep several
 cores busy on one op. Two mechanisms are used:
 
-* BLAS (OpenBLAS behind numpy) gets **one** thread while a session runs, by default. Measured on the
-  2-core development machine shared with other work: OpenBLAS's own threads spin-wait for each other,
-  and as soon as a core is taken by another process a 2-thread GEMM became 10-30x slower than a
-  1-thread one (e.g. 128x768 @ 768x768: 1.3 ms with 1 thread, 64 ms with 2). Threads of our own pool
-  block instead of spinning, so they degrade gracefully.
-* Large GEMMs (conv, MatMul) and large elementwise work are split along an outer axis over a shared
-  ``ThreadPoolExecutor`` sized from ``SessionOptions.intra_op_num_threads`` (0 = every core this
-  process may use), each part writing into its slice of a preallocated output.
+* BLAS (OpenBLAS behind numpy) gets the session's intra-op thread count while a run is in flight
+  (the session config entry ``onnxrt.blas_threads`` overrides it), and a GEMM is one BLAS call:
+  measured on the 2-core development machine, OpenBLAS's own threading gives 1.85-2.1x on the conv
+  and transformer GEMM shapes, where splitting the GEMM over the pool gave 0.9-1.6x (and with BLAS
+  threaded too, oversubscribed the cores).
+* Large elementwise work and blocked kernels (depthwise conv, tree ensembles, multi-pass
+  elementwise functions) are split along an outer axis over a shared ``ThreadPoolExecutor`` sized
+  from ``SessionOptions.intra_op_num_threads`` (0 = every core this process may use), each part
+  writing into its slice of a preallocated output.
 
 threadpoolctl's limits are process-global, so :func:`run_scope` counts the runs in flight: the first
 one sets the BLAS thread count, the last one to leave restores what it was. The session calls it
@@ -33,8 +34,6 @@ import numpy as np
 # Below this many output elements an elementwise op runs on the calling thread: handing work to a
 # pool thread costs ~20-50 us, which only pays off for arrays of a few hundred thousand floats.
 ELEMENTWISE_MIN_SIZE = 1 << 18
-# Below this many multiply-adds a GEMM is not split (a 64x576x3136 conv GEMM is ~1.2e8).
-GEMM_MIN_MACS = 1 << 24
 
 
 def available_cores() -> int:
@@ -206,65 +205,3 @@ def parallel_for(fn: Callable[[slice], Any], length: int, parts: int | None = No
     finally:
         for f in futures:
             f.result()
-
-
-def _split_axis(shape: tuple[int, ...]) -> int:
-    """The first axis long enough to split into one chunk per worker."""
-    n = current_num_threads()
-    for axis, d in enumerate(shape):
-        if d >= n:
-            return axis
-    return 0
-
-
-def parallel_elementwise(fn: Callable[..., Any], out: np.ndarray, *inputs: np.ndarray,
-                         min_size: int = ELEMENTWISE_MIN_SIZE) -> np.ndarray:
-    """``fn(*inputs, out=out)`` with the work split along the leading axes over the shared pool.
-
-    ``inputs`` must broadcast to ``out.shape`` (each is sliced where it has the full extent of the
-    split axis); ``fn`` must be elementwise. Small arrays, or when only one worker is configured,
-    run in one call.
-    """
-    n = current_num_threads()
-    if n <= 1 or out.size < min_size or out.ndim == 0:
-        fn(*inputs, out=out)
-        return out
-    # Split along the first axis that has at least n entries, keeping the axes before it whole:
-    # collapse them into one by iterating chunks of the flattened leading part when possible.
-    axis = _split_axis(out.shape)
-    lead = out.shape[:axis]
-    if lead and any(d > 1 for d in lead):
-        fn(*inputs, out=out)  # leading axes we cannot slice through cheaply
-        return out
-    ndim = out.ndim
-    views = []
-    for x in inputs:
-        x = np.asarray(x) if not isinstance(x, np.ndarray) else x
-        off = ndim - x.ndim
-        views.append((x, axis - off if axis >= off and x.shape[axis - off] == out.shape[axis] else None))
-
-    def part(sl: slice) -> None:
-        idx_out = (slice(None),) * axis + (sl,)
-        args = []
-        for x, ax in views:
-            args.append(x if ax is None else x[(slice(None),) * ax + (sl,)])
-        fn(*args, out=out[idx_out])
-
-    parallel_for(part, out.shape[axis], n)
-    return out
-
-
-def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, min_macs: int = GEMM_MIN_MACS) -> np.ndarray:
-    """``np.matmul(a, b, out=out)`` for 2-D ``a`` (M, K) and ``b`` (K, N), split over the pool along
-    the larger of M and N when the product is big enough to pay for the hand-off."""
-    n = current_num_threads()
-    M, K = a.shape
-    N = b.shape[1]
-    if n <= 1 or M * K * N < min_macs:
-        np.matmul(a, b, out=out)
-        return out
-    if N >= M:
-        parallel_for(lambda sl: np.matmul(a, b[:, sl], out=out[:, sl]), N, n)
-    else:
-        parallel_for(lambda sl: np.matmul(a[sl], b, out=out[sl]), M, n)
-    return out
