@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from onnxrt._lazy_imports import defer_sympy as _defer_sympy
+
+_defer_sympy()
+
 from onnxrt import ops as _ops  # noqa: F401  (registers every kernel)
 from onnxrt.errors import (  # noqa: F401
     EngineError,

@@ -133,6 +133,19 @@ def attr(node: ir.Node, name: str, default: Any = None) -> Any:
     return v
 
 
+def sort_if_needed(graph: ir.Graph) -> None:
+    """Topologically sort ``graph`` unless its nodes already are in order (the usual case: a
+    sort also walks every subgraph, tens of ms on a model with many If branches)."""
+    seen: set[int] = set()
+    for node in graph:
+        for value in node.inputs:
+            producer = None if value is None else value.producer()
+            if producer is not None and producer.graph is graph and id(producer) not in seen:
+                graph.sort()
+                return
+        seen.add(id(node))
+
+
 def add_initializer(graph: ir.Graph, array: np.ndarray, base_name: str, take_over: ir.Value | None = None) -> ir.Value:
     """Register ``array`` as a new initializer with a name no other value in the graph uses.
 
@@ -146,7 +159,8 @@ def add_initializer(graph: ir.Graph, array: np.ndarray, base_name: str, take_ove
     array = np.asarray(array)
     if not array.flags.c_contiguous:
         array = array.copy(order="C")  # (np.ascontiguousarray would turn a 0-d array into 1-d)
-    tensor = ir.tensor(array, name=name)
+    # ir.Tensor directly: ir.tensor's protocol checks cost ~30 us a call, thousands of folds a model
+    tensor = ir.tensor(array, name=name) if array.dtype.kind in "OUS" else ir.Tensor(array, name=name)
     value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
     graph.register_initializer(value)
     value.meta["onnxrt.array"] = array

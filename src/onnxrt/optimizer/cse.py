@@ -26,7 +26,7 @@ def eliminate_common_subexpressions(model: ir.Model) -> int:
     graph = model.graph
     merged = _merge_small_constants(graph)
     try:
-        graph.sort()
+        _ir.sort_if_needed(graph)
     except Exception:
         return merged
     seen: dict[Hashable, ir.Node] = {}
