@@ -16,7 +16,7 @@ from onnxrt import providers as _providers
 from onnxrt import types as _types
 from onnxrt.errors import Fail, InvalidArgument
 from onnxrt.model import loader
-from onnxrt.options import RunOptions, SessionOptions
+from onnxrt.options import GraphOptimizationLevel, RunOptions, SessionOptions
 from onnxrt.ops.registry import normalize_domain
 from onnxrt.ortvalue import OrtValue
 from onnxrt.runtime import threads
@@ -173,7 +173,9 @@ class InferenceSession:
             expand = options._config.get("onnxrt.expand_function_ops", "")
             config = PlanConfig(opsets=opsets, functions=functions, session=self,
                                 expand_ops=frozenset(op for op in expand.split(",") if op),
-                                initializers_are_constant=0 < loaded.proto.ir_version < 4)
+                                initializers_are_constant=0 < loaded.proto.ir_version < 4,
+                                fuse_elementwise=int(options.graph_optimization_level)
+                                >= int(GraphOptimizationLevel.ORT_ENABLE_EXTENDED))
             self._plan_config = config
             self._plan = GraphPlan(model.graph, config)
             self._plan.parallel_pool = self._parallel_pool()

@@ -48,7 +48,9 @@ def test_values_are_released_after_their_last_use():
         h.make_node("Add", ["a", "b"], ["c"], name="n2"),
         h.make_node("Neg", ["c"], ["y"], name="n3"),
     ]
-    session = onnxrt.InferenceSession(_model(nodes, [f32("x", [3])], [f32("y", [3])]))
+    options = onnxrt.SessionOptions()  # basic level: at extended, the Neg/Add chain runs as one step
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = onnxrt.InferenceSession(_model(nodes, [f32("x", [3])], [f32("y", [3])]), options)
     plan = session._plan
     released = {step.name: {name for name, slot in plan._slot_of.items() if slot in step.release} for step in plan.steps}
     assert released == {"n0": {"x"}, "n1": set(), "n2": {"a", "b"}, "n3": {"c"}}
@@ -123,6 +125,7 @@ def test_profiling_writes_a_chrome_trace(tmp_path):
     nodes = [h.make_node("Neg", ["x"], ["a"], name="neg0"), h.make_node("Relu", ["a"], ["y"], name="relu0")]
     options = onnxrt.SessionOptions()
     options.enable_profiling = True
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC  # keep two steps
     options.profile_file_prefix = str(tmp_path / "trace_")
     session = onnxrt.InferenceSession(_model(nodes, [f32("x", [3])], [f32("y", [3])]), options)
     session.run(None, {"x": np.ones(3, np.float32)})

@@ -21,7 +21,8 @@ def model_path(tmp_path: Path) -> str:
          h.make_node("Sigmoid", ["b"], ["Y"], name="s")],
         "g",
         [h.make_tensor_value_info("X", T.FLOAT, ["N", 8])],
-        [h.make_tensor_value_info("Y", T.FLOAT, ["N", 8])],
+        # a and b are outputs too, so the three nodes stay three steps (no elementwise-chain fusion)
+        [h.make_tensor_value_info(n, T.FLOAT, ["N", 8]) for n in ("Y", "a", "b")],
     )
     path = tmp_path / "m.onnx"
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)

@@ -395,7 +395,7 @@ def _register_binary(op_name: str, fn: Callable, allowed: frozenset, versions, l
         if known is None or known[0] != known[1] or known[0] not in allowed or known[0].kind == "V":
             return kernel
         dt = known[0]
-        probe = np.zeros(1, dtype=dt)
+        probe = np.ones(1, dtype=dt)  # ones: 0/0 would warn (and a warning filter could make it an error)
         if fn(probe, probe).dtype != (dt if result is None else result):
             return kernel
 
