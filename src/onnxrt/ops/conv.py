@@ -255,10 +255,18 @@ class _ConvGeometry:
         self.padded_ok = min(begin + end) >= 0
         row_bytes = (Cg * self.K + 1) * math.prod(self.osp[1:]) * 4
         self.im2col_rows = max(1, min(self.osp[0], _IM2COL_BLOCK_BYTES // max(1, row_bytes)))
+        # Flattened zero-bordered image (non-negative pads): its spatial strides, where each kernel
+        # tap starts relative to an output position, and the zeros needed past the image's end so
+        # the last row's taps stay in bounds (stride-1 depthwise and shifted-GEMM paths).
+        self.padded_sp = [i + b + e for i, b, e in zip(self.in_sp, begin, end)]
+        self.padded_strides = [math.prod(self.padded_sp[i + 1:]) for i in range(n)]
+        self.tap_offsets = [sum(t * d * ps for t, d, ps in zip(tap, dilations, self.padded_strides))
+                            for tap in itertools.product(*(range(k) for k in kernel))]
+        self.flat_tail = sum((k - 1) * d * ps for k, d, ps in zip(kernel[1:], dilations[1:], self.padded_strides[1:]))
         # stride-1 ungrouped convs with fewer output than input channels go by shifted GEMM sums
         self.shifted = (self.kind == "im2col" and group == 1 and self.padded_ok and M < C
                         and all(s == 1 for s in strides))
-        padded_row = math.prod(i + b + e for i, b, e in zip(self.in_sp[1:], begin[1:], end[1:]))
+        padded_row = self.padded_strides[0]
         self.shifted_rows = max(1, min(self.osp[0], _SHIFTED_BLOCK_BYTES // max(1, self.K * M * padded_row * 4)))
         self.banded = (_BandedDepthwise(self) if self.kind == "depthwise" and n == 2 and self.Mg == 1
                        and min(begin + end) >= 0 and strides == [1, 1] else None)
@@ -286,7 +294,7 @@ def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarra
     the intra-op pool as well would run two threaded GEMMs on the same cores). With an epilogue it
     runs in column blocks, each finished while still in cache."""
     P = cols.shape[1]
-    step = max(_EPILOGUE_COLUMNS, 1) if (bias is not None or post is not None) else P
+    step = _EPILOGUE_COLUMNS if (bias is not None or post is not None) else P
     for p0 in range(0, P, step):
         sl = slice(p0, min(P, p0 + step))
         o = out[:, sl]
@@ -304,13 +312,9 @@ def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -
     g, Cg, K = geo.g, geo.Cg, geo.K
     rows = Cg * K + (1 if with_ones else 0)
 
-    def make() -> np.ndarray:
-        buf = np.zeros((g, rows, geo.P), dtype=cdt)
-        if with_ones:
-            buf[:, -1] = 1
-        return buf
-
-    cols = _scratch(("im2col", geo.key, cdt.str, with_ones), make)
+    cols = _scratch(("im2col", geo.key, cdt.str, with_ones),
+                    lambda: _ones_row_buffer((g, rows, geo.P), cdt, (slice(None), -1) if with_ones else None,
+                                             np.zeros))
     view = cols[:, :Cg * K].reshape((g, Cg, K) + geo.osp)
     xg = x.reshape((g, Cg) + x.shape[1:])
     lead = (slice(None), slice(None))
@@ -350,7 +354,7 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
     row_len = math.prod(geo.osp[1:])
     rows = geo.im2col_rows
     buf = _scratch(("im2col_rows", geo.key, cdt.str, with_ones), lambda: _ones_row_buffer(
-        (K + (1 if with_ones else 0), rows, row_len), cdt, with_ones))
+        (K + (1 if with_ones else 0), rows, row_len), cdt, (-1,) if with_ones else None))
     sp = xp.strides[1:]
     view_strides = ((xp.strides[0],) + tuple(s * d for s, d in zip(sp, geo.dilations))
                     + tuple(s * st for s, st in zip(sp, geo.strides)))
@@ -380,13 +384,8 @@ def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: n
     copy) gives every tap's contribution at every padded position, and the output block is the sum
     of K shifted slices of that product. That moves K*M values per output pixel where im2col moves
     K*C, the better deal when the conv has fewer output than input channels."""
-    psp = [b + i + e for i, b, e in zip(geo.in_sp, geo.begin, geo.end)]
-    row = math.prod(psp[1:])
-    tail = sum((k - 1) * d * math.prod(psp[j + 2:])
-               for j, (k, d) in enumerate(zip(geo.kernel[1:], geo.dilations[1:])))
-    offsets = [sum(t * d * math.prod(psp[j + 1:]) for j, (t, d) in enumerate(zip(tap, geo.dilations)))
-               for tap in itertools.product(*(range(k) for k in geo.kernel))]
-    flat, _ = _padded_image(geo, x, cdt, tail)
+    psp, row, offsets = geo.padded_sp, geo.padded_strides[0], geo.tap_offsets
+    flat, _ = _padded_image(geo, x, cdt, geo.flat_tail)
     w_taps = wts.tap_stacked()
     M, K = geo.M, geo.K
     rows = geo.shifted_rows
@@ -415,10 +414,13 @@ def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: n
             post(o, sl)
 
 
-def _ones_row_buffer(shape: tuple, cdt: np.dtype, with_ones: bool) -> np.ndarray:
-    buf = np.empty(shape, dtype=cdt)
-    if with_ones:
-        buf[-1] = 1
+def _ones_row_buffer(shape: tuple, cdt: np.dtype, ones_row: tuple | None,
+                     alloc: Callable[..., np.ndarray] = np.empty) -> np.ndarray:
+    """A column buffer with the row at index ``ones_row`` set to ones (None: no such row); against
+    a weight with a bias column, the GEMM then adds the bias."""
+    buf = alloc(shape, dtype=cdt)
+    if ones_row is not None:
+        buf[ones_row] = 1
     return buf
 
 
@@ -531,18 +533,15 @@ def _depthwise(geo: _ConvGeometry, x: np.ndarray, wd: np.ndarray, bias: np.ndarr
     matmul (cb, Mg, K) @ (cb, K, P) does the multiply-adds in BLAS. numpy's elementwise multiply by
     a per-channel (broadcast) weight is 3x slower per element than that, and needs two passes per
     tap."""
-    C, Mg, K, P, n_sp = geo.C, geo.Mg, geo.K, geo.P, geo.n
+    C, Mg, K, P = geo.C, geo.Mg, geo.K, geo.P
     if all(s == 1 for s in geo.strides) and min(geo.begin + geo.end) >= 0:
         # Stride 1: on the flattened zero-bordered image every tap is one contiguous run at a fixed
         # offset, so the im2col rows are plain memory copies; rows are computed at the padded width
         # and the extra columns dropped when copying out.
-        psp = [b + i + e for i, b, e in zip(geo.in_sp, geo.begin, geo.end)]
-        pstr = [math.prod(psp[i + 1:]) for i in range(n_sp)]
-        tail = sum((k - 1) * d * ps for k, d, ps in zip(geo.kernel[1:], geo.dilations[1:], pstr[1:]))
-        flat, _ = _padded_image(geo, x, cdt, tail)
-        L = geo.osp[0] * pstr[0]
-        offsets = [sum(t * d * ps for t, d, ps in zip(tap, geo.dilations, pstr))
-                   for tap in itertools.product(*(range(k) for k in geo.kernel))]
+        psp = geo.padded_sp
+        flat, _ = _padded_image(geo, x, cdt, geo.flat_tail)
+        L = geo.osp[0] * geo.padded_strides[0]
+        offsets = geo.tap_offsets
         w3 = wd.reshape(C, Mg, K)
         cb = min(C, _depthwise_block_channels(K * L + Mg * L))
         keep = (slice(None),) * 3 + tuple(slice(0, o) for o in geo.osp[1:])
