@@ -31,8 +31,9 @@ def _check_float(X: Any, op_name: str, input_name: str) -> None:
         raise TypeError(f"{op_name}: input '{input_name}' must be a float tensor, got {got}")
 
 
-def _activation(name: str, params: list[float]) -> Callable[[np.ndarray], np.ndarray]:
-    """An in-place activation on an array the kernel owns (onnxruntime's MLAS activation kinds)."""
+def inplace_activation(name: str, params: list[float]) -> Callable[[np.ndarray], np.ndarray]:
+    """An in-place activation on an array the kernel owns (onnxruntime's MLAS activation kinds):
+    FusedConv/FusedGemm, the NCHWc Conv and the planner's elementwise chains use this one table."""
 
     def need(n: int) -> list[float]:
         if len(params) < n:
@@ -88,7 +89,7 @@ def _inner_kernel(ctx: KernelContext, op_type: str, opset: int, defaults: dict[s
 
 @op_factory("FusedConv", 1, domain=MS)
 def fused_conv(ctx: KernelContext):
-    act = _activation(str(ctx.attrs.get("activation", "")), list(ctx.attrs.get("activation_params", []) or []))
+    act = inplace_activation(str(ctx.attrs.get("activation", "")), list(ctx.attrs.get("activation_params", []) or []))
     from onnxrt.ops.conv import conv_kernel
 
     # the residual Z (added before the activation, as onnxruntime does) and the activation are applied
@@ -100,7 +101,7 @@ def fused_conv(ctx: KernelContext):
 def fused_gemm(ctx: KernelContext):
     params = [float(ctx.attrs.get("activation_alpha", 0.01 if ctx.attrs.get("activation") == "LeakyRelu" else 0.2)),
               float(ctx.attrs.get("activation_beta", 0.5))]
-    act = _activation(str(ctx.attrs.get("activation", "")), params)
+    act = inplace_activation(str(ctx.attrs.get("activation", "")), params)
     gemm = _inner_kernel(ctx, "Gemm", 13, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})
 
     def run(A, B, C=None):

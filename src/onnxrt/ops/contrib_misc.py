@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from onnxrt.ops.contrib_fused import inplace_activation
 from onnxrt.ops.registry import KernelContext, lookup, op, op_factory
 
 MS = "com.microsoft"
@@ -170,7 +171,7 @@ def nhwc_max_pool(ctx: KernelContext):
 
     def run(x):
         if not isinstance(x, np.ndarray) or x.ndim < 3:
-            raise ValueError(f"NhwcMaxPool: input 'x' must be a tensor of rank >= 3 (N, spatial..., C)")
+            raise ValueError("NhwcMaxPool: input 'x' must be a tensor of rank >= 3 (N, spatial..., C)")
         to_nchw = (0, x.ndim - 1) + tuple(range(1, x.ndim - 1))
         back = (0,) + tuple(range(2, x.ndim)) + (1,)
         y = pool(np.ascontiguousarray(x.transpose(to_nchw)))
@@ -255,26 +256,19 @@ def _unblock_filter(W: np.ndarray, block: int, blocked_inputs: bool) -> np.ndarr
     return np.ascontiguousarray(blocks.transpose(order)).reshape(W.shape)
 
 
+# Parameters an NCHWc Conv's activation takes when activation_params leaves them out.
+_NCHWC_ACTIVATION_DEFAULTS = {"Relu": [], "Sigmoid": [], "Tanh": [], "Clip": [-np.inf, np.inf],
+                              "LeakyRelu": [0.01], "HardSigmoid": [0.2, 0.5]}
+
+
 def _activation(kind: str, params: list[float]) -> Callable[[np.ndarray], np.ndarray] | None:
     """In-place activation of an nchwc Conv's output."""
     if not kind:
         return None
-    if kind == "Relu":
-        return lambda y: np.maximum(y, 0, out=y)
-    if kind == "Clip":
-        lo, hi = (params + [-np.inf, np.inf])[:2] if params else (-np.inf, np.inf)
-        return lambda y: np.clip(y, lo, hi, out=y)
-    if kind == "LeakyRelu":
-        alpha = params[0] if params else 0.01
-        return lambda y: np.where(y >= 0, y, y * y.dtype.type(alpha))
-    if kind == "Sigmoid":
-        return lambda y: np.reciprocal(1 + np.exp(-y))
-    if kind == "Tanh":
-        return lambda y: np.tanh(y, out=y)
-    if kind == "HardSigmoid":
-        alpha, beta = (params + [0.2, 0.5])[:2] if params else (0.2, 0.5)
-        return lambda y: np.clip(y * y.dtype.type(alpha) + y.dtype.type(beta), 0, 1)
-    raise NotImplementedError(f"nchwc Conv: activation '{kind}' is not supported")
+    defaults = _NCHWC_ACTIVATION_DEFAULTS.get(kind)
+    if defaults is None:
+        raise NotImplementedError(f"nchwc Conv: activation '{kind}' is not supported")
+    return inplace_activation(kind, list(params) + defaults[len(params):])
 
 
 @op_factory("Conv", 1, domain=NCHWC)

@@ -456,7 +456,7 @@ class _BandedDepthwise:
     about kh*wt/tw values per output instead of the K of a plain im2col, and BLAS does the rest."""
 
     def __init__(self, geo: _ConvGeometry) -> None:
-        (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
+        (kh, kw), (_, sw), (_, dw) = geo.kernel, geo.strides, geo.dilations
         ho, wo = geo.osp
         self.tw = tw = _row_tile(wo)
         self.tiles = -(-wo // tw)
@@ -495,7 +495,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     C = geo.C
     xp = _scratch(("dwband_pad", geo.key, cdt.str), lambda: np.zeros(bd.pshape, dtype=cdt))
     xp[bd.dst] = x
-    (kh, _), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
+    (kh, _), (sh, sw), (dh, _) = geo.kernel, geo.strides, geo.dilations
     ho, wo = geo.osp
     s0, s1, s2 = xp.strides
     tiles, tw, wt, cb = bd.tiles, bd.tw, bd.wt, bd.cb
@@ -810,7 +810,6 @@ def _conv_transpose_core(X, W, B, attrs, wprep=None):
 
     cdt = compute_dtype(X.dtype)
     x = X if X.dtype == cdt else X.astype(cdt)
-    K = math.prod(kernel)
     P = math.prod(in_sp)
     wt = wprep if wprep is not None else _conv_transpose_weight(W, g, cdt)
     cols = np.matmul(wt, x.reshape(N, g, Cg, P))  # (N, g, Mg*K, P)

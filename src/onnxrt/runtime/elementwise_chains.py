@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from onnxrt.ops.contrib_fused import inplace_activation
 from onnxrt.ops.elementwise import blockwise
 
 # An operand of a link: the chain's running value, an external input (index into the chain's
@@ -47,10 +48,18 @@ def _unary(ufunc: np.ufunc) -> Callable[[dict], Apply]:
     return lambda attrs: (lambda args, out: ufunc(args[0], out=out))
 
 
-def _relu(attrs: dict) -> Apply:
-    def apply(args: list, out: np.ndarray) -> None:
-        np.maximum(args[0], out.dtype.type(0), out=out)
-    return apply
+def _activation(name: str, params: Callable[[dict], list[float]] = lambda attrs: []) -> Callable[[dict], Apply]:
+    """A unary link from the in-place activation table FusedConv uses (the head of a chain reads
+    an input block, so that is copied into the output block first)."""
+    def make(attrs: dict) -> Apply:
+        act = inplace_activation(name, params(attrs))
+
+        def apply(args: list, out: np.ndarray) -> None:
+            if args[0] is not out:
+                np.copyto(out, args[0])
+            act(out)
+        return apply
+    return make
 
 
 def _clip(attrs: dict) -> Apply:
@@ -70,47 +79,21 @@ def _clip(attrs: dict) -> Apply:
     return apply
 
 
-def _sigmoid(attrs: dict) -> Apply:
-    def apply(args: list, out: np.ndarray) -> None:
-        np.negative(args[0], out=out)
-        with np.errstate(over="ignore"):
-            np.exp(out, out=out)
-        out += out.dtype.type(1)
-        np.reciprocal(out, out=out)
-    return apply
-
-
-def _hard_sigmoid_into(x: np.ndarray, out: np.ndarray, alpha: float, beta: float) -> None:
-    t = out.dtype.type
-    np.multiply(x, t(alpha), out=out)
-    out += t(beta)
-    np.maximum(out, t(0), out=out)
-    np.minimum(out, t(1), out=out)
-
-
-def _hard_sigmoid(attrs: dict) -> Apply:
-    alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
-    return lambda args, out: _hard_sigmoid_into(args[0], out, alpha, beta)
-
-
 def _hard_swish(attrs: dict) -> Apply:
+    hard_sigmoid = inplace_activation("HardSigmoid", [1.0 / 6.0, 0.5])
+
     def apply(args: list, out: np.ndarray) -> None:
         x = args[0] if args[0] is not out else args[0].copy()
-        _hard_sigmoid_into(x, out, 1.0 / 6.0, 0.5)
+        np.copyto(out, x)
+        hard_sigmoid(out)
         out *= x
     return apply
 
 
-def _leaky_relu(attrs: dict) -> Apply:
-    alpha = attrs.get("alpha", 0.01)
-    if not 0.0 <= alpha <= 1.0:
-        return None  # type: ignore[return-value]  (the kernel's np.where form; not fused)
-
-    def apply(args: list, out: np.ndarray) -> None:
-        x = args[0] if args[0] is not out else args[0].copy()
-        np.multiply(x, out.dtype.type(alpha), out=out)
-        np.maximum(out, x, out=out)
-    return apply
+def _leaky_relu(attrs: dict) -> Apply | None:
+    if not 0.0 <= attrs.get("alpha", 0.01) <= 1.0:
+        return None  # the kernel's np.where form; not fused
+    return _activation("LeakyRelu", lambda a: [a.get("alpha", 0.01)])(attrs)
 
 
 # op type -> (make the block function from the node's attributes, lowest opset handled)
@@ -119,13 +102,13 @@ LINKS: dict[str, tuple[Callable[[dict], Apply | None], int]] = {
     "Sub": (_binary(np.subtract), 7),
     "Mul": (_binary(np.multiply), 7),
     "Div": (_binary(np.divide), 7),
-    "Relu": (_relu, 6),
+    "Relu": (_activation("Relu"), 6),
     "Clip": (_clip, 6),
-    "Sigmoid": (_sigmoid, 6),
-    "HardSigmoid": (_hard_sigmoid, 6),
+    "Sigmoid": (_activation("Sigmoid"), 6),
+    "HardSigmoid": (_activation("HardSigmoid", lambda a: [a.get("alpha", 0.2), a.get("beta", 0.5)]), 6),
     "HardSwish": (_hard_swish, 14),
     "LeakyRelu": (_leaky_relu, 6),
-    "Tanh": (_unary(np.tanh), 6),
+    "Tanh": (_activation("Tanh"), 6),
     "Neg": (_unary(np.negative), 6),
     "Abs": (_unary(np.abs), 6),
     "Sqrt": (_unary(np.sqrt), 6),
@@ -155,9 +138,11 @@ class FusedChain:
                   if op.kind == "const" and op.value is not None]
         self.const_dtypes = {np.asarray(c).dtype for c in consts}
         self.const_ndim = max((np.ndim(c) for c in consts), default=0)
-        self.scalars = [[op.value.reshape(())[()] if op.kind == "const" and op.value is not None else None
-                         for op in link.operands]
-                        for link in self.links]
+        # (block function, operands, scalar constants) per link, prepared once
+        self.prepared = [(link.apply, link.operands,
+                          [op.value.reshape(())[()] if op.kind == "const" and op.value is not None else None
+                           for op in link.operands])
+                         for link in self.links]
 
     def __call__(self, *inputs: Any) -> np.ndarray:
         first = inputs[0] if inputs else None
@@ -165,7 +150,7 @@ class FusedChain:
             return self._unfused(inputs)
         out = np.empty(first.shape, dtype=first.dtype)
         arrays = [np.ascontiguousarray(x) for x in inputs]
-        links = [(link.apply, link.operands, scalars) for link, scalars in zip(self.links, self.scalars)]
+        links = self.prepared
 
         def run_block(*blocks: np.ndarray) -> None:
             out_block = blocks[-1]

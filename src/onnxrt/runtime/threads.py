@@ -29,7 +29,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
-import numpy as np
 
 # Below this many output elements an elementwise op runs on the calling thread: handing work to a
 # pool thread costs ~20-50 us, which only pays off for arrays of a few hundred thousand floats.
