@@ -26,13 +26,13 @@ from onnxrt.ops.contrib_fused import inplace_activation
 from onnxrt.ops.elementwise import blockwise
 
 # An operand of a link: the chain's running value, an external input (index into the chain's
-# external inputs), or a scalar constant.
-CHAIN = "chain"
+# external inputs), or a scalar constant (None for an omitted optional input).
+CHAIN, INPUT, CONST = "chain", "input", "const"
 
 
 @dataclass(frozen=True)
 class Operand:
-    kind: str  # CHAIN | "input" | "const"
+    kind: str  # CHAIN | INPUT | CONST
     index: int = -1
     value: Any = None
 
@@ -135,12 +135,12 @@ class FusedChain:
         self.links = list(links)
         self.wrap_error = wrap_error
         consts = [op.value for link in self.links for op in link.operands
-                  if op.kind == "const" and op.value is not None]
+                  if op.kind == CONST and op.value is not None]
         self.const_dtypes = {np.asarray(c).dtype for c in consts}
         self.const_ndim = max((np.ndim(c) for c in consts), default=0)
         # (block function, operands, scalar constants) per link, prepared once
         self.prepared = [(link.apply, link.operands,
-                          [op.value.reshape(())[()] if op.kind == "const" and op.value is not None else None
+                          [op.value.reshape(())[()] if op.kind == CONST and op.value is not None else None
                            for op in link.operands])
                          for link in self.links]
 
@@ -155,7 +155,7 @@ class FusedChain:
         def run_block(*blocks: np.ndarray) -> None:
             out_block = blocks[-1]
             for apply, operands, scalars in links:
-                args = [out_block if op.kind == CHAIN else blocks[op.index] if op.kind == "input" else scalars[i]
+                args = [out_block if op.kind == CHAIN else blocks[op.index] if op.kind == INPUT else scalars[i]
                         for i, op in enumerate(operands)]
                 apply(args, out_block)
 
@@ -176,7 +176,7 @@ class FusedChain:
     def _unfused(self, inputs: Sequence[Any]) -> Any:
         value = None
         for link in self.links:
-            args = [value if op.kind == CHAIN else inputs[op.index] if op.kind == "input" else op.value
+            args = [value if op.kind == CHAIN else inputs[op.index] if op.kind == INPUT else op.value
                     for op in link.operands]
             try:
                 value = link.step.kernel(*args)
@@ -208,18 +208,18 @@ def _link(step: Any, chain_slot: int | None, constants: dict[int, Any], external
     new_externals = []
     for slot in step.inputs:
         if slot == absent_slot:
-            operands.append(Operand("const", value=None))
+            operands.append(Operand(CONST, value=None))
         elif chain_slot is not None and slot == chain_slot:
             operands.append(Operand(CHAIN))
         elif slot in constants:
             value = constants[slot]
             if not isinstance(value, np.ndarray) or value.size != 1:
                 return None
-            operands.append(Operand("const", value=value))
+            operands.append(Operand(CONST, value=value))
         else:
             if slot not in externals and slot not in new_externals:
                 new_externals.append(slot)
-            operands.append(Operand("input", index=(externals + new_externals).index(slot)))
+            operands.append(Operand(INPUT, index=(externals + new_externals).index(slot)))
     if chain_slot is None and not new_externals:
         return None  # constants only: the planner folds those
     if chain_slot is not None and not any(op.kind == CHAIN for op in operands):
