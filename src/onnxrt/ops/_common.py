@@ -2,6 +2,34 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
+import numpy as np
+
+_SCRATCH = threading.local()
+_SCRATCH_LIMIT_BYTES = 512 << 20  # per thread; past it the cache starts over
+
+
+def thread_scratch(key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """A buffer for ``key`` owned by the calling thread, made by ``make`` the first time and reused
+    by every later call with the same key (so a session run from several threads at once never
+    shares one). Keys start with a string naming the user (``"im2col"``, ``"int8_weight"``, ...).
+    """
+    cache = getattr(_SCRATCH, "bufs", None)
+    if cache is None:
+        cache = _SCRATCH.bufs = {}
+        _SCRATCH.nbytes = 0
+    buf = cache.get(key)
+    if buf is None:
+        buf = make()
+        if _SCRATCH.nbytes + buf.nbytes > _SCRATCH_LIMIT_BYTES:
+            cache.clear()
+            _SCRATCH.nbytes = 0
+        cache[key] = buf
+        _SCRATCH.nbytes += buf.nbytes
+    return buf
+
 
 def normalize_axis(axis: int, rank: int, op_name: str = "", what: str = "axis") -> int:
     """A non-negative axis for ``rank``; out-of-range axes raise a ValueError naming the op.

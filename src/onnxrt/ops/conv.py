@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from onnxrt.ops._common import thread_scratch
 from onnxrt.ops.registry import KernelContext, op, op_factory
 from onnxrt.runtime import threads
 
@@ -169,27 +169,6 @@ def _as_weight_dtype(a: np.ndarray, dt: np.dtype) -> np.ndarray:
 # on every call, so they are zeroed once when the buffer is made and never written again.
 
 
-_SCRATCH = threading.local()
-_SCRATCH_LIMIT_BYTES = 512 << 20  # per thread; past it the cache starts over
-
-
-def _scratch(key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
-    """A per-thread buffer for ``key``, made by ``make`` the first time (zero-filled by callers)."""
-    cache = getattr(_SCRATCH, "bufs", None)
-    if cache is None:
-        cache = _SCRATCH.bufs = {}
-        _SCRATCH.nbytes = 0
-    buf = cache.get(key)
-    if buf is None:
-        buf = make()
-        if _SCRATCH.nbytes + buf.nbytes > _SCRATCH_LIMIT_BYTES:
-            cache.clear()
-            _SCRATCH.nbytes = 0
-        cache[key] = buf
-        _SCRATCH.nbytes += buf.nbytes
-    return buf
-
-
 def _inside_range(o_len: int, in_len: int, offset: int, stride: int) -> tuple[slice, slice] | None:
     """Output positions o (0 <= o < o_len) whose input position o*stride + offset lies in
     [0, in_len), as (output slice, input slice); None when there are none."""
@@ -312,7 +291,7 @@ def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -
     g, Cg, K = geo.g, geo.Cg, geo.K
     rows = Cg * K + (1 if with_ones else 0)
 
-    cols = _scratch(("im2col", geo.key, cdt.str, with_ones),
+    cols = thread_scratch(("im2col", geo.key, cdt.str, with_ones),
                     lambda: _ones_row_buffer((g, rows, geo.P), cdt, (slice(None), -1) if with_ones else None,
                                              np.zeros))
     view = cols[:, :Cg * K].reshape((g, Cg, K) + geo.osp)
@@ -331,7 +310,7 @@ def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
     tail) buffer whose tail stays zero, its (C, *padded) view). Negative pads crop the view."""
     psp = [max(0, b) + i + max(0, e) for i, b, e in zip(geo.in_sp, geo.begin, geo.end)]
     size = math.prod(psp)
-    flat = _scratch(("padded", geo.key, cdt.str, tail), lambda: np.zeros((geo.C, size + tail), dtype=cdt))
+    flat = thread_scratch(("padded", geo.key, cdt.str, tail), lambda: np.zeros((geo.C, size + tail), dtype=cdt))
     xp = flat[:, :size].reshape((geo.C,) + tuple(psp))
     dst = (slice(None),) + tuple(slice(max(0, b), max(0, b) + i) for i, b in zip(geo.in_sp, geo.begin))
     xp[dst] = x
@@ -353,7 +332,7 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
     K = geo.Cg * geo.K
     row_len = math.prod(geo.osp[1:])
     rows = geo.im2col_rows
-    buf = _scratch(("im2col_rows", geo.key, cdt.str, with_ones), lambda: _ones_row_buffer(
+    buf = thread_scratch(("im2col_rows", geo.key, cdt.str, with_ones), lambda: _ones_row_buffer(
         (K + (1 if with_ones else 0), rows, row_len), cdt, (-1,) if with_ones else None))
     sp = xp.strides[1:]
     view_strides = ((xp.strides[0],) + tuple(s * d for s, d in zip(sp, geo.dilations))
@@ -390,8 +369,8 @@ def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: n
     M, K = geo.M, geo.K
     rows = geo.shifted_rows
     reach = offsets[-1]  # the last tap reads furthest
-    prod_buf = _scratch(("shifted_prod", geo.key, cdt.str), lambda: np.empty((K * M, rows * row + reach), dtype=cdt))
-    acc_buf = _scratch(("shifted_acc", geo.key, cdt.str), lambda: np.empty((M, rows * row), dtype=cdt))
+    prod_buf = thread_scratch(("shifted_prod", geo.key, cdt.str), lambda: np.empty((K * M, rows * row + reach), dtype=cdt))
+    acc_buf = thread_scratch(("shifted_acc", geo.key, cdt.str), lambda: np.empty((M, rows * row), dtype=cdt))
     row_out = math.prod(geo.osp[1:])
     keep = (slice(None), slice(None)) + tuple(slice(0, o) for o in geo.osp[1:])
     for r0 in range(0, geo.osp[0], rows):
@@ -493,7 +472,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
                       y: np.ndarray, cdt: np.dtype) -> None:
     band = bd.band(wts, geo)
     C = geo.C
-    xp = _scratch(("dwband_pad", geo.key, cdt.str), lambda: np.zeros(bd.pshape, dtype=cdt))
+    xp = thread_scratch(("dwband_pad", geo.key, cdt.str), lambda: np.zeros(bd.pshape, dtype=cdt))
     xp[bd.dst] = x
     (kh, _), (sh, sw), (dh, _) = geo.kernel, geo.strides, geo.dilations
     ho, wo = geo.osp
@@ -504,7 +483,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     def block(sl: slice) -> None:
         c0, c1 = sl.start, sl.stop
         n = c1 - c0
-        cols = _scratch(("dwband_cols", geo.key, cdt.str, cb),
+        cols = thread_scratch(("dwband_cols", geo.key, cdt.str, cb),
                         lambda: np.empty((cb, ho, tiles, kh, wt), dtype=cdt))[:n]
         src = np.lib.stride_tricks.as_strided(
             xp[c0:c1], (n, ho, tiles, kh, wt), (s0, s1 * sh, s2 * sw * tw, s1 * dh, s2), writeable=False)
@@ -514,7 +493,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
             out = y[c0:c1].reshape(n, bd.rows, tw)
             np.matmul(a, band[c0:c1], out=out)
         else:
-            tmp = _scratch(("dwband_out", geo.key, cdt.str, cb),
+            tmp = thread_scratch(("dwband_out", geo.key, cdt.str, cb),
                            lambda: np.empty((cb, bd.rows, tw), dtype=cdt))[:n]
             np.matmul(a, band[c0:c1], out=tmp)
             out = y[c0:c1]
@@ -551,7 +530,7 @@ def _depthwise(geo: _ConvGeometry, x: np.ndarray, wd: np.ndarray, bias: np.ndarr
         def flat_block(sl: slice) -> None:
             c0, c1 = sl.start, sl.stop
             n = c1 - c0
-            buf = _scratch(("dwflat", geo.key, cdt.str, cb), lambda: np.empty((cb, K + Mg, L), dtype=cdt))
+            buf = thread_scratch(("dwflat", geo.key, cdt.str, cb), lambda: np.empty((cb, K + Mg, L), dtype=cdt))
             src = flat[c0:c1]
             for t, off in enumerate(offsets):
                 buf[:n, t] = src[:, off:off + L]
@@ -574,7 +553,7 @@ def _depthwise(geo: _ConvGeometry, x: np.ndarray, wd: np.ndarray, bias: np.ndarr
         c0, c1 = sl.start, sl.stop
         n = c1 - c0
         # per-thread buffer; any leading part of it has the same zero regions
-        buf = _scratch(("dwcols", geo.key, cdt.str, cb), lambda: np.zeros((cb, K) + geo.osp, dtype=cdt))
+        buf = thread_scratch(("dwcols", geo.key, cdt.str, cb), lambda: np.zeros((cb, K) + geo.osp, dtype=cdt))
         xb = x[c0:c1]
         for t, out_sl, in_sl in regions:
             buf[(slice(0, n), t) + out_sl] = xb[lead + in_sl]

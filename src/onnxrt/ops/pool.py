@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from onnxrt.ops.conv import _scratch, pad_spatial, resolve_pads, spatial_list, window_view
+from onnxrt.ops._common import thread_scratch
+from onnxrt.ops.conv import pad_spatial, resolve_pads, spatial_list, window_view
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
 
@@ -77,7 +78,7 @@ class _Geometry:
             return pad_spatial(x, begin, end, value)
         shape = x.shape[:2] + tuple(d + b + e for d, b, e in zip(x.shape[2:], begin, end))
         key = ("pool", shape, tuple(begin), x.dtype.str, float(value))
-        buf = _scratch(key, lambda: np.full(shape, value, dtype=x.dtype))
+        buf = thread_scratch(key, lambda: np.full(shape, value, dtype=x.dtype))
         buf[(slice(None), slice(None)) + tuple(slice(b, b + d) for b, d in zip(begin, x.shape[2:]))] = x
         return buf
 
