@@ -190,3 +190,22 @@ def test_subgraphs_see_enclosing_constants_as_constants():
     assert [s.op_type for s in then_plan.steps] == ["Add"]  # the Slice of constants was folded
     out = session.run(None, {"x": np.array([10, 20], np.float32), "cond": np.array(True)})[0]
     np.testing.assert_array_equal(out, [12, 23])
+
+
+def test_evaluate_runs_one_node_outside_a_schedule():
+    import onnx_ir as ir
+
+    from onnxrt.runtime.plan import GraphPlan, PlanConfig
+
+    plan = GraphPlan(ir.Graph([], [], nodes=[]), PlanConfig(opsets={"": 17}))
+    a, b = ir.Value(name="a"), ir.Value(name="b")
+    split = ir.Node("", "Split", [a, b], [ir.AttrInt64("axis", 0)], num_outputs=2)
+    first, second = plan.evaluate(split, [np.arange(5, dtype=np.float32), np.array([2, 3], np.int64)])
+    np.testing.assert_array_equal(first, [0, 1])
+    np.testing.assert_array_equal(second, [2, 3, 4])
+    # defaults come from the schema (Split's axis 0), errors from the kernel
+    with pytest.raises(Exception, match="split"):
+        plan.evaluate(ir.Node("", "Split", [a, b], num_outputs=2), [np.arange(5, dtype=np.float32),
+                                                                    np.array([2, 2], np.int64)])
+    with pytest.raises(onnxrt.InvalidGraph, match="does not import"):
+        plan.evaluate(ir.Node("custom.domain", "Op", [a]), [np.zeros(1)])

@@ -47,6 +47,7 @@ def fold_constants(model: ir.Model) -> int:
     except Exception:
         pass  # a cycle: the planner reports it with a clear message
     opsets = {("" if d == "ai.onnx" else d): v for d, v in model.opset_imports.items()}
+    evaluator = None
     folded = 0
     for node in list(graph):
         if node.graph is not graph:
@@ -77,7 +78,9 @@ def fold_constants(model: ir.Model) -> int:
             continue
         if _too_big(node, arrays):
             continue
-        results = _evaluate(node, arrays, opsets)
+        if evaluator is None:
+            evaluator = _evaluator(opsets)
+        results = _evaluate(evaluator, node, arrays)
         if results is None:
             continue
         if _replace_outputs(graph, node, results):
@@ -107,33 +110,27 @@ def _is_weight(value: ir.Value) -> bool:
     )
 
 
-def _evaluate(node: ir.Node, arrays: list, opsets: dict[str, int]) -> list | None:
+def _evaluate(evaluator, node: ir.Node, arrays: list) -> list | None:
     """Run one node with onnxrt's kernels on constant inputs; None when that fails."""
-    from onnxrt.runtime.plan import GraphPlan, PlanConfig
-
-    inputs = [ir.Value(name=f"in{i}") if a is not None else None for i, a in enumerate(arrays)]
-    clone = ir.Node(node.domain, node.op_type, inputs, list(node.attributes.values()),
-                    num_outputs=len(node.outputs), name=node.name or "fold")
-    for i, (out, orig) in enumerate(zip(clone.outputs, node.outputs)):
-        out.name = f"out{i}"
-        out.type = orig.type
-        out.shape = orig.shape
-    sub = ir.Graph([v for v in inputs if v is not None], list(clone.outputs), nodes=[clone],
-                   opset_imports=dict(opsets))
     try:
-        plan = GraphPlan(sub, PlanConfig(opsets=opsets))
-        results = plan.run([a for a in arrays if a is not None])
+        results = evaluator.evaluate(node, arrays)
     except Exception:
         return None
-    finally:
-        # detach the throwaway node from the original attribute objects and values
-        sub.remove(clone)
+    if len(results) < len(node.outputs):
+        return None
     out = []
-    for r in results:
+    for r in results[: len(node.outputs)]:
         if not isinstance(r, np.ndarray) and not np.isscalar(r):
             return None  # sequences, maps, optionals stay as they are
         out.append(np.asarray(r))
     return out
+
+
+def _evaluator(opsets: dict[str, int]):
+    """A plan of an empty graph: its ``evaluate`` runs single nodes with the model's opsets."""
+    from onnxrt.runtime.plan import GraphPlan, PlanConfig
+
+    return GraphPlan(ir.Graph([], [], nodes=[], opset_imports=dict(opsets)), PlanConfig(opsets=opsets))
 
 
 def _replace_outputs(graph: ir.Graph, node: ir.Node, results: list[np.ndarray]) -> bool:

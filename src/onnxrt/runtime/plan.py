@@ -315,6 +315,31 @@ class GraphPlan:
                 out_slots.append(self._new_slot(v.name))
         return Step(kernel, tuple(in_slots), tuple(out_slots), (), node, node.op_type, node.name or "", tuple(subplans))
 
+    def evaluate(self, node: ir.Node, arrays: Sequence[Any]) -> list[Any]:
+        """Run ``node`` (no graph attributes) once on ``arrays`` (None for an omitted input), outside
+        this plan's schedule: constant folding's way to use the kernels without planning a graph per
+        node. Returns the outputs as a list; kernel errors propagate."""
+        domain = registry.normalize_domain(node.domain)
+        opset = self.config.opsets.get(domain)
+        if opset is None:
+            raise InvalidGraph(f"Node '{node.name}' ({node.op_type}) uses domain '{domain or 'ai.onnx'}', "
+                               f"which the model does not import.")
+        attrs, subplans = self._parse_attributes(node, domain, opset, frozenset())
+        if subplans:
+            raise InvalidGraph(f"Node '{node.name}' ({node.op_type}) has graph attributes: it cannot run alone.")
+        ctx = registry.KernelContext(
+            op_type=node.op_type, domain=domain, name=node.name or "", opset=opset, since_version=0,
+            attrs=attrs, num_inputs=len(node.inputs), num_outputs=len(node.outputs),
+            input_names=[v.name if v is not None else "" for v in node.inputs],
+            output_names=[v.name for v in node.outputs], const_inputs=list(arrays),
+            input_types=[v.type if v is not None else None for v in node.inputs],
+            output_types=[v.type for v in node.outputs], num_captured=0, session=self.config.session,
+            subplans=[], node=node,
+        )
+        result = self._make_kernel(node, domain, opset, ctx)(*arrays)
+        outputs = list(result) if type(result) is tuple else [result]
+        return [np.asarray(o) if isinstance(o, np.generic) else o for o in outputs]
+
     def _make_kernel(self, node: ir.Node, domain: str, opset: int, ctx: registry.KernelContext) -> Callable:
         from onnxrt.runtime import functions  # late import: functions builds GraphPlans
 
