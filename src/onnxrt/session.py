@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import threading
 import warnings
@@ -94,6 +96,35 @@ def _input_spec(value: ir.Value, index: int) -> _InputSpec:
     return _InputSpec(value.name, index, "unknown", None, None, "unknown")
 
 
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused():
+    """Python's cyclic garbage collector off while sessions are being built.
+
+    Loading and optimizing a graph allocates tens of thousands of container objects; that triggers
+    a full collection, which walks every object in the process (numpy, onnx, onnx_ir included):
+    about 20 ms of a small model's 100 ms load, measured. Cyclic garbage made meanwhile is collected
+    once the collector is back on, which happens when the last concurrent construction ends (and
+    not at all if the caller had it off)."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 class InferenceSession:
     """Loads a model once and runs it; the same constructor and methods as onnxruntime's."""
 
@@ -110,7 +141,8 @@ class InferenceSession:
         self._sess_options = sess_options if sess_options is not None else SessionOptions()
         self._providers, self._provider_options = self._resolve_providers(providers, provider_options)
         self._profiler = None
-        self._create_session()
+        with _cyclic_gc_paused():
+            self._create_session()
 
     # -- construction ----------------------------------------------------------------------
 

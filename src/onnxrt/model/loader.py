@@ -138,12 +138,15 @@ def all_tensors(proto: onnx.ModelProto):
                 yield from attr.tensors
 
 
-def check_external_data(proto: onnx.ModelProto, base_dir: str | None) -> None:
-    """Refuse external-data locations that resolve outside the model's folder."""
+def check_external_data(proto: onnx.ModelProto, base_dir: str | None) -> bool:
+    """Refuse external-data locations that resolve outside the model's folder; True when the model
+    has external data at all."""
     root = Path(base_dir or os.getcwd()).resolve()
+    found = False
     for tensor in all_tensors(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
+        found = True
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
         if not location:
@@ -165,6 +168,7 @@ def check_external_data(proto: onnx.ModelProto, base_dir: str | None) -> None:
                 f"External data of tensor '{tensor.name}' (offset {offset}, length {length}) lies beyond the "
                 f"end of '{location}' ({size} bytes)."
             )
+    return found
 
 
 def check_versions(proto: onnx.ModelProto) -> None:
@@ -335,7 +339,7 @@ def load(
 ) -> LoadedModel:
     proto, base_dir, path = read_model_proto(source)
     check_versions(proto)
-    check_external_data(proto, base_dir)
+    has_external_data = check_external_data(proto, base_dir)
     proto = apply_free_dimension_overrides(proto, free_dims_by_name or {}, free_dims_by_denotation or {})
     if run_shape_inference:
         proto = infer_shapes(proto)
@@ -344,7 +348,7 @@ def load(
         model = ir.serde.deserialize_model(ir_proto)
     except Exception as e:  # a proto that parses but is not a coherent model
         raise InvalidGraph(f"This is an invalid model. {type(e).__name__}: {e}") from None
-    if base_dir is not None:
+    if base_dir is not None and has_external_data:  # set_base_dir walks every tensor of every graph
         ir.external_data.set_base_dir(model.graph, base_dir)
     detach_from_proto(model)
     return LoadedModel(proto=proto, model=model, base_dir=base_dir, path=path, type_overrides=type_overrides)
