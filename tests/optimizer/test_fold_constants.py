@@ -51,3 +51,36 @@ def test_scalar_constants_stay_scalars():
     inits = [const("zero1", np.array([0], np.int64)), const("start", np.array([0], np.int64)), const("one", np.array([1], np.int64))]
     model = make_model(nodes, [vinfo("x", ["a", "b"])], [vinfo("y", None)], inits)
     check_pass(model, {"x": rand(2, 3)}, fold_constants)
+
+
+def test_a_folded_chain_leaves_one_initializer_under_the_read_name():
+    # w -> Transpose -> Neg -> Mul(2) feeds the MatMul and, separately, Neg's result feeds an Add:
+    # only the two values a remaining node reads become initializers, keeping their names
+    nodes = [
+        helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+        helper.make_node("Neg", ["wt"], ["nwt"]),
+        helper.make_node("Mul", ["nwt", "two"], ["w2"]),
+        helper.make_node("MatMul", ["x", "w2"], ["h"]),
+        helper.make_node("ReduceSum", ["nwt"], ["s"], keepdims=0),
+        helper.make_node("Add", ["h", "s"], ["y"]),
+    ]
+    inits = [const("w", rand(5, 4)), const("two", np.array(2.0, np.float32))]
+    model = make_model(nodes, [vinfo("x", [3, 4])], [vinfo("y", None)], inits)
+    out = check_pass(model, {"x": rand(3, 4)}, fold_constants)
+    assert op_counts(out) == {"MatMul": 1, "Add": 1}
+    names = {t.name for t in out.graph.initializer}
+    assert {"w2", "s"} <= names and not names & {"wt", "nwt"}
+
+
+def test_a_folded_value_read_inside_a_subgraph_becomes_an_initializer():
+    body_out = helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])
+    then_branch = helper.make_graph([helper.make_node("Add", ["x", "nw"], ["b"])], "then", [], [body_out])
+    else_branch = helper.make_graph([helper.make_node("Sub", ["x", "nw"], ["b"])], "else", [], [body_out])
+    nodes = [
+        helper.make_node("Neg", ["w"], ["nw"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    model = make_model(nodes, [vinfo("x", [2]), vinfo("cond", [], TensorProto.BOOL)], [vinfo("y", None)],
+                       [const("w", np.array([1.0, 2.0], np.float32))])
+    out = check_pass(model, {"x": rand(2), "cond": np.array(True)}, fold_constants)
+    assert "nw" in {t.name for t in out.graph.initializer}

@@ -49,6 +49,10 @@ def fold_constants(model: ir.Model) -> int:
     opsets = {("" if d == "ai.onnx" else d): v for d, v in model.opset_imports.items()}
     evaluator = None
     folded = 0
+    # results of folded nodes; only those a remaining node reads become initializers (at the end), so
+    # a chain of folds (Shape -> Gather -> Concat -> ...) makes one initializer, not one per link
+    computed: dict[ir.Value, np.ndarray] = {}
+    folded_nodes: list[ir.Node] = []
     for node in list(graph):
         if node.graph is not graph:
             continue
@@ -69,7 +73,9 @@ def fold_constants(model: ir.Model) -> int:
             if v is None:
                 arrays.append(None)
                 continue
-            a = _ir.const_array(v)
+            a = computed.get(v)
+            if a is None:
+                a = _ir.const_array(v)
             if a is None:
                 constant = False
                 break
@@ -81,10 +87,11 @@ def fold_constants(model: ir.Model) -> int:
         if evaluator is None:
             evaluator = _evaluator(opsets)
         results = _evaluate(evaluator, node, arrays)
-        if results is None:
+        if results is None or not all(_storable(r) for r in results):
             continue
-        if _replace_outputs(graph, node, results):
-            folded += 1
+        computed.update(zip(node.outputs, results))
+        folded_nodes.append(node)
+    folded += _replace_folded(graph, folded_nodes, computed)
     return folded + _constants_to_initializers(graph)
 
 
@@ -133,25 +140,45 @@ def _evaluator(opsets: dict[str, int]):
     return GraphPlan(ir.Graph([], [], nodes=[], opset_imports=dict(opsets)), PlanConfig(opsets=opsets))
 
 
-def _replace_outputs(graph: ir.Graph, node: ir.Node, results: list[np.ndarray]) -> bool:
-    new_values = []
-    for out, array in zip(node.outputs, results):
-        if not out.uses():
-            new_values.append(None)
-            continue
-        try:
-            new_values.append(_ir.add_initializer(graph, array, "folded", take_over=out))
-        except Exception:
-            for v in new_values:
-                if v is not None:
-                    graph.initializers.pop(v.name, None)
-            return False
-    for out, new in zip(node.outputs, new_values):
-        if new is not None:
-            new.type = out.type or new.type
-            out.replace_all_uses_with(new)
-    graph.remove(node, safe=True)
+def _storable(array: np.ndarray) -> bool:
+    """Whether an initializer can hold ``array`` (an ONNX element type; strings for object arrays)."""
+    if array.dtype.kind == "O":
+        return all(isinstance(x, (str, bytes)) for x in array.flat)
+    try:
+        ir.DataType.from_numpy(array.dtype)
+    except Exception:
+        return False
     return True
+
+
+def _replace_folded(graph: ir.Graph, nodes: list[ir.Node], computed: dict[ir.Value, np.ndarray]) -> int:
+    """Outputs of the folded ``nodes`` that a remaining node (or a subgraph) reads become
+    initializers taking over their names; then the folded nodes go. All or nothing: returns how
+    many nodes were folded."""
+    if not nodes:
+        return 0
+    gone = set(nodes)
+    replacements: list[tuple[ir.Value, ir.Value]] = []
+    renamed: list[tuple[ir.Value, str]] = []
+    try:
+        for node in nodes:
+            for out in node.outputs:
+                if any(use.node not in gone for use in out.uses()):
+                    renamed.append((out, out.name))
+                    new = _ir.add_initializer(graph, computed[out], "folded", take_over=out)
+                    new.type = out.type or new.type
+                    replacements.append((out, new))
+    except Exception:  # leave the graph as it was
+        for _, new in replacements:
+            graph.initializers.pop(new.name, None)
+        for out, name in renamed:
+            out.name = name
+        _ir.forget_names(graph)
+        return 0
+    for out, new in replacements:
+        out.replace_all_uses_with(new)
+    graph.remove(nodes, safe=True)
+    return len(nodes)
 
 
 def _fold_shape(graph: ir.Graph, node: ir.Node) -> bool:
