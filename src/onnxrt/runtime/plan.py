@@ -188,8 +188,7 @@ class GraphPlan:
             result = step.kernel(*inputs)
         except Exception:
             return False
-        outputs = list(result) if type(result) is tuple else [result]
-        outputs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outputs]
+        outputs = _output_list(result)
         if len(outputs) < len(step.outputs) or not all(isinstance(o, np.ndarray) for o in outputs[: len(step.outputs)]):
             return False
         in_size = sum(int(np.size(a)) for a in inputs if a is not None)
@@ -266,14 +265,7 @@ class GraphPlan:
         return order
 
     def _plan_node(self, node: ir.Node, inner_scope: frozenset[str], outer_scope: frozenset[str]) -> Step:
-        domain = registry.normalize_domain(node.domain)
-        opset = self.config.opsets.get(domain)
-        node_desc = f"node '{node.name}' ({node.op_type})"
-        if opset is None:
-            raise InvalidGraph(
-                f"This is an invalid model. {node_desc} uses domain '{domain or 'ai.onnx'}', "
-                f"which the model does not import."
-            )
+        domain, opset = self._opset_of(node)
 
         attrs, subplans = self._parse_attributes(node, domain, opset, inner_scope)
         captured: list[str] = []
@@ -285,25 +277,8 @@ class GraphPlan:
         in_slots = [NONE_SLOT if v is None or not v.name else self._read_slot(v.name, outer_scope) for v in node.inputs]
         in_slots += [self._read_slot(name, outer_scope) for name in captured]
 
-        ctx = registry.KernelContext(
-            op_type=node.op_type,
-            domain=domain,
-            name=node.name or "",
-            opset=opset,
-            since_version=0,
-            attrs=attrs,
-            num_inputs=len(node.inputs),
-            num_outputs=len(node.outputs),
-            input_names=[v.name if v is not None else "" for v in node.inputs],
-            output_names=[v.name for v in node.outputs],
-            const_inputs=[self.constants.get(v.name) if v is not None else None for v in node.inputs],
-            input_types=[v.type if v is not None else None for v in node.inputs],
-            output_types=[v.type for v in node.outputs],
-            num_captured=len(captured),
-            session=self.config.session,
-            subplans=subplans,
-            node=node,
-        )
+        const_inputs = [self.constants.get(v.name) if v is not None else None for v in node.inputs]
+        ctx = self._kernel_context(node, domain, opset, attrs, subplans, const_inputs, len(captured))
 
         kernel = self._make_kernel(node, domain, opset, ctx)
 
@@ -319,26 +294,44 @@ class GraphPlan:
         """Run ``node`` (no graph attributes) once on ``arrays`` (None for an omitted input), outside
         this plan's schedule: constant folding's way to use the kernels without planning a graph per
         node. Returns the outputs as a list; kernel errors propagate."""
-        domain = registry.normalize_domain(node.domain)
-        opset = self.config.opsets.get(domain)
-        if opset is None:
-            raise InvalidGraph(f"Node '{node.name}' ({node.op_type}) uses domain '{domain or 'ai.onnx'}', "
-                               f"which the model does not import.")
+        domain, opset = self._opset_of(node)
         attrs, subplans = self._parse_attributes(node, domain, opset, frozenset())
         if subplans:
             raise InvalidGraph(f"Node '{node.name}' ({node.op_type}) has graph attributes: it cannot run alone.")
-        ctx = registry.KernelContext(
-            op_type=node.op_type, domain=domain, name=node.name or "", opset=opset, since_version=0,
-            attrs=attrs, num_inputs=len(node.inputs), num_outputs=len(node.outputs),
+        ctx = self._kernel_context(node, domain, opset, attrs, [], list(arrays), 0)
+        return _output_list(self._make_kernel(node, domain, opset, ctx)(*arrays))
+
+    def _opset_of(self, node: ir.Node) -> tuple[str, int]:
+        domain = registry.normalize_domain(node.domain)
+        opset = self.config.opsets.get(domain)
+        if opset is None:
+            raise InvalidGraph(
+                f"This is an invalid model. node '{node.name}' ({node.op_type}) uses domain "
+                f"'{domain or 'ai.onnx'}', which the model does not import."
+            )
+        return domain, opset
+
+    def _kernel_context(self, node: ir.Node, domain: str, opset: int, attrs: dict[str, Any], subplans: list,
+                        const_inputs: list, num_captured: int) -> registry.KernelContext:
+        return registry.KernelContext(
+            op_type=node.op_type,
+            domain=domain,
+            name=node.name or "",
+            opset=opset,
+            since_version=0,
+            attrs=attrs,
+            num_inputs=len(node.inputs),
+            num_outputs=len(node.outputs),
             input_names=[v.name if v is not None else "" for v in node.inputs],
-            output_names=[v.name for v in node.outputs], const_inputs=list(arrays),
+            output_names=[v.name for v in node.outputs],
+            const_inputs=const_inputs,
             input_types=[v.type if v is not None else None for v in node.inputs],
-            output_types=[v.type for v in node.outputs], num_captured=0, session=self.config.session,
-            subplans=[], node=node,
+            output_types=[v.type for v in node.outputs],
+            num_captured=num_captured,
+            session=self.config.session,
+            subplans=subplans,
+            node=node,
         )
-        result = self._make_kernel(node, domain, opset, ctx)(*arrays)
-        outputs = list(result) if type(result) is tuple else [result]
-        return [np.asarray(o) if isinstance(o, np.generic) else o for o in outputs]
 
     def _make_kernel(self, node: ir.Node, domain: str, opset: int, ctx: registry.KernelContext) -> Callable:
         from onnxrt.runtime import functions  # late import: functions builds GraphPlans
@@ -645,6 +638,12 @@ def _free_names(graph: ir.Graph) -> set[str]:
 
 
 _schema_cache: dict[tuple[str, int, str], Any] = {}
+
+
+def _output_list(result: Any) -> list[Any]:
+    """A kernel's return value as a list of outputs (numpy scalars made 0-d arrays)."""
+    outputs = list(result) if type(result) is tuple else [result]
+    return [np.asarray(o) if isinstance(o, np.generic) else o for o in outputs]
 
 
 def _schema(op_type: str, opset: int, domain: str) -> onnx.defs.OpSchema | None:
