@@ -212,13 +212,6 @@ def _b_params(op_name: str, b: np.ndarray, b_scale: np.ndarray, b_zp: np.ndarray
     return (s.reshape(()) if s.size == 1 else s), b_zp
 
 
-def _b_cache(op_name: str, ctx: KernelContext, b_idx: int, zp_idx: int) -> q._ConstCache:
-    consts = list(ctx.const_inputs) + [None] * 12
-    have_zp = ctx.num_inputs > zp_idx and bool(ctx.input_names[zp_idx])
-    return q._ConstCache(consts[b_idx], consts[zp_idx], have_zp,
-                         lambda zp, b: q._b_zero_point(op_name, zp, b, "b_zero_point"))
-
-
 def _add_bias(op_name: str, y: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     if bias is not None:
         _tensor(op_name, "bias", bias)
@@ -245,7 +238,7 @@ def dynamic_quantize_matmul(ctx: KernelContext):
     (rint(A / s) clipped to [-zp, 255 - zp] is A_q - zp), so the zero point needs no correction term.
     """
     name = "DynamicQuantizeMatMul"
-    cache = _b_cache(name, ctx, 1, 3)
+    cache = q._const_b_cache(name, ctx, 1, 3)
 
     def run(A, B, b_scale, b_zero_point=None, bias=None):
         _tensor(name, "A", A)
@@ -265,7 +258,7 @@ def dynamic_quantize_matmul(ctx: KernelContext):
 @op_factory("MatMulIntegerToFloat", 1, domain=MS)
 def matmul_integer_to_float(ctx: KernelContext):
     name = "MatMulIntegerToFloat"
-    cache = _b_cache(name, ctx, 1, 5)
+    cache = q._const_b_cache(name, ctx, 1, 5)
 
     def run(A, B, a_scale, b_scale, a_zero_point=None, b_zero_point=None, bias=None):
         _tensor(name, "A", A)
@@ -288,16 +281,11 @@ def qgemm(ctx: KernelContext):
     trans_b = bool(ctx.attrs.get("transB", 0))
     alpha = np.float32(ctx.attrs.get("alpha", 1.0))
     consts = list(ctx.const_inputs) + [None] * 9
-    b_const, bzp_const = consts[3], consts[5]
-    cached: dict[str, q._IntB] = {}
 
-    def b_operand(B, bzp_b):
-        if B is b_const and b_const is not None and ctx.num_inputs > 5 and consts[5] is not None and bzp_b is not None:
-            bi = cached.get("b")
-            if bi is None:
-                bi = cached["b"] = q._IntB(B.T if trans_b else B, bzp_b).freeze()
-            return bi
-        return q._IntB(B.T if trans_b else B, bzp_b)
+    def b_zero_point_layout(zp: np.ndarray, B: np.ndarray) -> np.ndarray:
+        return zp.reshape(()) if zp.size == 1 else zp.reshape(B.shape[0] if trans_b else B.shape[1])
+
+    cache = q._ConstCache(consts[3], consts[5], True, b_zero_point_layout, transposed=trans_b)
 
     def run(A, a_scale, a_zero_point, B, b_scale, b_zero_point, C=None, y_scale=None, y_zero_point=None):
         for n_, v in (("A", A), ("B", B), ("a_zero_point", a_zero_point), ("b_zero_point", b_zero_point)):
@@ -318,11 +306,10 @@ def qgemm(ctx: KernelContext):
             raise TypeError(f"{name}: b_zero_point has type {_describe(b_zero_point.dtype)}, expected {_describe(B.dtype)}")
         if sb.size not in (1, n) or b_zero_point.size not in (1, n):
             raise ValueError(f"{name}: b_scale and b_zero_point must be scalars or have {n} values (one per column)")
-        bzp = b_zero_point.reshape(()) if b_zero_point.size == 1 else b_zero_point.reshape(n)
         af = a.astype(_F32)
         if azp:
             af -= np.float32(azp)
-        acc = q._exact_matmul(af, q._shifted_magnitude(A, np.asarray(azp)), b_operand(B, bzp))
+        acc = q._exact_matmul(af, q._shifted_magnitude(A, np.asarray(azp)), cache.get(B, b_zero_point))
         if C is not None:
             _tensor(name, "C", C)
             if C.dtype != np.int32:
@@ -783,7 +770,7 @@ def qattention(ctx: KernelContext):
     unidirectional = bool(ctx.attrs.get("unidirectional", 0))
     mask_filter_value = np.float32(ctx.attrs.get("mask_filter_value", -10000.0))
     scale_attr = float(ctx.attrs.get("scale", 0.0))
-    cache = _b_cache(name, ctx, 1, 7)
+    cache = q._const_b_cache(name, ctx, 1, 7)
 
     def run(input, weight, bias, input_scale, weight_scale, mask_index=None, input_zero_point=None,
             weight_zero_point=None, past=None):

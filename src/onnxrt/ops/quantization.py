@@ -430,26 +430,40 @@ class _IntB:
 
 
 class _ConstCache:
-    """(value - zero point) of a constant B operand, computed once per session."""
+    """(value - zero point) of a constant B operand (transposed first with ``transposed``), computed
+    once per session; any other B is converted on each call."""
 
-    def __init__(self, value: np.ndarray | None, zp: np.ndarray | None, have_zp_input: bool, layout) -> None:
+    def __init__(self, value: np.ndarray | None, zp: np.ndarray | None, have_zp_input: bool, layout,
+                 transposed: bool = False) -> None:
         self.value = value
         self.zp = zp
         self.ok = value is not None and (zp is not None or not have_zp_input)
         self.layout = layout
+        self.transposed = transposed
         self._cached: _IntB | None = None
         if self.ok:  # prepared once, at session construction (a bad zero point raises at run instead)
             try:
-                self._cached = _IntB(value, layout(zp, value)).freeze()
+                self._cached = self._make(value, zp).freeze()
             except (TypeError, ValueError):
                 self._cached = None
+
+    def _make(self, value: np.ndarray, zp: np.ndarray | None) -> _IntB:
+        return _IntB(value.T if self.transposed else value, self.layout(zp, value))
 
     def get(self, value: np.ndarray, zp: np.ndarray | None) -> _IntB:
         if self.ok and value is self.value and zp is self.zp:
             if self._cached is None:
-                self._cached = _IntB(value, self.layout(zp, value)).freeze()
+                self._cached = self._make(value, zp).freeze()
             return self._cached
-        return _IntB(value, self.layout(zp, value))
+        return self._make(value, zp)
+
+
+def _const_b_cache(op_name: str, ctx: KernelContext, b_idx: int, zp_idx: int) -> _ConstCache:
+    """The B-operand cache of a node whose B is input ``b_idx`` and B's zero point input ``zp_idx``."""
+    consts = list(ctx.const_inputs) + [None] * (max(b_idx, zp_idx) + 1)
+    have_zp = ctx.num_inputs > zp_idx and bool(ctx.input_names[zp_idx])
+    return _ConstCache(consts[b_idx], consts[zp_idx], have_zp,
+                       lambda zp, b: _b_zero_point(op_name, zp, b, "b_zero_point"))
 
 
 def _exact_matmul(af: np.ndarray, a_magnitude: float, bi: _IntB, a_low: float | None = None) -> np.ndarray:
@@ -500,9 +514,7 @@ def _float_to_int32(acc: np.ndarray) -> np.ndarray:
 
 @op_factory("MatMulInteger", 10)
 def matmul_integer(ctx: KernelContext):
-    consts = ctx.const_inputs + [None] * 4
-    b_cache = _ConstCache(consts[1], consts[3], ctx.num_inputs > 3 and bool(ctx.input_names[3]),
-                          lambda zp, b: _b_zero_point("MatMulInteger", zp, b, "b_zero_point"))
+    b_cache = _const_b_cache("MatMulInteger", ctx, 1, 3)
 
     def run(A, B, a_zero_point=None, b_zero_point=None):
         _check_tensor("MatMulInteger", "A", A)
@@ -537,9 +549,7 @@ def _scale_f32(op_name: str, name: str, s: np.ndarray) -> np.ndarray:
 @op_factory("QLinearMatMul", 10, 21)
 def qlinear_matmul(ctx: KernelContext):
     allow_f8 = ctx.since_version >= 21
-    consts = ctx.const_inputs + [None] * 8
-    b_cache = _ConstCache(consts[3], consts[5], True,
-                          lambda zp, b: _b_zero_point("QLinearMatMul", zp, b, "b_zero_point"))
+    b_cache = _const_b_cache("QLinearMatMul", ctx, 3, 5)
 
     def run(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
         name = "QLinearMatMul"
