@@ -73,11 +73,6 @@ def _zero_point(op_name: str, name: str, v: Any, dtype: np.dtype) -> int:
     return int(v.reshape(-1)[0])
 
 
-def _check_8bit(op_name: str, name: str, v: np.ndarray) -> None:
-    if v.dtype not in (_U8, _I8):
-        raise TypeError(f"{op_name}: input '{name}' must be uint8 or int8, got {_describe(v.dtype)}")
-
-
 def _quantize_f32(values: np.ndarray, inv_or_scale: np.float32, zp: int, dtype: np.dtype, divide: bool = True) -> np.ndarray:
     """saturate(rint(values / scale) + zp) into ``dtype`` (values: float32 temporary, overwritten)."""
     v = np.asarray(values, dtype=_F32)
@@ -245,7 +240,7 @@ def dynamic_quantize_matmul(ctx: KernelContext):
         _tensor(name, "B", B)
         if A.dtype != _F32:
             raise TypeError(f"{name}: input 'A' must be float, got {_describe(A.dtype)}")
-        _check_8bit(name, "B", B)
+        q._check_int8(name, "B", B)
         q._check_matmul_shapes(name, A, B)
         sb, bzp = _b_params(name, B, b_scale, b_zero_point)
         af, sa, _, a_lo, a_hi = _dynamic_quantize_u8(A)
@@ -263,8 +258,8 @@ def matmul_integer_to_float(ctx: KernelContext):
     def run(A, B, a_scale, b_scale, a_zero_point=None, b_zero_point=None, bias=None):
         _tensor(name, "A", A)
         _tensor(name, "B", B)
-        _check_8bit(name, "A", A)
-        _check_8bit(name, "B", B)
+        q._check_int8(name, "A", A)
+        q._check_int8(name, "B", B)
         q._zp_matching(name, "a_zero_point", a_zero_point, A)
         sa = q._as_f32(_tensor(name, "a_scale", a_scale))
         sb, bzp = _b_params(name, B, b_scale, b_zero_point)
@@ -290,8 +285,8 @@ def qgemm(ctx: KernelContext):
     def run(A, a_scale, a_zero_point, B, b_scale, b_zero_point, C=None, y_scale=None, y_zero_point=None):
         for n_, v in (("A", A), ("B", B), ("a_zero_point", a_zero_point), ("b_zero_point", b_zero_point)):
             _tensor(name, n_, v)
-        _check_8bit(name, "A", A)
-        _check_8bit(name, "B", B)
+        q._check_int8(name, "A", A)
+        q._check_int8(name, "B", B)
         if A.ndim != 2 or B.ndim != 2:
             raise ValueError(f"{name}: A and B must be 2-D, got shapes {list(A.shape)} and {list(B.shape)}")
         a = A.T if trans_a else A
@@ -321,7 +316,7 @@ def qgemm(ctx: KernelContext):
         sy = _scalar_f32(name, "y_scale", y_scale)
         if y_zero_point is None:
             raise ValueError(f"{name}: y_zero_point is required when y_scale is given")
-        _check_8bit(name, "y_zero_point", y_zero_point)
+        q._check_int8(name, "y_zero_point", y_zero_point)
         acc32 = q._float_to_int32(acc) if acc.dtype != _F32 else acc
         return np.asarray(q._requantize(acc32, multiplier / sy, y_zero_point.reshape(()), y_zero_point.dtype))
 
@@ -507,7 +502,7 @@ def gather_block_quantized(ctx: KernelContext):
 def _binary_params(op_name, A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp):
     _tensor(op_name, "A", A)
     _tensor(op_name, "B", B)
-    _check_8bit(op_name, "A", A)
+    q._check_int8(op_name, "A", A)
     if B.dtype != A.dtype:
         raise TypeError(f"{op_name}: A and B must have the same type, got {_describe(A.dtype)} and {_describe(B.dtype)}")
     sa = _scalar_f32(op_name, "A_scale", A_scale)
@@ -563,7 +558,7 @@ def _lookup_unary(op_name: str, fn: Callable[[np.ndarray], np.ndarray]):
 
     def run(X, X_scale, X_zero_point=None, Y_scale=None, Y_zero_point=None):
         _tensor(op_name, "X", X)
-        _check_8bit(op_name, "X", X)
+        q._check_int8(op_name, "X", X)
         sx = _scalar_f32(op_name, "X_scale", X_scale)
         sy = _scalar_f32(op_name, "Y_scale", Y_scale)
         zx = _zero_point(op_name, "X_zero_point", X_zero_point, X.dtype)
@@ -619,7 +614,7 @@ def qlinear_concat(ctx: KernelContext):
                              f"got {len(inputs)} values")
         sy = _scalar_f32(name, "Y_scale", Y_scale)
         _tensor(name, "Y_zero_point", Y_zero_point)
-        _check_8bit(name, "Y_zero_point", Y_zero_point)
+        q._check_int8(name, "Y_zero_point", Y_zero_point)
         dt = Y_zero_point.dtype
         zy = _zero_point(name, "Y_zero_point", Y_zero_point, dt)
         parts = []
@@ -649,7 +644,7 @@ def qlinear_where(ctx: KernelContext):
             raise TypeError(f"{name}: condition must be bool, got {_describe(condition.dtype)}")
         _tensor(name, "X", X)
         _tensor(name, "Y", Y)
-        _check_8bit(name, "X", X)
+        q._check_int8(name, "X", X)
         if Y.dtype != X.dtype:
             raise TypeError(f"{name}: X and Y must have the same type, got {_describe(X.dtype)} and {_describe(Y.dtype)}")
         dt = X.dtype
@@ -670,12 +665,12 @@ def qlinear_softmax(ctx: KernelContext):
 
     def run(X, X_scale, x_zero_point, y_scale, y_zero_point):
         _tensor(name, "X", X)
-        _check_8bit(name, "X", X)
+        q._check_int8(name, "X", X)
         sx = _scalar_f32(name, "X_scale", X_scale)
         sy = _scalar_f32(name, "y_scale", y_scale)
         zx = _zero_point(name, "x_zero_point", x_zero_point, X.dtype)
         _tensor(name, "y_zero_point", y_zero_point)
-        _check_8bit(name, "y_zero_point", y_zero_point)
+        q._check_int8(name, "y_zero_point", y_zero_point)
         zy = _zero_point(name, "y_zero_point", y_zero_point, y_zero_point.dtype)
         r = X.ndim
         a = axis + r if axis < 0 else axis
@@ -710,7 +705,7 @@ def qlinear_global_average_pool(ctx: KernelContext):
 
     def run(X, x_scale, x_zero_point, y_scale, y_zero_point):
         _tensor(name, "X", X)
-        _check_8bit(name, "X", X)
+        q._check_int8(name, "X", X)
         if X.ndim < 3:
             raise ValueError(f"{name}: X must have rank >= 3, got shape {list(X.shape)}")
         sx = _scalar_f32(name, "x_scale", x_scale)
@@ -744,7 +739,7 @@ def qlinear_average_pool(ctx: KernelContext):
 
     def run(X, x_scale, x_zero_point, y_scale, y_zero_point=None):
         _tensor(name, "X", X)
-        _check_8bit(name, "X", X)
+        q._check_int8(name, "X", X)
         sx = _scalar_f32(name, "x_scale", x_scale)
         sy = _scalar_f32(name, "y_scale", y_scale)
         zx = _zero_point(name, "x_zero_point", x_zero_point, X.dtype)
@@ -776,8 +771,8 @@ def qattention(ctx: KernelContext):
             weight_zero_point=None, past=None):
         for n_, v in (("input", input), ("weight", weight), ("bias", bias)):
             _tensor(name, n_, v)
-        _check_8bit(name, "input", input)
-        _check_8bit(name, "weight", weight)
+        q._check_int8(name, "input", input)
+        q._check_int8(name, "weight", weight)
         if input.ndim != 3 or weight.ndim != 2 or input.shape[2] != weight.shape[0]:
             raise ValueError(f"{name}: input must be (batch, seq, in) and weight (in, 3 * hidden); got "
                              f"{list(input.shape)} and {list(weight.shape)}")
@@ -941,7 +936,7 @@ def qembed_layer_normalization(ctx: KernelContext):
 def _lstm_weight(op_name: str, name: str, w: np.ndarray, scale: np.ndarray, zp: np.ndarray, D: int, rows: int, G: int):
     """Per direction: (W[d] - zp[d]) as a prepared exact-matmul operand, and the scale, scalar or [4H]."""
     _tensor(op_name, name, w)
-    _check_8bit(op_name, name, w)
+    q._check_int8(op_name, name, w)
     if w.shape != (D, rows, G):
         raise ValueError(f"{op_name}: {name} must have shape {[D, rows, G]}, got {list(w.shape)}")
     s = q._as_f32(_tensor(op_name, f"{name}_scale", scale))

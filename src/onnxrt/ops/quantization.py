@@ -12,7 +12,7 @@ in float32, saturated to the output type; NaN saturates to the type's minimum.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import ml_dtypes
 import numpy as np
@@ -330,6 +330,19 @@ def _zp_matching(op_name: str, name: str, zp: np.ndarray | None, x: np.ndarray) 
         raise TypeError(f"{op_name}: '{name}' has type {_describe(zp.dtype)}, expected {_describe(x.dtype)} (its tensor's)")
 
 
+def _check_8bit_operands(op_name: str, operands: Sequence[tuple[str, Any, str, Any]], *,
+                         zero_points_required: bool = False, allow_f8: bool = False) -> None:
+    """Each (name, tensor, zero point's name, zero point) of an integer product: the tensor is 8-bit
+    and its zero point, when given (or required), a tensor of the same type."""
+    for name, v, zp_name, zp in operands:
+        _check_tensor(op_name, name, v)
+        if zero_points_required or zp is not None:
+            _check_tensor(op_name, zp_name, zp)
+    for name, v, zp_name, zp in operands:
+        _check_int8(op_name, name, v, allow_f8)
+        _zp_matching(op_name, zp_name, zp, v)
+
+
 def _shifted(v: np.ndarray, zp: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     """v - zp as a float array of ``dtype`` (exact: |v - zp| <= 255)."""
     if zp is not None and zp.size == 1 and zp.dtype.kind in "iu":  # the common per-tensor case: one pass
@@ -517,12 +530,8 @@ def matmul_integer(ctx: KernelContext):
     b_cache = _const_b_cache("MatMulInteger", ctx, 1, 3)
 
     def run(A, B, a_zero_point=None, b_zero_point=None):
-        _check_tensor("MatMulInteger", "A", A)
-        _check_tensor("MatMulInteger", "B", B)
-        _check_int8("MatMulInteger", "A", A)
-        _check_int8("MatMulInteger", "B", B)
-        _zp_matching("MatMulInteger", "a_zero_point", a_zero_point, A)
-        _zp_matching("MatMulInteger", "b_zero_point", b_zero_point, B)
+        _check_8bit_operands("MatMulInteger", [("A", A, "a_zero_point", a_zero_point),
+                                               ("B", B, "b_zero_point", b_zero_point)])
         acc = _int_matmul("MatMulInteger", A, B, a_zero_point, b_zero_point, b_cache)
         return np.asarray(_float_to_int32(acc))
 
@@ -553,14 +562,10 @@ def qlinear_matmul(ctx: KernelContext):
 
     def run(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
         name = "QLinearMatMul"
-        for n, v in (("a", a), ("a_zero_point", a_zero_point), ("b", b), ("b_zero_point", b_zero_point),
-                     ("y_zero_point", y_zero_point)):
-            _check_tensor(name, n, v)
-        _check_int8(name, "a", a, allow_f8)
-        _check_int8(name, "b", b, allow_f8)
+        _check_8bit_operands(name, [("a", a, "a_zero_point", a_zero_point), ("b", b, "b_zero_point", b_zero_point)],
+                             zero_points_required=True, allow_f8=allow_f8)
+        _check_tensor(name, "y_zero_point", y_zero_point)
         _check_int8(name, "y_zero_point", y_zero_point, allow_f8)
-        _zp_matching(name, "a_zero_point", a_zero_point, a)
-        _zp_matching(name, "b_zero_point", b_zero_point, b)
         sa = _a_zero_point(name, _scale_f32(name, "a_scale", a_scale), a, "a_scale")
         sb = _b_zero_point(name, _scale_f32(name, "b_scale", b_scale), b, "b_scale")
         sy = _b_zero_point(name, _scale_f32(name, "y_scale", y_scale), b, "y_scale")
@@ -718,12 +723,8 @@ def conv_integer(ctx: KernelContext):
     conv = _make_conv("ConvInteger", ctx, 1, 3)
 
     def run(x, w, x_zero_point=None, w_zero_point=None):
-        _check_tensor("ConvInteger", "x", x)
-        _check_tensor("ConvInteger", "w", w)
-        _check_int8("ConvInteger", "x", x)
-        _check_int8("ConvInteger", "w", w)
-        _zp_matching("ConvInteger", "x_zero_point", x_zero_point, x)
-        _zp_matching("ConvInteger", "w_zero_point", w_zero_point, w)
+        _check_8bit_operands("ConvInteger", [("x", x, "x_zero_point", x_zero_point),
+                                             ("w", w, "w_zero_point", w_zero_point)])
         return np.asarray(_float_to_int32(conv(x, x_zero_point, w, w_zero_point)))
 
     return run
@@ -735,14 +736,10 @@ def qlinear_conv(ctx: KernelContext):
 
     def run(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B=None):
         name = "QLinearConv"
-        for n, v in (("x", x), ("x_zero_point", x_zero_point), ("w", w), ("w_zero_point", w_zero_point),
-                     ("y_zero_point", y_zero_point)):
-            _check_tensor(name, n, v)
-        _check_int8(name, "x", x)
-        _check_int8(name, "w", w)
+        _check_8bit_operands(name, [("x", x, "x_zero_point", x_zero_point), ("w", w, "w_zero_point", w_zero_point)],
+                             zero_points_required=True)
+        _check_tensor(name, "y_zero_point", y_zero_point)
         _check_int8(name, "y_zero_point", y_zero_point)
-        _zp_matching(name, "x_zero_point", x_zero_point, x)
-        _zp_matching(name, "w_zero_point", w_zero_point, w)
         sx = _scale_f32(name, "x_scale", x_scale)
         sw = _scale_f32(name, "w_scale", w_scale)
         sy = _scale_f32(name, "y_scale", y_scale)
