@@ -35,7 +35,6 @@ from onnxrt.ops.registry import KernelContext, op_factory
 MS = "com.microsoft"
 _F32 = np.dtype(np.float32)
 _U8 = np.dtype(np.uint8)
-_I8 = np.dtype(np.int8)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16), np.dtype(np.float64))
 
 

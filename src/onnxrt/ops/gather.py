@@ -74,17 +74,23 @@ def gather(ctx: KernelContext):
     return run
 
 
+def _check_element_indices(op_name: str, data: np.ndarray, indices: np.ndarray, axis: int) -> None:
+    """GatherElements / ScatterElements: indices of data's rank, no longer than data off ``axis``."""
+    r = data.ndim
+    if indices.ndim != r:
+        raise ValueError(f"{op_name}: 'indices' has rank {indices.ndim}, expected {r} (the rank of 'data')")
+    for d in range(r):
+        if d != axis and indices.shape[d] > data.shape[d]:
+            raise ValueError(f"{op_name}: 'indices' shape {indices.shape} exceeds 'data' shape {data.shape} "
+                             f"on axis {d}")
+
+
 @op("GatherElements", 11)
 def gather_elements(data, indices, *, axis=0):
     indices = _check_indices(indices, "GatherElements")
     r = data.ndim
     a = normalize_axis(axis, r, "GatherElements")
-    if indices.ndim != r:
-        raise ValueError(f"GatherElements: 'indices' has rank {indices.ndim}, expected {r} (the rank of 'data')")
-    for d in range(r):
-        if d != a and indices.shape[d] > data.shape[d]:
-            raise ValueError(f"GatherElements: 'indices' shape {indices.shape} exceeds 'data' shape {data.shape} "
-                             f"on axis {d}")
+    _check_element_indices("GatherElements", data, indices, a)
     idx = _bounds(indices, data.shape[a], "GatherElements", f"axis {a} of input 'data'")
     src = data[tuple(slice(None) if d == a else slice(0, indices.shape[d]) for d in range(r))]
     return np.take_along_axis(src, idx, axis=a)
@@ -161,12 +167,7 @@ def _scatter_elements(op_name: str, data, indices, updates, axis: int, fn) -> np
     a = normalize_axis(axis, r, op_name)
     if indices.shape != updates.shape:
         raise ValueError(f"{op_name}: 'indices' shape {indices.shape} and 'updates' shape {updates.shape} differ")
-    if indices.ndim != r:
-        raise ValueError(f"{op_name}: 'indices' has rank {indices.ndim}, expected {r} (the rank of 'data')")
-    for d in range(r):
-        if d != a and indices.shape[d] > data.shape[d]:
-            raise ValueError(f"{op_name}: 'indices' shape {indices.shape} exceeds 'data' shape {data.shape} "
-                             f"on axis {d}")
+    _check_element_indices(op_name, data, indices, a)
     if updates.dtype != data.dtype:
         raise TypeError(f"{op_name}: 'updates' dtype {updates.dtype} differs from 'data' dtype {data.dtype}")
     idx = _bounds(indices, data.shape[a], op_name, f"axis {a} of input 'data'")

@@ -12,7 +12,7 @@ on the host every run with ``tolist()`` (the cheapest way to get Python ints out
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -144,21 +144,28 @@ def squeeze(data, axes=None):
     return _squeeze(data, None if axes is None else _ints(axes, "Squeeze", "axes"))
 
 
-@op_factory("Squeeze", 13)
-def squeeze_factory(ctx: KernelContext):
+def _const_axes_kernel(ctx: KernelContext, generic: Callable[..., np.ndarray],
+                       shape_for: Callable[[tuple, list[int]], Any]) -> Callable[..., np.ndarray]:
+    """Squeeze / Unsqueeze with constant axes: a reshape to a shape derived once per input shape;
+    ``generic(data, axes)`` for any other axes."""
     consts = _const_or_absent(ctx, 1, 2)
     if consts is None or consts[0] is None:
-        return squeeze
+        return generic
     c_axes = consts[0]
     axes_l = c_axes.reshape(-1).tolist()
-    shape_of = _shape_cached(lambda shape: _squeeze_shape(shape, axes_l))
+    shape_of = _shape_cached(lambda shape: tuple(shape_for(shape, axes_l)))
 
     def run(data, axes=None):
         if axes is c_axes:
             return data.reshape(shape_of(data.shape))
-        return squeeze(data, axes)
+        return generic(data, axes)
 
     return run
+
+
+@op_factory("Squeeze", 13)
+def squeeze_factory(ctx: KernelContext):
+    return _const_axes_kernel(ctx, squeeze, _squeeze_shape)
 
 
 def _unsqueeze(data: np.ndarray, axes: list[int]) -> np.ndarray:
@@ -187,19 +194,7 @@ def unsqueeze(data, axes):
 
 @op_factory("Unsqueeze", 13)
 def unsqueeze_factory(ctx: KernelContext):
-    consts = _const_or_absent(ctx, 1, 2)
-    if consts is None or consts[0] is None:
-        return unsqueeze
-    c_axes = consts[0]
-    axes_l = c_axes.reshape(-1).tolist()
-    shape_of = _shape_cached(lambda shape: tuple(_unsqueeze_shape(shape, axes_l)))
-
-    def run(data, axes):
-        if axes is c_axes:
-            return data.reshape(shape_of(data.shape))
-        return unsqueeze(data, axes)
-
-    return run
+    return _const_axes_kernel(ctx, unsqueeze, _unsqueeze_shape)
 
 
 @op_factory("Transpose", 1)
