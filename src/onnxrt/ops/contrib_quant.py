@@ -30,6 +30,7 @@ import numpy as np
 
 from onnxrt.ops import quantization as q
 from onnxrt.ops.cast import _describe
+from onnxrt.ops.contrib_attention import _add, _attend_merged, _causal, _key_mask
 from onnxrt.ops.registry import KernelContext, op_factory
 
 MS = "com.microsoft"
@@ -789,11 +790,10 @@ def qattention(ctx: KernelContext):
             raise ValueError(f"{name}: weight_scale must be a scalar or have {3 * hidden} values")
         azp = _zero_point(name, "input_zero_point", input_zero_point, input.dtype)
         wzp = weight_zero_point
-        if wzp is not None:
-            if wzp.dtype != weight.dtype:
-                raise TypeError(f"{name}: weight_zero_point has type {_describe(wzp.dtype)}, expected {_describe(weight.dtype)}")
-            wzp = wzp.reshape(()) if wzp.size == 1 else wzp.reshape(-1)
+        if wzp is not None and wzp.dtype != weight.dtype:
+            raise TypeError(f"{name}: weight_zero_point has type {_describe(wzp.dtype)}, expected {_describe(weight.dtype)}")
         af = _centered(input, azp)
+        # the zero point as given: the cache recognises the constant one and reuses the prepared weight
         acc = q._exact_matmul(af, q._shifted_magnitude(input, np.asarray(azp)), cache.get(weight, wzp))
         qkv = acc.astype(_F32, copy=False)
         qkv *= sa * (sw.reshape(()) if sw.size == 1 else sw.reshape(-1))
@@ -810,48 +810,19 @@ def qattention(ctx: KernelContext):
             past_len = past.shape[3]
             kh = np.concatenate([q._as_f32(past[0]), kh], axis=2)
             vh = np.concatenate([q._as_f32(past[1]), vh], axis=2)
-        total = past_len + seq
-        scale = np.float32(scale_attr if scale_attr else 1.0 / math.sqrt(head))
-        scores = np.matmul(qh, kh.transpose(0, 1, 3, 2))  # (B, H, S, T)
-        scores *= scale
-        bias_mask = _attention_mask(name, mask_index, batch, seq, total, past_len, unidirectional, mask_filter_value)
-        if bias_mask is not None:
-            scores += bias_mask
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        out = np.matmul(scores, vh)  # (B, H, S, D)
-        y = np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(batch, seq, hidden)
+        t = past_len + seq
+        additive = None
+        if mask_index is not None:
+            additive = _key_mask(name, _tensor(name, "mask_index", mask_index), batch, seq, t, past_len,
+                                 float(mask_filter_value))
+        if unidirectional:
+            additive = _add(additive, _causal(seq, t, past_len))
+        scale = float(np.float32(scale_attr if scale_attr else 1.0 / math.sqrt(head)))
+        y = _attend_merged(qh, kh, vh, scale, additive)
         present = np.stack([kh, vh]) if ctx.num_outputs > 1 else None
         return y, present
 
     return run
-
-
-def _attention_mask(op_name, mask_index, batch, seq, total, past_len, unidirectional, filler):
-    """An additive (B or 1, 1, S, T) float32 mask: ``filler`` where attention is not allowed."""
-    allowed = None
-    if mask_index is not None:
-        _tensor(op_name, "mask_index", mask_index)
-        m = mask_index.astype(np.int64)
-        pos = np.arange(total)
-        if m.ndim == 1 and m.shape[0] == batch:  # key lengths (right padding)
-            allowed = (pos[None, :] < m[:, None])[:, None, None, :]
-        elif m.ndim == 1 and m.shape[0] == 2 * batch:  # end positions, then start positions
-            allowed = ((pos[None, :] < m[:batch, None]) & (pos[None, :] >= m[batch:, None]))[:, None, None, :]
-        elif m.ndim == 2 and m.shape == (batch, total):  # raw 0/1 mask
-            allowed = (m != 0)[:, None, None, :]
-        elif m.ndim == 3 and m.shape == (batch, seq, total):
-            allowed = (m != 0)[:, None, :, :]
-        else:
-            raise ValueError(f"{op_name}: mask_index of shape {list(m.shape)} is not supported; expected [{batch}], "
-                             f"[{2 * batch}], [{batch}, {total}] or [{batch}, {seq}, {total}]")
-    if unidirectional:
-        causal = np.arange(total)[None, :] <= (np.arange(seq)[:, None] + past_len)
-        allowed = causal[None, None] if allowed is None else (allowed & causal[None, None])
-    if allowed is None:
-        return None
-    return np.where(allowed, np.float32(0), filler).astype(_F32)
 
 
 # -- QEmbedLayerNormalization ------------------------------------------------------------------------
