@@ -213,6 +213,14 @@ def _attention_bias(op_name: str, bias: np.ndarray | None, batch: int, n: int, s
 # -- rotary embedding --------------------------------------------------------------------------
 
 
+def _masked_heads_attrs(ctx: KernelContext, op_name: str) -> tuple[int, bool, float]:
+    """num_heads (required), unidirectional and mask_filter_value of the BERT-style attention ops."""
+    if "num_heads" not in ctx.attrs:
+        raise ValueError(f"{op_name}: attribute num_heads is required ({ctx.describe()})")
+    return (int(ctx.attrs["num_heads"]), bool(ctx.attrs.get("unidirectional", 0)),
+            float(ctx.attrs.get("mask_filter_value", -10000.0)))
+
+
 def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: bool) -> np.ndarray:
     """Rotate the first 2 * cos.shape[-1] channels of x (..., S, H); cos/sin broadcast to (..., S, half)."""
     half = cos.shape[-1]
@@ -297,11 +305,7 @@ def rotary_embedding(ctx: KernelContext):
 def ms_attention(ctx: KernelContext):
     name = "Attention"
     a = ctx.attrs
-    if "num_heads" not in a:
-        raise ValueError(f"{name}: attribute num_heads is required ({ctx.describe()})")
-    num_heads = int(a["num_heads"])
-    unidirectional = bool(a.get("unidirectional", 0))
-    filter_value = float(a.get("mask_filter_value", -10000.0))
+    num_heads, unidirectional, filter_value = _masked_heads_attrs(ctx, name)
     scale_attr = a.get("scale")
     qkv_sizes = [int(v) for v in a.get("qkv_hidden_sizes") or []]
     do_rotary = bool(a.get("do_rotary", 0))
@@ -380,11 +384,7 @@ def ms_attention(ctx: KernelContext):
 def multi_head_attention(ctx: KernelContext):
     name = "MultiHeadAttention"
     a = ctx.attrs
-    if "num_heads" not in a:
-        raise ValueError(f"{name}: attribute num_heads is required ({ctx.describe()})")
-    n = int(a["num_heads"])
-    unidirectional = bool(a.get("unidirectional", 0))
-    filter_value = float(a.get("mask_filter_value", -10000.0))
+    n, unidirectional, filter_value = _masked_heads_attrs(ctx, name)
     scale_attr = a.get("scale")
     want_qk = 2 if ctx.num_outputs > 3 and ctx.output_names[3] else 0
 

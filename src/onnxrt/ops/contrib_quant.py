@@ -30,7 +30,7 @@ import numpy as np
 
 from onnxrt.ops import quantization as q
 from onnxrt.ops.cast import _describe
-from onnxrt.ops.contrib_attention import _add, _attend_merged, _causal, _key_mask
+from onnxrt.ops.contrib_attention import _add, _attend_merged, _causal, _key_mask, _masked_heads_attrs
 from onnxrt.ops.registry import KernelContext, op_factory
 
 MS = "com.microsoft"
@@ -759,11 +759,7 @@ def qlinear_average_pool(ctx: KernelContext):
 @op_factory("QAttention", 1, domain=MS)
 def qattention(ctx: KernelContext):
     name = "QAttention"
-    if "num_heads" not in ctx.attrs:
-        raise ValueError(f"{name}: attribute 'num_heads' is required ({ctx.describe()})")
-    num_heads = int(ctx.attrs["num_heads"])
-    unidirectional = bool(ctx.attrs.get("unidirectional", 0))
-    mask_filter_value = np.float32(ctx.attrs.get("mask_filter_value", -10000.0))
+    num_heads, unidirectional, mask_filter_value = _masked_heads_attrs(ctx, name)
     scale_attr = float(ctx.attrs.get("scale", 0.0))
     cache = q._const_b_cache(name, ctx, 1, 7)
 
@@ -814,7 +810,7 @@ def qattention(ctx: KernelContext):
         additive = None
         if mask_index is not None:
             additive = _key_mask(name, _tensor(name, "mask_index", mask_index), batch, seq, t, past_len,
-                                 float(mask_filter_value))
+                                 mask_filter_value)
         if unidirectional:
             additive = _add(additive, _causal(seq, t, past_len))
         scale = float(np.float32(scale_attr if scale_attr else 1.0 / math.sqrt(head)))
