@@ -13,7 +13,7 @@ Conventions every pass follows:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import onnx_ir as ir
@@ -144,6 +144,14 @@ def sort_if_needed(graph: ir.Graph) -> None:
                 graph.sort()
                 return
         seen.add(id(node))
+
+
+def live_nodes(graph: ir.Graph) -> Iterator[ir.Node]:
+    """The graph's nodes in their current order, skipping any that a rewrite made while iterating
+    has removed since (a pass's loop over a snapshot)."""
+    for node in list(graph):
+        if node.graph is graph:
+            yield node
 
 
 def add_initializer(graph: ir.Graph, array: np.ndarray, base_name: str, take_over: ir.Value | None = None) -> ir.Value:

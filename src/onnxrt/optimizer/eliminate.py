@@ -27,8 +27,8 @@ _INT64_MAX = np.iinfo(np.int64).max
 def eliminate_noops(model: ir.Model) -> int:
     graph = model.graph
     removed = 0
-    for node in list(graph):
-        if node.graph is not graph or node.domain not in ("", "ai.onnx"):
+    for node in _ir.live_nodes(graph):
+        if node.domain not in ("", "ai.onnx"):
             continue
         if not _is_noop(node):
             continue

@@ -53,9 +53,7 @@ def fold_constants(model: ir.Model) -> int:
     # a chain of folds (Shape -> Gather -> Concat -> ...) makes one initializer, not one per link
     computed: dict[ir.Value, np.ndarray] = {}
     folded_nodes: list[ir.Node] = []
-    for node in list(graph):
-        if node.graph is not graph:
-            continue
+    for node in _ir.live_nodes(graph):
         if _fold_shape(graph, node):
             folded += 1
             continue

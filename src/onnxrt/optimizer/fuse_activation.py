@@ -26,14 +26,10 @@ _FLT_MAX = float(np.finfo(np.float32).max)
 def fuse_activations(model: ir.Model) -> int:
     graph = model.graph
     fused = 0
-    for node in list(graph):
-        if node.graph is not graph:
-            continue
+    for node in _ir.live_nodes(graph):
         if _ir.is_op(node, "Mul") and len(node.inputs) == 2:
             fused += _fuse_swish(model, node)
-    for node in list(graph):
-        if node.graph is not graph:
-            continue
+    for node in _ir.live_nodes(graph):
         if _ir.is_op(node, "Conv") or _ir.is_op(node, "Gemm"):
             fused += _fuse_into(model, node)
     return fused

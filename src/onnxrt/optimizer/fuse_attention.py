@@ -36,8 +36,8 @@ def fuse_attention(model: ir.Model) -> int:
     if _ir.opset(model) < 13:
         return 0
     fused = 0
-    for node in list(graph):
-        if node.graph is graph and _ir.is_op(node, "Softmax"):
+    for node in _ir.live_nodes(graph):
+        if _ir.is_op(node, "Softmax"):
             fused += _fuse_one(model, node)
     return fused
 

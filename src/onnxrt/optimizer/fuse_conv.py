@@ -25,8 +25,8 @@ from onnxrt.optimizer import _ir
 def fuse_conv_affine(model: ir.Model) -> int:
     graph = model.graph
     fused = _fold_pads(graph)
-    for node in list(graph):
-        if node.graph is not graph or not _ir.is_op(node, "Conv"):
+    for node in _ir.live_nodes(graph):
+        if not _ir.is_op(node, "Conv"):
             continue
         while True:  # a Conv may absorb BN, then Mul, then Add...
             nxt = _ir.single_consumer(node.outputs[0])

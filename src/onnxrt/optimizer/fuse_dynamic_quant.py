@@ -37,11 +37,11 @@ _8BIT = (ir.DataType.UINT8, ir.DataType.INT8)
 def fuse_dynamic_quant(model: ir.Model) -> int:
     graph = model.graph
     fused = 0
-    for node in list(graph):
-        if node.graph is graph and _ir.is_op(node, "MatMulInteger"):
+    for node in _ir.live_nodes(graph):
+        if _ir.is_op(node, "MatMulInteger"):
             fused += _to_matmul_integer_to_float(model, node)
-    for node in list(graph):
-        if node.graph is graph and _ir.is_op(node, "MatMulIntegerToFloat", _ir.MS_DOMAIN):
+    for node in _ir.live_nodes(graph):
+        if _ir.is_op(node, "MatMulIntegerToFloat", _ir.MS_DOMAIN):
             fused += _to_dynamic_quantize_matmul(model, node)
     return fused
 

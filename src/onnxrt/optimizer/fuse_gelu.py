@@ -21,9 +21,7 @@ from onnxrt.optimizer import _ir
 def fuse_gelu(model: ir.Model) -> int:
     graph = model.graph
     fused = 0
-    for node in list(graph):
-        if node.graph is not graph:
-            continue
+    for node in _ir.live_nodes(graph):
         if _ir.is_op(node, "Erf"):
             fused += _fuse_erf(model, node)
         elif _ir.is_op(node, "Tanh"):

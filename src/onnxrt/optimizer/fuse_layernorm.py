@@ -24,8 +24,8 @@ def fuse_layer_norm(model: ir.Model) -> int:
     if version < 17:
         return 0
     fused = 0
-    for node in list(graph):
-        if node.graph is not graph or not _ir.is_op(node, "ReduceMean"):
+    for node in _ir.live_nodes(graph):
+        if not _ir.is_op(node, "ReduceMean"):
             continue
         fused += _fuse_ln(model, node) or (_fuse_rms(model, node) if version >= 23 else 0)
     return fused

@@ -18,8 +18,8 @@ def fuse_matmul_add(model: ir.Model) -> int:
     if _ir.opset(model) < 11:
         return 0
     fused = 0
-    for node in list(graph):
-        if node.graph is not graph or not _ir.is_op(node, "MatMul"):
+    for node in _ir.live_nodes(graph):
+        if not _ir.is_op(node, "MatMul"):
             continue
         a, b = node.inputs[0], node.inputs[1]
         if _ir.rank(a) != 2 or _ir.rank(b) != 2:

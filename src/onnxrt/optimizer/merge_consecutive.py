@@ -37,8 +37,8 @@ _LOSSLESS: dict[D, set[D]] = {
 def merge_consecutive(model: ir.Model) -> int:
     graph = model.graph
     merged = 0
-    for node in list(graph):
-        if node.graph is not graph or node.domain not in ("", "ai.onnx") or not node.inputs:
+    for node in _ir.live_nodes(graph):
+        if node.domain not in ("", "ai.onnx") or not node.inputs:
             continue
         first = node.inputs[0].producer() if node.inputs[0] is not None else None
         if first is None or first.graph is not graph or first.op_type != node.op_type or first.domain != node.domain:
