@@ -3,8 +3,10 @@
     python benchmarks/kernels/bench_model.py [model.onnx] [--runs N] [--threads T] [--profile]
 
 Without a model path the light ResNet-50 from onnx's test data is used (input 1x3x224x224).
-Reports medians and the onnxrt/onnxruntime ratio; timings on a shared machine are noisy, which is
-why both runtimes run alternately in the same process.
+Reports medians and the onnxrt/onnxruntime ratio. Wall-clock timing goes through the suite's
+``onnxrt.tools.bench.measure`` (a worker process per runtime, blocks of runs with a gap between turns,
+so that one runtime's spinning threads do not slow the other's runs); ``--cpu`` times both in this
+process, one thread each, by the calling thread's CPU time.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ def _feeds(session, model_path: str) -> dict:
 
 
 def main() -> None:
-    import onnxruntime
-
     import onnxrt
 
     ap = argparse.ArgumentParser()
@@ -48,30 +48,51 @@ def main() -> None:
     clock = time.perf_counter
     if args.cpu:
         args.threads, clock = 1, time.thread_time
-    from onnxrt.runtime import threads
 
     so = onnxrt.SessionOptions()
     so.intra_op_num_threads = args.threads
-    mine = onnxrt.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
-    so2 = onnxruntime.SessionOptions()
-    so2.intra_op_num_threads = args.threads
-    ref = onnxruntime.InferenceSession(args.model, so2, providers=["CPUExecutionProvider"])
-    feeds = _feeds(mine, args.model)
-    mine.run(None, feeds)
-    ref.run(None, feeds)
-    t_mine, t_ref = [], []
-    for _ in range(args.runs):
-        with threads.run_scope(args.threads):  # what the session does around run
-            t = clock()
-            mine.run(None, feeds)
-            t_mine.append(clock() - t)
-        t = clock()
-        ref.run(None, feeds)
-        t_ref.append(clock() - t)
+    feeds = _feeds(onnxrt.InferenceSession(args.model, so, providers=["CPUExecutionProvider"]), args.model)
+    if args.cpu:
+        t_mine, t_ref = _cpu_times(args.model, feeds, args.runs)
+    else:
+        from onnxrt.tools import bench
+
+        results = bench.measure(args.model, feeds, ["onnxrt", "onnxruntime"], runs=args.runs, threads=args.threads)
+        for r in results:
+            if r.status != "ok":
+                raise SystemExit(f"{r.runtime}: {r.status}: {r.error}")
+        t_mine, t_ref = results[0].times_s, results[1].times_s
     a, b = np.median(t_mine) * 1e3, np.median(t_ref) * 1e3
     print(f"{os.path.basename(args.model)}: onnxrt {a:.1f} ms  onnxruntime {b:.1f} ms  ratio {a / b:.2f}")
     if args.profile:
         _profile(args.model, feeds, clock, args.threads)
+
+
+def _cpu_times(model: str, feeds: dict, runs: int) -> tuple[list[float], list[float]]:
+    """Both runtimes in this process, one thread each, alternating, by the calling thread's CPU time."""
+    import onnxruntime
+
+    import onnxrt
+    from onnxrt.runtime import threads
+
+    so = onnxrt.SessionOptions()
+    so.intra_op_num_threads = 1
+    mine = onnxrt.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    so2 = onnxruntime.SessionOptions()
+    so2.intra_op_num_threads = 1
+    ref = onnxruntime.InferenceSession(model, so2, providers=["CPUExecutionProvider"])
+    mine.run(None, feeds)
+    ref.run(None, feeds)
+    t_mine, t_ref = [], []
+    for _ in range(runs):
+        with threads.run_scope(1):  # what the session does around run
+            t = time.thread_time()
+            mine.run(None, feeds)
+            t_mine.append(time.thread_time() - t)
+        t = time.thread_time()
+        ref.run(None, feeds)
+        t_ref.append(time.thread_time() - t)
+    return t_mine, t_ref
 
 
 def _profile(model: str, feeds: dict, clock=time.perf_counter, nthreads: int = 1) -> None:
