@@ -94,14 +94,19 @@ def _ctx(attrs, consts):
                          output_types=[None], num_captured=0, session=None)
 
 
-@pytest.mark.parametrize("group,k", [(1, 3), (1, 1), (4, 3), (8, 3)])
-def test_conv_kernel_epilogue(group, k):
+# depthwise cases: banded (stride 1; 30 wide is cut into tiles past the row's end), strided
+# im2col, channel multiplier 2
+@pytest.mark.parametrize("group,k,stride,width,cin", [(1, 3, 1, 9, 8), (1, 1, 1, 9, 8), (4, 3, 1, 9, 8),
+                                                      (8, 3, 1, 9, 8), (8, 3, 1, 30, 8), (8, 3, 2, 9, 8),
+                                                      (4, 3, 1, 9, 4)])
+def test_conv_kernel_epilogue(group, k, stride, width, cin):
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 8, 9, 9), dtype=np.float32)
-    w = rng.standard_normal((8, 8 // group, k, k), dtype=np.float32)
+    x = rng.standard_normal((2, cin, 9, width), dtype=np.float32)
+    w = rng.standard_normal((8, cin // group, k, k), dtype=np.float32)
     b = rng.standard_normal(8, dtype=np.float32)
-    z = rng.standard_normal((2, 8, 9, 9), dtype=np.float32)
-    attrs = {"group": group, "pads": [k // 2] * 4}
+    out_sp = ((9 - 1) // stride + 1, (width - 1) // stride + 1)
+    z = rng.standard_normal((2, 8) + out_sp, dtype=np.float32)
+    attrs = {"group": group, "pads": [k // 2] * 4, "strides": [stride] * 2}
     plain = conv_kernel(_ctx(attrs, [None, w, b]))(x, w, b)
     fused = conv_kernel(_ctx(attrs, [None, w, b]), lambda y: np.maximum(y, 0, out=y))(x, w, b, z)
     np.testing.assert_allclose(fused, np.maximum(plain + z, 0), rtol=1e-5, atol=1e-5)
