@@ -26,6 +26,7 @@ is used, which differs only for patterns whose first-alternative match is not th
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable
 
@@ -35,10 +36,16 @@ from onnxrt.errors import Fail, InvalidArgument
 from onnxrt.ops.registry import KernelContext, op_factory
 from onnxrt.ops.text import _re2_to_python, _require_strings
 
-try:  # leftmost-longest matching like RE2 with longest_match
-    import regex as _regex
-except ImportError:  # pragma: no cover - depends on the environment
-    _regex = None
+
+@functools.cache
+def _regex_module():
+    """The ``regex`` package (leftmost-longest matching like RE2 with longest_match), or None;
+    imported on first use, not by every process that imports onnxrt."""
+    try:
+        import regex
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return regex
 
 MS = "com.microsoft"
 START_MARK = "\x02"
@@ -84,8 +91,9 @@ def _end_anchors(pattern: str) -> str:
 def _compile(pattern: str, what: str, where: str):
     try:
         translated = _end_anchors(_re2_to_python(pattern))
-        if _regex is not None:
-            return _regex.compile(translated, _regex.POSIX | _regex.ASCII)
+        regex = _regex_module()
+        if regex is not None:
+            return regex.compile(translated, regex.POSIX | regex.ASCII)
         return re.compile(translated, re.ASCII)
     except Exception as e:  # re.error, regex.error, ValueError from the RE2 translation
         raise Fail(f"{where}: cannot compile {what} {pattern!r}: {e}") from e

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import ml_dtypes
 import numpy as np
-from numpy.polynomial import chebyshev as _cheb
 
 from onnxrt.ops.registry import KernelContext, op, op_factory
 from onnxrt.runtime import threads
@@ -203,6 +202,8 @@ class _ErfcTable:
         nodes = np.cos(np.pi * (np.arange(deg + 1) + 0.5) / (deg + 1))
         ts = (nodes + 1.0) / 2.0
         values = [_erfcx_scalar(self.K * (1.0 - t) / t) for t in ts]
+        from numpy.polynomial import chebyshev as _cheb  # on first use: a 5 ms import otherwise paid by every process
+
         self.coef = [dtype.type(c) for c in _cheb.cheb2poly(_cheb.chebfit(nodes, values, deg))]
         # erf(x) = 2/sqrt(pi) * sum (-1)^k x^(2k+1) / (k! (2k+1)) = x * P(x^2)
         self.taylor = [dtype.type((-1) ** k * 2.0 / math.sqrt(math.pi) / (math.factorial(k) * (2 * k + 1)))
