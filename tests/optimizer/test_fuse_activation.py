@@ -49,3 +49,33 @@ def test_activation_with_second_reader_kept():
              helper.make_node("Add", ["g", "r"], ["y"])]
     model = make_model(nodes, [vinfo("x", [3, 4])], [vinfo("y", None)], [const("w", rand(4, 5))])
     check_pass(model, {"x": rand(3, 4)}, fuse_activations, expect_rewrites=False)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("act", [None, "Relu"])
+def test_conv_residual_add_becomes_fused_conv_with_z(bias, act):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["x"], ["skip"]),
+             helper.make_node("Add", ["skip", "c"], ["s" if act else "y"])]
+    if act:
+        nodes.append(helper.make_node(act, ["s"], ["y"]))
+    inits = [const("w", rand(3, 3, 3, 3, seed=1)), const("b", rand(3, seed=2))]
+    model = make_model(nodes, [vinfo("x", [1, 3, 5, 5])], [vinfo("y", None)], inits if bias else inits[:1])
+    out = check_pass(model, {"x": rand(1, 3, 5, 5)}, fuse_activations, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"FusedConv": 1, "Relu": 1}
+    fused = next(n for n in out.graph.node if n.op_type == "FusedConv")
+    assert list(fused.input) == ["x", "w", "b" if bias else "", "skip"]
+
+
+def test_conv_add_with_broadcast_or_second_reader_kept():
+    # the bias-like (1, 4, 1, 1) operand broadcasts: not a residual
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "k"], ["y"])]
+    model = make_model(nodes, [vinfo("x", [1, 3, 5, 5])], [vinfo("y", None)],
+                       [const("w", rand(4, 3, 1, 1, seed=1)), const("k", rand(1, 4, 1, 1, seed=2))])
+    check_pass(model, {"x": rand(1, 3, 5, 5)}, fuse_activations, expect_rewrites=False)
+    # the Conv output is read again after the Add
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "z"], ["s"]),
+             helper.make_node("Mul", ["s", "c"], ["y"])]
+    model = make_model(nodes, [vinfo("x", [1, 3, 5, 5]), vinfo("z", [1, 4, 5, 5])], [vinfo("y", None)],
+                       [const("w", rand(4, 3, 1, 1, seed=1))])
+    check_pass(model, {"x": rand(1, 3, 5, 5), "z": rand(1, 4, 5, 5)}, fuse_activations, expect_rewrites=False)

@@ -31,6 +31,10 @@ def _check_float(X: Any, op_name: str, input_name: str) -> None:
         raise TypeError(f"{op_name}: input '{input_name}' must be a float tensor, got {got}")
 
 
+def _identity(y: np.ndarray) -> np.ndarray:
+    return y
+
+
 def inplace_activation(name: str, params: list[float]) -> Callable[[np.ndarray], np.ndarray]:
     """An in-place activation on an array the kernel owns (onnxruntime's MLAS activation kinds):
     FusedConv/FusedGemm, the NCHWc Conv and the planner's elementwise chains use this one table."""
@@ -41,7 +45,7 @@ def inplace_activation(name: str, params: list[float]) -> Callable[[np.ndarray],
         return params
 
     if name in ("", "Identity"):
-        return lambda y: y
+        return _identity
     if name == "Relu":
         return lambda y: np.maximum(y, 0, out=y)
     if name == "Tanh":
@@ -50,6 +54,8 @@ def inplace_activation(name: str, params: list[float]) -> Callable[[np.ndarray],
         return _sigmoid_inplace
     if name == "LeakyRelu":
         (alpha,) = need(1)[:1]
+        if alpha == 1.0:  # how the optimizer spells "no activation" where onnxruntime requires one
+            return _identity
 
         def leaky(y: np.ndarray) -> np.ndarray:
             np.multiply(y, np.where(y >= 0, y.dtype.type(1), y.dtype.type(alpha)), out=y)
@@ -94,7 +100,7 @@ def fused_conv(ctx: KernelContext):
 
     # the residual Z (added before the activation, as onnxruntime does) and the activation are applied
     # on each GEMM output block while it is in cache
-    return conv_kernel(ctx, act)
+    return conv_kernel(ctx, None if act is _identity else act)
 
 
 @op_factory("FusedGemm", 1, domain=MS)

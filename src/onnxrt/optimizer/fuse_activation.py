@@ -3,6 +3,11 @@
 * ``Conv -> act`` into com.microsoft ``FusedConv`` (float32, as onnxruntime's CPU kernel), for act in
   Relu, Tanh, Sigmoid, LeakyRelu, Clip (constant bounds), HardSigmoid; ``activation_params`` carries
   alpha / (min, max) / (alpha, beta).
+* ``Conv -> Add(., z) [-> act]`` (a residual connection) into ``FusedConv(X, W, B, Z)``, which adds Z
+  before the activation, when z has the Conv output's shape (no broadcasting): the kernel adds it to
+  each GEMM output block while that is in cache, instead of another pass over the whole output.
+  Without an activation after the Add, the node says ``LeakyRelu`` with alpha 1 (onnxruntime's
+  FusedConv requires an activation; that one is the identity, and onnxrt skips it).
 * ``Gemm -> act`` into com.microsoft ``FusedGemm`` (float32) for Relu, Tanh, Sigmoid, LeakyRelu,
   HardSigmoid (``activation_alpha`` / ``activation_beta``).
 * ``x * Sigmoid(x)`` (SiLU / Swish) into com.microsoft ``QuickGelu`` with ``alpha=1`` (QuickGelu is
@@ -33,6 +38,28 @@ def fuse_activations(model: ir.Model) -> int:
         if _ir.is_op(node, "Conv") or _ir.is_op(node, "Gemm"):
             fused += _fuse_into(model, node)
     return fused
+
+
+def _residual_operand(node: ir.Node) -> tuple[ir.Node, ir.Value] | None:
+    """(Add, z) when the Conv's output is read only by an Add whose other input z has the same
+    shape: known rank, and every dim equal or the same symbol (``z`` produced before the Add)."""
+    add = _ir.single_consumer(node.outputs[0])
+    if not _ir.is_op(add, "Add") or len(add.inputs) != 2:
+        return None
+    a, b = add.inputs
+    z = b if a is node.outputs[0] else a
+    if z is None or z is node.outputs[0]:
+        return None
+    y_shape, z_shape = node.outputs[0].shape, z.shape
+    if y_shape is None or z_shape is None or len(y_shape) != len(z_shape):
+        return None
+    for dy, dz in zip(y_shape, z_shape):
+        if isinstance(dy, int) != isinstance(dz, int) or (dy != dz if isinstance(dy, int) else
+                                                          dy.value is None or dy.value != dz.value):
+            return None
+    if _ir.dtype_of(z) != ir.DataType.FLOAT:
+        return None
+    return add, z
 
 
 def _activation(act: ir.Node, model: ir.Model) -> tuple[str, list[float]] | None:
@@ -66,21 +93,31 @@ def _fuse_into(model: ir.Model, node: ir.Node) -> int:
     graph = model.graph
     if _ir.dtype_of(node.inputs[0]) != ir.DataType.FLOAT:
         return 0
-    act = _ir.single_consumer(node.outputs[0])
-    if act is None or act.inputs[0] is not node.outputs[0]:
+    inputs = list(node.inputs)
+    replaced = [node]  # the nodes the fused one stands for, the last one's output is its output
+    residual = _residual_operand(node) if node.op_type == "Conv" else None
+    if residual is not None:
+        add, z = residual
+        inputs = inputs + [None] * (3 - len(inputs)) + [z]
+        replaced.append(add)
+    last = replaced[-1].outputs[0]
+    act = _ir.single_consumer(last)
+    spec = _activation(act, model) if act is not None and act.inputs[0] is last else None
+    if spec is None and residual is None:
         return 0
-    spec = _activation(act, model)
-    if spec is None:
-        return 0
-    name, params = spec
+    if spec is not None:
+        replaced.append(act)
     _ir.ensure_domain(model, _ir.MS_DOMAIN)
     attrs = {a.name: a for a in node.attributes.values()}
     if node.op_type == "Conv":
+        # onnxruntime's FusedConv requires an activation: LeakyRelu with alpha 1 is the identity
+        name, params = spec if spec is not None else ("LeakyRelu", [1.0])
         attrs["activation"] = name
         if params:
             attrs["activation_params"] = params
         new_op = "FusedConv"
     else:
+        name, params = spec
         if name == "Clip":
             return 0  # FusedGemm's Clip bounds are not taken from attributes in every onnxruntime version
         attrs["activation"] = name
@@ -89,11 +126,12 @@ def _fuse_into(model: ir.Model, node: ir.Node) -> int:
         if len(params) > 1:
             attrs["activation_beta"] = params[1]
         new_op = "FusedGemm"
-    fused = _ir.new_node(graph, _ir.MS_DOMAIN, new_op, list(node.inputs), attrs,
-                         name_hint=(node.name or node.op_type) + "_" + name, before=act)
-    _ir.copy_type(act.outputs[0], fused.outputs[0])
-    _ir.replace_value(graph, act.outputs[0], fused.outputs[0])
-    graph.remove([act, node], safe=True)
+    end = replaced[-1]
+    fused = _ir.new_node(graph, _ir.MS_DOMAIN, new_op, inputs, attrs,
+                         name_hint=(node.name or node.op_type) + "_" + name, before=end)
+    _ir.copy_type(end.outputs[0], fused.outputs[0])
+    _ir.replace_value(graph, end.outputs[0], fused.outputs[0])
+    graph.remove(replaced[::-1], safe=True)
     return 1
 
 
