@@ -162,7 +162,10 @@ def bias_gelu(A, B):
     if B.ndim != 1 or A.shape[-1:] != B.shape:
         raise ValueError(f"BiasGelu: bias must be 1-D matching the last dim of A {A.shape}, got {B.shape}")
     cdt = _compute_dtype(A)
-    return _gelu(A.astype(cdt) + B.astype(cdt)).astype(A.dtype, copy=False)
+    if cdt == np.float32 and A.ndim and A.size:
+        with np.errstate(under="ignore", over="ignore"):
+            return _gelu_erf_f32(A, B.astype(cdt, copy=False)).astype(A.dtype, copy=False)
+    return _gelu(np.add(A.astype(cdt, copy=False), B.astype(cdt, copy=False))).astype(A.dtype, copy=False)
 
 
 def _fast_gelu_f32(X: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
