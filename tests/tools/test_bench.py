@@ -56,6 +56,22 @@ def test_make_inputs_dims_recipes_and_given():
     assert value.shape == () and value == 16000 and value.dtype == np.int64
 
 
+def test_recipe_file_fill_reads_a_npy_beside_the_recipe(tmp_path):
+    page = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    np.save(tmp_path / "page.npy", page)
+    recipe_path = tmp_path / "m.json"
+    recipe_path.write_text(json.dumps({"inputs": {"x": {"shape": [1, 3, 4], "dtype": "float32", "fill": "file", "file": "page.npy"}}}))
+    recipes, _ = bench._load_recipe(str(recipe_path))
+    feeds, _ = bench.make_inputs([bench.InputInfo("x", "tensor(float)", [1, 3, 4])], recipes=recipes)
+    assert np.array_equal(feeds["x"], page)
+    with pytest.raises(ValueError, match=r"holds shape \(1, 3, 4\), expected \(1, 3, 5\)"):
+        bench.make_inputs([bench.InputInfo("x", "tensor(float)", [1, 3, 5])],
+                          recipes={"x": {**recipes["x"], "shape": [1, 3, 5]}})
+    recipe_path.write_text(json.dumps({"inputs": {"x": {"fill": "file", "file": "../elsewhere.npy"}}}))
+    with pytest.raises(ValueError, match="outside the recipe's folder"):
+        bench._load_recipe(str(recipe_path))
+
+
 def test_make_inputs_is_deterministic_per_seed():
     inputs = [bench.InputInfo("x", "tensor(float)", [8])]
     a = bench.make_inputs(inputs, seed=1)[0]["x"]

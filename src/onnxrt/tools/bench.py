@@ -130,8 +130,15 @@ def _fill(recipe: Mapping[str, Any], shape: tuple[int, ...], dtype: np.dtype, rn
         if "value" not in recipe:
             raise ValueError(f"input {name!r}: fill 'value' needs a 'value' entry")
         data = np.full(shape, recipe["value"])
+    elif kind == "file":
+        # a .npy next to the recipe (a real image, say), resolved by _load_recipe
+        if "path" not in recipe:
+            raise ValueError(f"input {name!r}: fill 'file' needs a 'file' entry naming a .npy beside the recipe")
+        data = np.load(recipe["path"], allow_pickle=False)
+        if tuple(data.shape) != tuple(shape):
+            raise ValueError(f"input {name!r}: {recipe['path']} holds shape {tuple(data.shape)}, expected {tuple(shape)}")
     else:
-        raise ValueError(f"input {name!r}: unknown fill {kind!r} (normal, uniform, randint, zeros, ones, value)")
+        raise ValueError(f"input {name!r}: unknown fill {kind!r} (normal, uniform, randint, zeros, ones, value, file)")
     if dtype == np.object_:
         return data.astype(str).astype(object)
     return np.asarray(data).astype(dtype)
@@ -615,7 +622,15 @@ def _load_recipe(path: str | None) -> tuple[dict[str, Any], dict[str, int]]:
         recipe = json.load(f)
     if not isinstance(recipe, dict) or not isinstance(recipe.get("inputs", {}), dict):
         raise ValueError(f"{path}: a recipe is a JSON object with an 'inputs' object")
-    return recipe.get("inputs", {}), {k: int(v) for k, v in recipe.get("dims", {}).items()}
+    inputs = recipe.get("inputs", {})
+    folder = os.path.dirname(os.path.abspath(path))
+    for name, entry in inputs.items():
+        if isinstance(entry, dict) and entry.get("fill") == "file":
+            target = os.path.realpath(os.path.join(folder, str(entry.get("file", ""))))
+            if os.path.commonpath([target, os.path.realpath(folder)]) != os.path.realpath(folder):
+                raise ValueError(f"{path}: input {name!r} names {entry.get('file')!r}, outside the recipe's folder")
+            entry["path"] = target
+    return inputs, {k: int(v) for k, v in recipe.get("dims", {}).items()}
 
 
 def main(args: argparse.Namespace) -> int:
