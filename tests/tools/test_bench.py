@@ -116,7 +116,7 @@ def test_measure_interleaved_against_onnxruntime(tiny):
     mine, theirs = bench.measure(tiny, feeds, ["onnxrt", "onnxruntime"], warmup=1, runs=4, threads=1)
     for result in (mine, theirs):
         assert result.status == "ok", result.error
-        assert len(result.times_s) == 4 and result.load_s > 0 and result.first_run_s > 0
+        assert len(result.times_s) == 4 and result.import_s > 0 and result.load_s > 0 and result.first_run_s > 0
         assert result.median_s <= result.p90_s and result.throughput > 0
         assert result.peak_bytes is not None and result.peak_bytes > 0  # importing a runtime costs memory
     assert mine.max_rel_error == pytest.approx(0.0, abs=1e-6)
