@@ -254,6 +254,35 @@ def test_random_forests(digits, diabetes):
     _check_estimator(RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0), Xr, yr, rtol=1e-5)
 
 
+def test_large_forest_attributes_load_as_arrays(digits, diabetes, tmp_path):
+    """Forests with more tree nodes than loader.LARGE_ATTRIBUTE: the node fields skip onnx_ir's
+    per-element conversion (numpy arrays), shape inference runs without them, and the results, the
+    caller's ModelProto and a saved optimized model are what they would be otherwise."""
+    from onnxrt.model import loader
+
+    X, y = digits
+    Xr, yr = diabetes
+    for estimator, data, target in ((RandomForestClassifier(n_estimators=60, max_depth=10, random_state=0), X, y),
+                                    (RandomForestRegressor(n_estimators=60, max_depth=9, random_state=0), Xr, yr)):
+        _fit(estimator, data, target)
+        model = _convert(estimator, data, options={id(estimator): {"zipmap": False}} if target is y else None)
+        tree = next(n for n in model.graph.node if n.op_type.startswith("TreeEnsemble"))
+        assert max(len(a.ints) or len(a.floats) for a in tree.attribute) > loader.LARGE_ATTRIBUTE
+        before = model.SerializeToString()
+        feeds = {model.graph.input[0].name: data}
+        saved = str(tmp_path / f"{type(estimator).__name__}.onnx")
+        options = onnxrt.SessionOptions()
+        options.optimized_model_filepath = saved
+        session = onnxrt.InferenceSession(model, options)  # the ModelProto itself, not bytes
+        assert model.SerializeToString() == before
+        assert any(isinstance(a, loader.ArrayAttr) for st in session._plan.steps for a in st.node.attributes.values())
+        reference = onnxruntime.InferenceSession(before, providers=["CPUExecutionProvider"])
+        _assert_same(session.run(None, feeds), reference.run(None, feeds), atol=1e-5, rtol=1e-5)
+        assert [o.type for o in session.get_outputs()] == [o.type for o in reference.get_outputs()]
+        again = onnxruntime.InferenceSession(saved, providers=["CPUExecutionProvider"])
+        _assert_same(again.run(None, feeds), reference.run(None, feeds), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["multiclass", "binary"])
 def test_gradient_boosting_classifier(iris, binary):
     X, y = iris

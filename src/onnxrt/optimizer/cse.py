@@ -29,16 +29,28 @@ def eliminate_common_subexpressions(model: ir.Model) -> int:
         _ir.sort_if_needed(graph)
     except Exception:
         return merged
-    seen: dict[Hashable, ir.Node] = {}
+    # nodes by (op, inputs); attribute keys, which can be long (a tree ensemble's are hundreds of
+    # thousands of numbers), are made only when a second node reads the same inputs
+    seen: dict[Hashable, list[list[Any]]] = {}
     for node in list(graph):
         if node.op_type in _NONDETERMINISTIC:
             continue
-        key = _signature(node)
+        candidates = seen.setdefault(_input_signature(node), [])
+        if not candidates:
+            candidates.append([node, _UNKNOWN])
+            continue
+        key = _attribute_signature(node)
         if key is None:
             continue
-        first = seen.get(key)
+        first = None
+        for entry in candidates:
+            if entry[1] is _UNKNOWN:
+                entry[1] = _attribute_signature(entry[0])
+            if entry[1] is not None and entry[1] == key:
+                first = entry[0]
+                break
         if first is None:
-            seen[key] = node
+            candidates.append([node, key])
             continue
         ok = True
         for old, new in zip(node.outputs, first.outputs):
@@ -58,15 +70,23 @@ def eliminate_common_subexpressions(model: ir.Model) -> int:
     return merged
 
 
-def _signature(node: ir.Node) -> Hashable | None:
+_UNKNOWN = object()  # attribute signature not made yet
+
+
+def _input_signature(node: ir.Node) -> Hashable:
+    inputs = tuple(id(v) if v is not None else None for v in node.inputs)
+    return (node.domain, node.op_type, node.overload, len(node.outputs), inputs)
+
+
+def _attribute_signature(node: ir.Node) -> Hashable | None:
+    """The node's attributes as a comparable key; None for nodes never merged (subgraphs, refs)."""
     attrs = []
     for name in sorted(node.attributes):
         a = node.attributes[name]
         if a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) or a.is_ref():
             return None
         attrs.append((name, int(a.type), _attr_key(a)))
-    inputs = tuple(id(v) if v is not None else None for v in node.inputs)
-    return (node.domain, node.op_type, node.overload, len(node.outputs), inputs, tuple(attrs))
+    return tuple(attrs)
 
 
 def _attr_key(a: ir.Attr) -> Hashable:
@@ -76,6 +96,8 @@ def _attr_key(a: ir.Attr) -> Hashable:
         return (str(arr.dtype), arr.shape, arr.tobytes() if arr.dtype != object else repr(arr.tolist()))
     if a.type == ir.AttributeType.TENSORS:
         return tuple(_attr_key(ir.AttrTensor("t", t)) for t in v)
+    if isinstance(v, np.ndarray):  # a long INTS / FLOATS attribute (loader.ArrayAttr)
+        return (str(v.dtype), v.shape, v.tobytes())
     if isinstance(v, (list, tuple)):
         return tuple(v)
     if isinstance(v, bytes):

@@ -396,10 +396,9 @@ class GraphPlan:
                             outer_constants={**self._outer_constants, **self.constants})
             subplans.append(sub)
             return sub
-        if t == A.FLOATS:
-            return [float(x) for x in attr.value]
-        if t == A.INTS:
-            return [int(x) for x in attr.value]
+        if t in (A.FLOATS, A.INTS):
+            value = attr.value  # Python floats / ints in onnx_ir's Attr; a numpy array in a loader.ArrayAttr
+            return value.tolist() if isinstance(value, np.ndarray) else list(value)
         if t == A.STRINGS:
             return [x if isinstance(x, str) else x.decode() for x in attr.value]
         if t == A.TENSORS:
