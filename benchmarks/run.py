@@ -84,7 +84,9 @@ def bench_model(sidecar: dict[str, Any], cache_dir: str, args: argparse.Namespac
     """Measure one model on every runtime; returns the JSON record for it."""
     path = os.path.join(cache_dir, sidecar["file"])
     inputs = bench.model_inputs(path)
-    feeds, unresolved = bench.make_inputs(inputs, sidecar.get("dims", {}), sidecar.get("inputs", {}), seed=args.seed)
+    # through the recipe loader: it resolves 'file' inputs beside the sidecar
+    recipes, dims = bench._load_recipe(make_models.sidecar_path(cache_dir, sidecar["name"]))
+    feeds, unresolved = bench.make_inputs(inputs, dims, recipes, seed=args.seed)
     record: dict[str, Any] = {
         "model": sidecar["name"],
         "description": sidecar.get("description", ""),
