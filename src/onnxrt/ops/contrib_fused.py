@@ -137,11 +137,14 @@ def _compute_dtype(X: np.ndarray) -> np.dtype:
     return X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """x * 0.5 * (1 + erf(x / sqrt 2)) on an owned float32/float64 array."""
-    if x.dtype == np.float32 and x.ndim:
+def _gelu(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """x * 0.5 * (1 + erf(x / sqrt 2)) of x (+ bias along the last axis), float32 or float64; x is
+    owned when no bias is given."""
+    if x.dtype == np.float32 and x.ndim and x.size:
         with np.errstate(under="ignore", over="ignore"):
-            return _gelu_erf_f32(x)
+            return _gelu_erf_f32(x, bias)
+    if bias is not None:
+        x = x + bias
     t = erf_array(x * x.dtype.type(1 / math.sqrt(2.0)))
     t += 1
     t *= x
@@ -162,10 +165,7 @@ def bias_gelu(A, B):
     if B.ndim != 1 or A.shape[-1:] != B.shape:
         raise ValueError(f"BiasGelu: bias must be 1-D matching the last dim of A {A.shape}, got {B.shape}")
     cdt = _compute_dtype(A)
-    if cdt == np.float32 and A.ndim and A.size:
-        with np.errstate(under="ignore", over="ignore"):
-            return _gelu_erf_f32(A, B.astype(cdt, copy=False)).astype(A.dtype, copy=False)
-    return _gelu(np.add(A.astype(cdt, copy=False), B.astype(cdt, copy=False))).astype(A.dtype, copy=False)
+    return _gelu(A.astype(cdt, copy=False), B.astype(cdt, copy=False)).astype(A.dtype, copy=False)
 
 
 def _fast_gelu_f32(X: np.ndarray, bias: np.ndarray | None) -> np.ndarray:

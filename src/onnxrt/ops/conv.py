@@ -251,9 +251,8 @@ class _ConvGeometry:
                        and min(begin + end) >= 0 and strides == [1, 1] else None)
 
 
+# (output block, its slice): of output columns on the GEMM paths, of output channels on the depthwise ones
 Epilogue = Callable[[np.ndarray, slice], None]
-# (output block, channel slice): a depthwise block's epilogue, run while the block is in cache
-ChannelEpilogue = Callable[[np.ndarray, slice], None]  # slice of output channels
 
 
 # Columns per GEMM block when an epilogue (bias, residual, activation) follows, so that it runs on
@@ -474,7 +473,7 @@ class _BandedDepthwise:
 
 
 def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, wts: "_ConvWeights",
-                      y: np.ndarray, cdt: np.dtype, post: "ChannelEpilogue | None" = None) -> None:
+                      y: np.ndarray, cdt: np.dtype, post: Epilogue | None = None) -> None:
     band = bd.band(wts, geo)
     C = geo.C
     xp = thread_scratch(("dwband_pad", geo.key, cdt.str), lambda: np.zeros(bd.pshape, dtype=cdt))
@@ -482,8 +481,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     (kh, _), (sh, sw), (dh, _) = geo.kernel, geo.strides, geo.dilations
     ho, wo = geo.osp
     s0, s1, s2 = xp.strides
-    tiles, tw, wt = bd.tiles, bd.tw, bd.wt
-    cb = bd.cb
+    tiles, tw, wt, cb = bd.tiles, bd.tw, bd.wt, bd.cb
     # with a bias, every gathered row ends in a 1 that meets the band's bias row
     depth = bd.depth + (wts.bias is not None)
 
@@ -491,7 +489,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
         c0, c1 = sl.start, sl.stop
         n = c1 - c0
         a = thread_scratch(("dwband_cols", geo.key, cdt.str, cb, depth),
-                           lambda: _ones_column_buffer((cb, bd.rows, depth), cdt, depth > bd.depth))[:n]
+                           lambda: _ones_row_buffer((cb, bd.rows, depth), cdt, (Ellipsis, -1) if depth > bd.depth else None))[:n]
         src = np.lib.stride_tricks.as_strided(
             xp[c0:c1], (n, ho, tiles, kh, wt), (s0, s1 * sh, s2 * sw * tw, s1 * dh, s2), writeable=False)
         np.copyto(a[:, :, :bd.depth].reshape(n, ho, tiles, kh, wt), src)
@@ -510,15 +508,8 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     _blocks(block, C, cb, C * geo.P * geo.K)
 
 
-def _ones_column_buffer(shape: tuple, cdt: np.dtype, ones: bool) -> np.ndarray:
-    buf = np.empty(shape, dtype=cdt)
-    if ones:
-        buf[..., -1] = 1
-    return buf
-
-
 def _depthwise(geo: _ConvGeometry, x: np.ndarray, wd: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
-               cdt: np.dtype, post: ChannelEpilogue | None = None) -> None:
+               cdt: np.dtype, post: Epilogue | None = None) -> None:
     """Depthwise conv of one image x (C, *in_sp) into y (C*Mg, *osp), block of channels by block:
     the block's (cb, K, P) im2col matrix is built in a reused cache-sized buffer (the regions that
     padding makes zero are the same for every block, so they are zeroed once), and one batched
@@ -634,6 +625,18 @@ class _ConvWeights:
         return self._tap_stacked
 
 
+def _epilogue(z_block: Callable[[slice, np.ndarray], np.ndarray] | None,
+              activation: Callable[[np.ndarray], Any] | None) -> Epilogue:
+    """FusedConv's epilogue on one output block: + the matching block of Z, then the activation."""
+    def post(o: np.ndarray, sl: slice) -> None:
+        if z_block is not None:
+            o += z_block(sl, o)
+        if activation is not None:
+            activation(o)
+
+    return post
+
+
 def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights,
               activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None) -> np.ndarray:
     """Conv of X with prepared weights. ``Z`` (same shape as the output) is added and then
@@ -653,14 +656,10 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     fused = activation is not None or z3 is not None
     for i in range(N):
         post = None
-        if fused and g == 1 and geo.kind != "depthwise":
-            zi = z3[i, 0] if z3 is not None else None
-
-            def post(o: np.ndarray, sl: slice, _zi=zi) -> None:
-                if _zi is not None:
-                    o += _zi[:, sl]
-                if activation is not None:
-                    activation(o)
+        if fused and geo.kind == "depthwise":  # blocks of output channels
+            post = _epilogue(None if Z is None else lambda sl, o, _z=Z[i]: _z[sl].reshape(o.shape), activation)
+        elif fused and g == 1:  # blocks of output columns
+            post = _epilogue(None if z3 is None else lambda sl, o, _z=z3[i, 0]: _z[:, sl], activation)
 
         if geo.kind == "1x1":
             xi = x[i]
@@ -674,15 +673,6 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 if bias_col is not None:
                     y3[i] += wts.bias.reshape(g, Mg, 1)
         elif geo.kind == "depthwise":
-            if fused:
-                zi = Z[i] if Z is not None else None
-
-                def post(o: np.ndarray, sl: slice, _zi=zi) -> None:
-                    if _zi is not None:
-                        o += _zi[sl].reshape(o.shape)
-                    if activation is not None:
-                        activation(o)
-
             if geo.banded is not None:
                 _depthwise_banded(geo, geo.banded, x[i], wts, y[i], cdt, post)
             else:

@@ -93,6 +93,20 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
+def same_shape(a: ir.Value, b: ir.Value) -> bool:
+    """Whether two values surely have one shape: known ranks, and every dim the same integer or the
+    same named symbol (unnamed dims may differ)."""
+    if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
+        return False
+    for da, db in zip(a.shape, b.shape):
+        if isinstance(da, int) or isinstance(db, int):
+            if da != db:
+                return False
+        elif da.value is None or da.value != db.value:
+            return False
+    return True
+
+
 def rank(value: ir.Value | None) -> int | None:
     if value is None or value.shape is None:
         return None

@@ -41,8 +41,8 @@ def fuse_activations(model: ir.Model) -> int:
 
 
 def _residual_operand(node: ir.Node) -> tuple[ir.Node, ir.Value] | None:
-    """(Add, z) when the Conv's output is read only by an Add whose other input z has the same
-    shape: known rank, and every dim equal or the same symbol (``z`` produced before the Add)."""
+    """(Add, z) when the Conv's output is read only by an Add whose other input z surely has the same
+    shape (no broadcasting)."""
     add = _ir.single_consumer(node.outputs[0])
     if not _ir.is_op(add, "Add") or len(add.inputs) != 2:
         return None
@@ -50,14 +50,7 @@ def _residual_operand(node: ir.Node) -> tuple[ir.Node, ir.Value] | None:
     z = b if a is node.outputs[0] else a
     if z is None or z is node.outputs[0]:
         return None
-    y_shape, z_shape = node.outputs[0].shape, z.shape
-    if y_shape is None or z_shape is None or len(y_shape) != len(z_shape):
-        return None
-    for dy, dz in zip(y_shape, z_shape):
-        if isinstance(dy, int) != isinstance(dz, int) or (dy != dz if isinstance(dy, int) else
-                                                          dy.value is None or dy.value != dz.value):
-            return None
-    if _ir.dtype_of(z) != ir.DataType.FLOAT:
+    if not _ir.same_shape(node.outputs[0], z) or _ir.dtype_of(z) != ir.DataType.FLOAT:
         return None
     return add, z
 
