@@ -29,6 +29,25 @@ def test_conv_mul_add_per_channel():
     assert op_counts(out) == {"Conv": 1}
 
 
+def test_conv_scalar_affine_with_symbolic_dims():
+    # PP-OCR's learnable affine: Conv -> Mul(scalar) -> Add(scalar) on an input of unknown size
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["scale", "c"], ["m"]), helper.make_node("Add", ["m", "shift"], ["y"])]
+    inits = [const("w", rand(4, 3, 3, 3, seed=1)), const("b", rand(4, seed=2)),
+             const("scale", np.array([0.7], np.float32)), const("shift", np.array([0.2], np.float32))]
+    model = make_model(nodes, [vinfo("x", ["N", 3, "H", "W"])], [vinfo("y", None)], inits)
+    out = check_pass(model, {"x": rand(2, 3, 6, 5)}, fuse_conv_affine, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"Conv": 1}
+
+
+def test_conv_scalar_of_higher_rank_kept():
+    # a [1,1,1,1,1] scalar makes the 4-D Conv output 5-D: not a per-channel op
+    nodes = [helper.make_node("Add", ["c", "shift"], ["y"])]
+    out = check_pass(_conv_model(nodes, [const("shift", np.full((1, 1, 1, 1, 1), 0.5, np.float32))]),
+                     {"x": rand(1, 3, 5, 5)}, fuse_conv_affine, expect_rewrites=False)
+    assert op_counts(out) == {"Conv": 1, "Add": 1}
+
+
 def test_conv_add_not_per_channel_kept():
     nodes = [helper.make_node("Add", ["c", "shift"], ["y"])]
     out = check_pass(_conv_model(nodes, [const("shift", rand(5, seed=8))]), {"x": rand(1, 3, 5, 5)}, fuse_conv_affine,

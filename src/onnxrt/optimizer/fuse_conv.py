@@ -53,14 +53,13 @@ def _conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
     return W, B
 
 
-def _per_channel(c: np.ndarray, channels: int, out_rank: int | None) -> np.ndarray | None:
-    """``c`` as a [C] vector when it broadcasts per output channel of a Conv output, else None."""
-    if c.size == 1:
-        if out_rank is not None and c.ndim > out_rank:
-            return None
-        return np.full(channels, c.reshape(-1)[0])
-    if out_rank is None or c.ndim > out_rank:
+def _per_channel(c: np.ndarray, channels: int, out_rank: int) -> np.ndarray | None:
+    """``c`` as a [C] vector when it broadcasts per output channel of a Conv output of rank
+    ``out_rank`` without changing that output's shape, else None."""
+    if c.ndim > out_rank:
         return None
+    if c.size == 1:
+        return np.full(channels, c.reshape(-1)[0])
     shape = (1,) * (out_rank - c.ndim) + tuple(c.shape)
     if shape[1] != channels or any(d != 1 for i, d in enumerate(shape) if i != 1):
         return None
@@ -93,7 +92,9 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
         c = _ir.const_array(other)
         if c is None or c.dtype != W.dtype:
             return None
-        vec = _per_channel(c, C, _ir.rank(conv.outputs[0]))
+        # the Conv output's rank is W's: with it, _per_channel admits only constants whose broadcast
+        # keeps the Conv output's shape, symbolic dims or not
+        vec = _per_channel(c, C, W.ndim)
         if vec is None:
             return None
         vec = vec.astype(wide)
@@ -103,9 +104,6 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
         else:
             W2 = None
             B2 = B.astype(wide) + vec
-        # the result must keep the Conv output's shape: a broadcast that adds dims is no per-channel op
-        if _ir.static_shape(nxt.outputs[0]) != _ir.static_shape(conv.outputs[0]) or _ir.static_shape(conv.outputs[0]) is None:
-            return None
     else:
         return None
     old_values = [v for v in (*conv.inputs[1:], *nxt.inputs) if v is not None]
