@@ -48,7 +48,7 @@ def _hard_swish_model(dtype=T.FLOAT, const_dims=()):
 
 
 @pytest.mark.parametrize("dtype,np_dtype", [(T.FLOAT, np.float32), (T.DOUBLE, np.float64)])
-@pytest.mark.parametrize("shape", [(7,), (2, 3, 5), (1, 16, 90, 91)])  # the last spans several blocks
+@pytest.mark.parametrize("shape", [(7,), (2, 3, 5), (1, 16, 150, 151)])  # the last spans several blocks
 def test_hard_swish_chain_fused_equals_unfused(dtype, np_dtype, shape):
     data = _hard_swish_model(dtype)
     x = (np.random.default_rng(0).standard_normal(shape) * 4).astype(np_dtype)
@@ -66,6 +66,37 @@ def test_constant_that_broadcasts_to_a_larger_shape_runs_unfused():
     got = _session(data, LEVELS.ORT_ENABLE_ALL).run(None, {"x": x})[0]
     expected = _session(data, LEVELS.ORT_ENABLE_BASIC).run(None, {"x": x})[0]
     assert got.shape == (1, 1, 11)
+    np.testing.assert_array_equal(got, expected)
+
+
+def _squeeze_excite_model(scale_shape):
+    # x * s + x, then Sigmoid and + z: s is one value per (batch, channel) row, x and z full size
+    nodes = [h.make_node("Mul", ["x", "s"], ["a"]), h.make_node("Add", ["a", "x"], ["b"]),
+             h.make_node("Sigmoid", ["b"], ["c"]), h.make_node("Add", ["z", "c"], ["y"])]
+    f = [h.make_tensor_value_info("x", T.FLOAT, None), h.make_tensor_value_info("s", T.FLOAT, scale_shape),
+         h.make_tensor_value_info("z", T.FLOAT, None)]
+    return _model(nodes, f, [h.make_tensor_value_info("y", T.FLOAT, None)])
+
+
+@pytest.mark.parametrize("shape,scale_shape,fused_run", [
+    ((2, 6, 37, 41), (2, 6, 1, 1), True),       # rows of 1517 values, many rows per block
+    ((1, 2, 400, 401), (1, 2, 1, 1), True),     # a row longer than a block: cut into column blocks
+    ((3, 5, 7), (3, 1, 1), True),               # one value per batch
+    ((2, 6, 9, 9), (1, 6, 1, 1), False),        # broadcast over the batch too: the nodes run unfused
+    ((2, 6, 9, 9), (6, 1, 1), False),           # lower rank: unfused
+])
+def test_chain_with_per_row_input_equals_unfused(shape, scale_shape, fused_run):
+    data = _squeeze_excite_model(scale_shape)
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.standard_normal(shape).astype(np.float32), "s": rng.standard_normal(scale_shape).astype(np.float32),
+             "z": rng.standard_normal(shape).astype(np.float32)}
+    fused = _session(data, LEVELS.ORT_ENABLE_ALL)
+    assert _chain_ops(fused) == [["Mul-Add-Sigmoid-Add"]]
+    chain = next(step.kernel for step in fused._plan.steps if step.op_type == "ElementwiseChain")
+    assert (chain._layout(list(feeds.values())) is not None) == fused_run
+    expected = _session(data, LEVELS.ORT_ENABLE_BASIC).run(None, feeds)[0]
+    got = fused.run(None, feeds)[0]
+    assert got.shape == expected.shape == shape
     np.testing.assert_array_equal(got, expected)
 
 
