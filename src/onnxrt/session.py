@@ -21,7 +21,7 @@ from onnxrt.model import loader
 from onnxrt.options import GraphOptimizationLevel, RunOptions, SessionOptions
 from onnxrt.ops.registry import normalize_domain
 from onnxrt.ortvalue import OrtValue
-from onnxrt.runtime import threads
+from onnxrt.runtime import memory, threads
 from onnxrt.runtime.plan import GraphPlan, PlanConfig, Terminated
 from onnxrt.runtime.values import type_to_proto
 
@@ -181,6 +181,8 @@ class InferenceSession:
         from onnxrt.runtime import profiler as _profiler
 
         options = self._sess_options
+        if options.enable_cpu_mem_arena:
+            memory.keep_freed_memory()
         if options.enable_profiling:
             self._profiler = _profiler.Profiler(options.profile_file_prefix)
         with _profiler.session_event(self._profiler, "model_loading_uri" if self._model_path else "model_loading_array"):
