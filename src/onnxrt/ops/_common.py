@@ -31,6 +31,21 @@ def thread_scratch(key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
     return buf
 
 
+def thread_scratch_flat(key: tuple, size: int, dtype: np.dtype) -> np.ndarray:
+    """A 1-D buffer of at least ``size`` elements owned by the calling thread and shared by every
+    call with ``key`` whatever size it asks for (it grows to the largest asked), so kernels of many
+    shapes that run one after the other hold one buffer instead of one per shape. The contents are
+    whatever the last user left."""
+    cache = getattr(_SCRATCH, "bufs", None)
+    buf = None if cache is None else cache.get(key)
+    if buf is None or buf.size < size:
+        if buf is not None:
+            del cache[key]
+            _SCRATCH.nbytes -= buf.nbytes
+        buf = thread_scratch(key, lambda: np.empty(size, dtype=dtype))
+    return buf
+
+
 def normalize_axis(axis: int, rank: int, op_name: str = "", what: str = "axis") -> int:
     """A non-negative axis for ``rank``; out-of-range axes raise a ValueError naming the op.
 

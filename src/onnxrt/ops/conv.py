@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from onnxrt.ops._common import thread_scratch
+from onnxrt.ops._common import thread_scratch, thread_scratch_flat
 from onnxrt.ops.registry import KernelContext, op, op_factory
 from onnxrt.runtime import threads
 
@@ -258,9 +258,11 @@ Epilogue = Callable[[np.ndarray, slice], None]
 # Columns per GEMM block when an epilogue (bias, residual, activation) follows, so that it runs on
 # a block still in cache rather than as extra passes over the whole output.
 _EPILOGUE_COLUMNS = 4096
-# Bytes of im2col columns built per block: about half of this machine's 2 MB per-core L2, so the
-# block is still in cache when the GEMM reads it (a whole 96-channel 3x3 im2col at 160x160 is 88 MB).
-_IM2COL_BLOCK_BYTES = 1 << 20
+# Bytes of im2col columns built per block (a whole 96-channel 3x3 im2col at 160x160 would be 88 MB).
+# Blocks sized for the L2 (1 MB) made GEMMs of a few hundred columns, which OpenBLAS runs well below
+# its speed on two threads; measured at 1 MB / 16 MB, each model alone: ResNet-50 (HF) 78 / 73 ms,
+# SqueezeNet 11.6 / 11.1, Inception-v2 52.9 / 51.0, VGG-19 370 / 351 (4 MB: 369).
+_IM2COL_BLOCK_BYTES = 16 << 20
 # Bytes of tap products per block in the shifted-GEMM path: there the block is the GEMM's output,
 # and measured (96 -> 24 channels at 160x160) bigger GEMMs win over cache residence up to ~4 MB.
 _SHIFTED_BLOCK_BYTES = 4 << 20
@@ -333,8 +335,13 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
     K = geo.Cg * geo.K
     row_len = math.prod(geo.osp[1:])
     rows = geo.im2col_rows
-    buf = thread_scratch(("im2col_rows", geo.key, cdt.str, with_ones), lambda: _ones_row_buffer(
-        (K + (1 if with_ones else 0), rows, row_len), cdt, (-1,) if with_ones else None))
+    depth = K + (1 if with_ones else 0)
+    # one buffer per thread for every tiled conv (they run one after the other): up to
+    # _IM2COL_BLOCK_BYTES, not that much per conv shape
+    buf = thread_scratch_flat(("im2col_rows", cdt.str), depth * rows * row_len, cdt)
+    buf = buf[:depth * rows * row_len].reshape(depth, rows, row_len)
+    if with_ones:
+        buf[-1] = 1
     sp = xp.strides[1:]
     view_strides = ((xp.strides[0],) + tuple(s * d for s, d in zip(sp, geo.dilations))
                     + tuple(s * st for s, st in zip(sp, geo.strides)))
