@@ -55,6 +55,9 @@ def cases() -> list[tuple[str, onnx.ModelProto]]:
         _conv("conv3x3s2_128_56", 128, 128, 56, 3, 2),
         _conv("conv1x1_256x64_56", 256, 64, 56, 1),
         _conv("conv1x1_1024x256_14", 1024, 256, 14, 1),
+        _conv("conv1x1_16x32_320", 16, 32, 320, 1),  # PP-OCR detector at 640x640: few channels, large maps
+        _conv("conv1x1_12x96_160", 12, 96, 160, 1),
+        _conv("conv1x1_192x192_40", 192, 192, 40, 1),
         _conv("dw3x3_96_112_s2", 96, 96, 112, 3, 2, 96),
         _conv("dw3x3_144_56", 144, 144, 56, 3, 1, 144),
         _conv("dw3x3_384_14", 384, 384, 14, 3, 1, 384),

@@ -58,6 +58,8 @@ CONV_CASES = [
     ((1, 6, 12, 12), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1], strides=[2, 2])),  # depthwise
     ((2, 4, 9, 9), (8, 1, 3, 3), dict(group=4, dilations=[2, 2])),  # depthwise, multiplier 2
     ((1, 8, 7, 7), (5, 8, 1, 1), {}),  # 1x1 GEMM
+    ((2, 4, 7, 7), (9, 4, 1, 1), {}),  # 1x1 expansion: the bias as a weight column
+    ((1, 3, 8, 9), (8, 3, 1, 1), dict(strides=[2, 2])),  # strided 1x1 expansion
     ((2, 8, 7, 7), (6, 4, 1, 1), dict(group=2, strides=[2, 2])),  # 1x1 strided, grouped
     ((1, 3, 13, 13), (2, 3, 3, 3), dict(strides=[2, 3], auto_pad="SAME_UPPER")),
     ((1, 3, 13, 13), (2, 3, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3])),
@@ -243,3 +245,19 @@ def test_conv_gemm_paths_agree_blockwise(xs, ws, attrs):
             geo.key = geo.key + (shifted, tiled, rows)  # own scratch buffers
             _check(conv._conv_run("Conv", geo, x, wts), expected)
             _check(conv._conv_run("Conv", geo, x, wts, relu, z), np.maximum(expected + z, 0))
+
+
+def test_conv_1x1_expansion_with_residual_and_activation_blockwise():
+    """A 1x1 expansion adds its bias through a ones row in the copied input; with a residual and an
+    activation applied per block of output columns (70x70 outputs span two blocks)."""
+    from onnxrt.ops import conv
+
+    x, w, b = _f32(2, 6, 70, 70), _f32(16, 6, 1, 1), _f32(16)
+    expected = _run_both("Conv", [("X", x), ("W", w), ("B", b)], initializers=("W", "B"))[1][0]
+    wts = conv._ConvWeights(w, b, 1, np.dtype(np.float32))
+    assert wts.gemm_bias is not None  # the ones-row path is the one under test
+    geo = conv._ConvGeometry("Conv", x.shape, w.shape, {})
+    assert geo.P > conv._EPILOGUE_COLUMNS
+    z = _f32(*expected.shape)
+    _check(conv._conv_run("Conv", geo, x, wts), expected)
+    _check(conv._conv_run("Conv", geo, x, wts, lambda y: np.maximum(y, 0, out=y), z), np.maximum(expected + z, 0))

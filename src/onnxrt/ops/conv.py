@@ -307,6 +307,16 @@ def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -
     return cols
 
 
+def _with_ones_row(x: np.ndarray, cdt: np.dtype) -> np.ndarray:
+    """x (C, *sp) (a view, strided or not) copied into a reused per-thread (C + 1, prod(sp)) buffer
+    whose last row is ones, for a weight with a bias column."""
+    C, P = x.shape[0], math.prod(x.shape[1:])
+    cols = thread_scratch_flat(("ones_row_cols", cdt.str), (C + 1) * P, cdt)[:(C + 1) * P].reshape(C + 1, P)
+    np.copyto(cols[:C].reshape(x.shape), x)
+    cols[C] = 1
+    return cols
+
+
 def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
                   tail: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """x (C, *in_sp) copied into a reused per-thread zero-bordered buffer: (flat (C, prod(padded) +
@@ -609,13 +619,19 @@ class _ConvWeights:
         w = np.asarray(W).astype(cdt, copy=False)
         self.bias = None if B is None else np.ascontiguousarray(B, dtype=cdt)
         self.K = K
-        self.gemm = np.ascontiguousarray(w.reshape(group, Mg, Cg * K))
+        w3 = w.reshape(group, Mg, Cg * K)
+        # The bias as an extra weight column, so the GEMM against columns ending in a ones row adds
+        # it: im2col paths build such columns anyway; a 1x1 conv copies its input for it when that
+        # input is at most half the output (an expansion), cheaper than a pass over the output.
+        # ``gemm`` is then a view of the same memory, without the column.
+        self.gemm_bias = None
+        if self.bias is not None and (K > 1 or (group == 1 and 2 * Cg <= Mg)):
+            self.gemm_bias = np.concatenate([w3, self.bias.reshape(group, Mg, 1)], axis=2)
+            self.gemm = self.gemm_bias[:, :, :Cg * K]
+        else:
+            self.gemm = np.ascontiguousarray(w3)
         self.depthwise = self.gemm.reshape(group * Mg * K) if Cg == 1 else None
         self.bands: dict[tuple, np.ndarray] = {}  # banded-depthwise weights, by tiling
-        # The bias as an extra weight column, so the GEMM against an im2col with a ones row adds it.
-        self.gemm_bias = None
-        if self.bias is not None and K > 1:
-            self.gemm_bias = np.concatenate([self.gemm, self.bias.reshape(group, Mg, 1)], axis=2)
         for a in (self.gemm, self.gemm_bias, self.bias):
             if a is not None:
                 a.flags.writeable = False
@@ -672,10 +688,12 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             xi = x[i]
             if any(s != 1 for s in geo.strides):
                 xi = xi[(slice(None),) + tuple(slice(None, None, s) for s in geo.strides)]
-            xi = np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P)
-            if g == 1:
-                _gemm_into(wts.gemm[0], xi[0], y3[i, 0], bias_col, post)
+            if g == 1 and wts.gemm_bias is not None:
+                _gemm_into(wts.gemm_bias[0], _with_ones_row(xi, cdt), y3[i, 0], None, post)
+            elif g == 1:
+                _gemm_into(wts.gemm[0], np.ascontiguousarray(xi).reshape(geo.Cg, geo.P), y3[i, 0], bias_col, post)
             else:
+                xi = np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P)
                 np.matmul(wts.gemm, xi, out=y3[i])
                 if bias_col is not None:
                     y3[i] += wts.bias.reshape(g, Mg, 1)
