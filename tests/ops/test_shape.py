@@ -118,6 +118,31 @@ def test_pad_modes_with_negative_pads(mode):
     check("Pad", [x, i64(1, 2, 2, 1), np.array(1.5, np.float32)], opset=19, mode=mode)
 
 
+@pytest.mark.parametrize("mode,shape,pads", [
+    (mode, shape, pads)
+    for shape, pads, modes in [
+        ((1, 512), [0, 64, 0, 64], ("reflect", "edge", "wrap")),  # silero_vad's reflect pad of the audio chunk
+        ((2, 3, 4, 5), [0, 1, 3, 4, 1, 0, 2, 4], ("reflect", "edge", "wrap")),  # every axis, widest reflect
+        ((3, 4), [0, 4, 1, 4], ("edge", "wrap")),  # a whole period
+        ((2, 3), [1, 5, 2, 7], ("edge", "wrap")),  # wider than the input: repeated wrap
+    ]
+    for mode in modes
+])
+def test_pad_border_modes_match_onnxruntime(mode, shape, pads):
+    x = RNG.standard_normal(shape).astype(np.float32)
+    check("Pad", [x, i64(*pads)], opset=19, mode=mode)
+    check("Pad", [x.astype(np.int64), i64(*pads)], opset=19, mode=mode)
+
+
+def test_pad_reflect_wider_than_the_input_reflects_again():
+    # onnxruntime refuses reflect pads >= the axis length; onnxrt reflects repeatedly, as the ONNX
+    # reference (np.pad) does
+    from onnxrt.ops.shape import _pad
+
+    x = RNG.standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(_pad(x, [1, 5, 2, 7], "reflect", None, None), np.pad(x, [(1, 2), (5, 7)], "reflect"))
+
+
 def test_pad_axes_and_old_attribute_form():
     x = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
     check("Pad", [x, i64(1, 2), np.array(7, np.int32), i64(-1)], opset=18)

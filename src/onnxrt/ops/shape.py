@@ -513,10 +513,48 @@ def _pad(data: np.ndarray, pads: list[int], mode: str, value: Any, axes: list[in
             begins[i] = ends[i] = 0
     if not any(begins) and not any(ends):
         return data
+    if _fits_one_reflection(data.shape, begins, ends, mode):
+        return _pad_by_slices(data, begins, ends, mode)
     if _is_ml_float(data.dtype) or data.dtype.kind == "V":
         return np.pad(data.view(np.uint8 if data.dtype.itemsize == 1 else np.uint16),
                       list(zip(begins, ends)), mode=mode).view(data.dtype)
     return np.pad(data, list(zip(begins, ends)), mode=mode)
+
+
+def _fits_one_reflection(shape: tuple, begins: list[int], ends: list[int], mode: str) -> bool:
+    """Whether every border is one mirror image (reflect: pads < dim), one copy (wrap: pads <= dim)
+    or a repeated edge; np.pad handles the rest (it reflects repeatedly)."""
+    if mode == "edge":
+        return True
+    limit = {"reflect": -1, "wrap": 0}[mode]
+    return all(b <= d + limit and e <= d + limit for d, b, e in zip(shape, begins, ends))
+
+
+def _pad_by_slices(data: np.ndarray, begins: list[int], ends: list[int], mode: str) -> np.ndarray:
+    """reflect / edge / wrap padding as a few slice copies (np.pad costs ~40 us of Python per call).
+
+    The input goes to the middle of the output; then axis by axis each border is copied from the
+    output itself, over the whole extent of the other axes: borders of later axes read garbage at
+    first and are overwritten when their own axis comes."""
+    out = np.empty(tuple(d + b + e for d, b, e in zip(data.shape, begins, ends)), dtype=data.dtype)
+    out[tuple(slice(b, b + d) for b, d in zip(begins, data.shape))] = data
+    r = data.ndim
+    for i, (d, b, e) in enumerate(zip(data.shape, begins, ends)):
+        def at(sl: slice, _i: int = i) -> tuple:
+            return (slice(None),) * _i + (sl,) + (slice(None),) * (r - _i - 1)
+
+        lo, hi = b, b + d  # the input's extent along axis i
+        if mode == "reflect":  # the border mirrors the input without repeating its edge element
+            left, right = slice(2 * b, b, -1), slice(hi - 2, hi - 2 - e if hi - 2 - e >= 0 else None, -1)
+        elif mode == "edge":
+            left, right = slice(lo, lo + 1), slice(hi - 1, hi)
+        else:  # wrap: the far end of the input comes around
+            left, right = slice(hi - b, hi), slice(lo, lo + e)
+        if b:
+            out[at(slice(0, b))] = out[at(left)]
+        if e:
+            out[at(slice(hi, hi + e))] = out[at(right)]
+    return out
 
 
 def _pad_value_attr(dtype: np.dtype, value: float) -> Any:
