@@ -226,9 +226,9 @@ PATH_CASES = [
 
 @pytest.mark.parametrize("xs,ws,attrs", PATH_CASES)
 def test_conv_gemm_paths_agree_blockwise(xs, ws, attrs):
-    """The shifted-GEMM, row-tiled im2col and whole im2col paths give onnxruntime's result, also
-    with blocks of one or two output rows (so that the last block is partial) and with a residual
-    and activation applied block by block."""
+    """The shifted-GEMM, row-tiled im2col, whole im2col and gather paths give onnxruntime's result,
+    also with blocks of one or two output rows (so that the last block is partial) and with a
+    residual and activation applied block by block."""
     from onnxrt.ops import conv
 
     x, w, b = _f32(*xs), _f32(*ws), _f32(ws[0])
@@ -237,12 +237,15 @@ def test_conv_gemm_paths_agree_blockwise(xs, ws, attrs):
     relu = lambda y: np.maximum(y, 0, out=y)  # noqa: E731
     wts = conv._ConvWeights(w, b, 1, np.dtype(np.float32))
     stride_1 = all(s == 1 for s in attrs.get("strides", [1]))
-    for shifted, tiled in [(stride_1, True), (False, True), (False, False)]:
+    for shifted, tiled, gather in [(stride_1, True, False), (False, True, False), (False, False, False),
+                                   (False, False, True)]:
         for rows in (1, 2, 64):
             geo = conv._ConvGeometry("Conv", x.shape, w.shape, attrs)
+            assert geo.gather is not None  # these are small enough for it
             geo.shifted, geo.padded_ok = shifted, tiled
+            geo.gather = geo.gather if gather else None
             geo.shifted_rows = geo.im2col_rows = rows
-            geo.key = geo.key + (shifted, tiled, rows)  # own scratch buffers
+            geo.key = geo.key + (shifted, tiled, gather, rows)  # own scratch buffers
             _check(conv._conv_run("Conv", geo, x, wts), expected)
             _check(conv._conv_run("Conv", geo, x, wts, relu, z), np.maximum(expected + z, 0))
 
