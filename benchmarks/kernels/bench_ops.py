@@ -63,6 +63,8 @@ def cases() -> list[tuple[str, onnx.ModelProto]]:
         _conv("dw3x3_384_14", 384, 384, 14, 3, 1, 384),
         _conv("dw3x3_960_7", 960, 960, 7, 3, 1, 960),
         _conv("dw7x7_96_56", 96, 96, 56, 7, 1, 96),
+        _conv("dw5x5_192_40", 192, 192, 40, 5, 1, 192),  # PP-OCR detector (PP-LCNet) at 640x640
+        _conv("dw5x5_16_320", 16, 16, 320, 5, 1, 16),
         _conv("dw7x7_384_14", 384, 384, 14, 7, 1, 384),
         _conv("dw7x7_768_7", 768, 768, 7, 7, 1, 768),
         ("convT4x4s2_64_28", _model("ConvTranspose", {"X": _rand(1, 128, 28, 28)}, {"W": _rand(128, 64, 4, 4)}, 4,

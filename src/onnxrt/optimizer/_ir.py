@@ -2,8 +2,12 @@
 
 Conventions every pass follows:
 
-* Only the main graph is rewritten (subgraphs of If/Loop/Scan read outer values; onnx_ir records those
-  reads as uses, so a value a subgraph needs is never seen as dead).
+* A pass rewrites ``model.graph``: the main graph, or one subgraph (an If branch, a Loop or Scan body)
+  when :func:`onnxrt.optimizer.optimize` hands the pass a :class:`GraphView`. Nodes of other graphs
+  are never matched: :func:`single_consumer` and :func:`consumers` only return readers in the value's
+  own graph (onnx_ir records reads from nested subgraphs as uses too, so such a value is never seen as
+  dead or as read once), and the values a subgraph reads from outside are stand-in inputs while its
+  passes run (:func:`isolated`), so walking up from a subgraph's node stops at its border.
 * A *constant* is an initializer that is not also a graph input (those can be overridden at run time),
   except in IR version < 4 models, where every initializer is listed as an input and onnxruntime treats
   them as constants all the same.
@@ -13,6 +17,7 @@ Conventions every pass follows:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -114,20 +119,80 @@ def rank(value: ir.Value | None) -> int | None:
 
 
 def single_consumer(value: ir.Value) -> ir.Node | None:
-    """The one node that reads ``value`` once, when that is its only use and it is no graph output."""
+    """The one node that reads ``value`` once, when that is its only use, it is no graph output and
+    the reader is in the value's own graph (not inside an If branch or Loop body that reads it)."""
     if value.is_graph_output():
         return None
     uses = list(value.uses())
     if len(uses) != 1:
         return None
-    return uses[0].node
+    node = uses[0].node
+    return node if node.graph is value.graph else None
 
 
 def consumers(value: ir.Value) -> list[ir.Node]:
+    """The nodes of the value's own graph that read it (readers in nested subgraphs left out:
+    callers that need every reader compare with ``value.uses()``)."""
     seen: dict[int, ir.Node] = {}
     for use in value.uses():
-        seen.setdefault(id(use.node), use.node)
+        if use.node.graph is value.graph:
+            seen.setdefault(id(use.node), use.node)
     return list(seen.values())
+
+
+class GraphView:
+    """The model as a pass sees it, with ``graph`` one of its subgraphs: the opset imports and every
+    other model attribute are the model's."""
+
+    def __init__(self, model: ir.Model, graph: ir.Graph) -> None:
+        self._model = model
+        self.graph = graph
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def subgraphs(graph: ir.Graph) -> list[tuple[ir.Node, ir.Graph]]:
+    """(node, subgraph) for the GRAPH / GRAPHS attributes of ``graph``'s own nodes (one level down)."""
+    found: list[tuple[ir.Node, ir.Graph]] = []
+    for node in graph:
+        for a in node.attributes.values():
+            if a.type == ir.AttributeType.GRAPH:
+                found.append((node, a.value))
+            elif a.type == ir.AttributeType.GRAPHS:
+                found.extend((node, g) for g in a.value)
+    return found
+
+
+@contextlib.contextmanager
+def isolated(graph: ir.Graph) -> Iterator[None]:
+    """While the block runs, every value ``graph``'s own nodes read from an enclosing graph is a
+    stand-in input of ``graph`` (not constant, no producer): passes on a subgraph then neither walk
+    into nor rewrite the graphs around it. The stand-ins are taken out again afterwards; one that a
+    rewrite made an output of ``graph`` comes back through an Identity."""
+    stand_ins: dict[ir.Value, ir.Value] = {}
+    for node in graph:
+        for i, v in enumerate(node.inputs):
+            if v is None or v.graph is graph:
+                continue
+            s = stand_ins.get(v)
+            if s is None:
+                s = stand_ins[v] = ir.Value(name=v.name, type=v.type, shape=v.shape)
+                graph.inputs.append(s)
+            node.replace_input_with(i, s)
+    try:
+        yield
+    finally:
+        for outer, s in stand_ins.items():
+            for use in list(s.uses()):
+                use.node.replace_input_with(use.idx, outer)
+            for i, out in enumerate(graph.outputs):
+                if out is s:
+                    node = ir.Node("", "Identity", [outer], num_outputs=1)
+                    graph.append(node)
+                    copy_type(outer, node.outputs[0])
+                    graph.outputs[i] = node.outputs[0]
+            graph.inputs.remove(s)
 
 
 def is_op(node: ir.Node | None, op_type: str, domain: str = "") -> bool:
@@ -189,15 +254,25 @@ def add_initializer(graph: ir.Graph, array: np.ndarray, base_name: str, take_ove
     return value
 
 
+# graph.meta key of a subgraph: the main graph, whose name registry covers every graph of the model
+ROOT_GRAPH = "onnxrt.root_graph"
+
+
 def unique_name(graph: ir.Graph, base: str) -> str:
-    used = graph.meta.get("onnxrt.used_names")
+    """A name no value or node of the model uses yet (subgraphs included: a new name in an If branch
+    must not shadow a name of the graphs around it)."""
+    root = graph.meta.get(ROOT_GRAPH, graph)
+    used = root.meta.get("onnxrt.used_names")
     if used is None:
-        used = {v.name for v in graph.inputs} | set(graph.initializers)
-        for node in graph.all_nodes():
-            used.update(o.name for o in node.outputs if o.name)
-            if node.name:
-                used.add(node.name)
-        graph.meta["onnxrt.used_names"] = used
+        used = set()
+        for g in [root, *root.subgraphs()]:
+            used.update(v.name for v in g.inputs)
+            used.update(g.initializers)
+            for node in g:
+                used.update(o.name for o in node.outputs if o.name)
+                if node.name:
+                    used.add(node.name)
+        root.meta["onnxrt.used_names"] = used
     name = base
     i = 0
     while name in used or name in graph.initializers:
@@ -209,7 +284,7 @@ def unique_name(graph: ir.Graph, base: str) -> str:
 
 def forget_names(graph: ir.Graph) -> None:
     """Drop the cached set of used names (call when a pass renamed values behind unique_name's back)."""
-    graph.meta.pop("onnxrt.used_names", None)
+    graph.meta.get(ROOT_GRAPH, graph).meta.pop("onnxrt.used_names", None)
 
 
 def new_node(

@@ -33,7 +33,9 @@ def eliminate_common_subexpressions(model: ir.Model) -> int:
     # thousands of numbers), are made only when a second node reads the same inputs
     seen: dict[Hashable, list[list[Any]]] = {}
     for node in list(graph):
-        if node.op_type in _NONDETERMINISTIC:
+        if node.op_type in _NONDETERMINISTIC or not node.inputs:
+            # input-less nodes are Constants (merged as initializers above, where the main graph has
+            # made them so) or generators: comparing every pair by its tensor costs more than it saves
             continue
         candidates = seen.setdefault(_input_signature(node), [])
         if not candidates:

@@ -90,6 +90,10 @@ def fold_constants(model: ir.Model) -> int:
         computed.update(zip(node.outputs, results))
         folded_nodes.append(node)
     folded += _replace_folded(graph, folded_nodes, computed)
+    if graph.meta.get(_ir.ROOT_GRAPH) is not None:
+        # a subgraph keeps its Constant nodes: the planner reads them as constants all the same, and
+        # converting them (~40 us each) was most of the cost of optimizing silero_vad's branches
+        return folded
     return folded + _constants_to_initializers(graph)
 
 

@@ -68,6 +68,8 @@ def _per_channel(c: np.ndarray, channels: int, out_rank: int) -> np.ndarray | No
 
 def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
     """Fold ``nxt`` into ``conv``; returns the Conv node now in the graph, or None when not foldable."""
+    if not (_ir.is_op(nxt, "BatchNormalization") or _ir.is_op(nxt, "Mul") or _ir.is_op(nxt, "Add")):
+        return None  # before reading the weights: most Convs are followed by something else
     params = _conv_params(conv)
     if params is None:
         return None

@@ -126,7 +126,7 @@ def _fuse_ln(model: ir.Model, mean: ir.Node) -> int:
         return 0
     readers = {id(u.node): u.node for u in d.uses()}
     sq = next((n for n in readers.values() if _square_of(n.outputs[0], d) is n), None)
-    if sq is None or len(readers) != 2:
+    if sq is None or len(readers) != 2 or any(n.graph is not d.graph for n in readers.values()):
         return 0
     var_mean = _ir.single_consumer(sq.outputs[0])
     if var_mean is None or not _ir.is_op(var_mean, "ReduceMean") or _reduce_axes(var_mean, model) is None:
