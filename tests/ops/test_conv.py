@@ -158,6 +158,31 @@ def test_resize_matches_onnxruntime(mode, coord):
                       opset=19, mode=mode, coordinate_transformation_mode=coord), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("coord,nearest_mode", [("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
+                                                ("align_corners", "round_prefer_floor"), ("asymmetric", "ceil")])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 4, 3], [1, 2, 1, 1], [1, 1, 2, 1.5]])
+def test_resize_nearest_whole_factors_match_onnxruntime(coord, nearest_mode, scales):
+    # whole factors where output i reads input i // k take the one-pass repeat; the others (align_corners,
+    # ceil, 1.5) the per-axis tables: both must be onnxruntime's result
+    x = _f32(1, 3, 5, 4)
+    inits = {"roi": np.zeros(0, dtype=np.float32), "scales": np.array(scales, dtype=np.float32)}
+    for dtype in (np.float32, np.int32):  # (onnxruntime has no int64 Resize)
+        _check(*_run_both("Resize", [("X", x.astype(dtype)), *inits.items()],
+                          initializers=tuple(inits), opset=19, mode="nearest",
+                          coordinate_transformation_mode=coord, nearest_mode=nearest_mode))
+
+
+def test_resize_whole_factor_detection():
+    from onnxrt.ops import image
+
+    tables = [(2, 10, (np.arange(10) // 2)[:, None], None, None), (3, 12, (np.arange(12) // 3)[:, None], None, None)]
+    assert image._integer_repeats((1, 2, 5, 4), tables) == [1, 1, 2, 3]
+    shifted = [(2, 10, np.minimum(np.arange(10) // 2 + 1, 4)[:, None], None, None)]
+    assert image._integer_repeats((1, 2, 5, 4), shifted) is None
+    x = _f32(1, 2, 5, 4)
+    np.testing.assert_array_equal(image._repeat_axes(x, [1, 1, 2, 3]), np.repeat(np.repeat(x, 2, axis=2), 3, axis=3))
+
+
 @pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
 def test_grid_sample_matches_onnxruntime(mode, padding_mode):

@@ -117,6 +117,35 @@ def _resize_axis(data: np.ndarray, axis: int, idx: np.ndarray, w: np.ndarray | N
     return g.sum(axis=axis + 1)
 
 
+def _integer_repeats(shape: tuple, tables: list) -> list[int] | None:
+    """Per axis, the whole factor k when every changed axis reads input i // k at output i (and
+    nothing falls outside the input), else None."""
+    reps = [1] * len(shape)
+    for a, out_len, idx, w, extra in tables:
+        k, rem = divmod(out_len, shape[a]) if shape[a] else (0, 1)
+        if w is not None or rem or k < 1 or (extra is not None and extra.any()):
+            return None
+        if not np.array_equal(idx[:, 0], np.arange(out_len) // k):
+            return None
+        reps[a] = k
+    return reps
+
+
+def _repeat_axes(x: np.ndarray, reps: list[int]) -> np.ndarray:
+    """x with each axis a repeated reps[a] times element by element: np.repeat along the last axis,
+    then one broadcast copy for the others, whose inner loop runs over whole rows (a broadcast
+    copy with the last axis repeated too runs its inner loop over k elements: 2-3x slower)."""
+    if reps[-1] > 1:
+        x = np.repeat(x, reps[-1], axis=-1)
+    reps = list(reps[:-1]) + [1]
+    if all(k == 1 for k in reps):
+        return x
+    out = np.empty(tuple(d * k for d, k in zip(x.shape, reps)), dtype=x.dtype)
+    np.copyto(out.reshape(tuple(v for d, k in zip(x.shape, reps) for v in (d, k))),
+              x.reshape(tuple(v for d in x.shape for v in (d, 1))))
+    return out
+
+
 def _resize(op_name: str, X: np.ndarray, roi, scales, sizes, *, mode: str, coord_mode: str, nearest_mode: str,
             cubic_a: float, exclude_outside: bool, extrapolation_value: float, antialias: bool, axes,
             keep_policy: str) -> np.ndarray:
@@ -181,6 +210,7 @@ def _resize(op_name: str, X: np.ndarray, roi, scales, sizes, *, mode: str, coord
         if X.dtype.kind not in "fiuV":
             raise TypeError(f"{op_name}: mode '{mode}' needs a numeric input, got {X.dtype}")
         data = X.astype(_work_dtype(X.dtype), copy=False)
+    tables = []  # (axis, out_len, idx, w, extra) of every axis that changes
     for a in axes:
         in_len, out_len, s = X.shape[a], out_shape[a], full_scale[a]
         roi_a = roi_pairs.get(a)
@@ -188,12 +218,21 @@ def _resize(op_name: str, X: np.ndarray, roi, scales, sizes, *, mode: str, coord
                 math.isclose(roi_a[0], 0.0) and math.isclose(roi_a[1], 1.0))):
             continue
         if out_len == 0:
+            tables.append((a, 0, None, None, None))
+            continue
+        x, extra = _source_coords(coord_mode, out_len, in_len, s, roi_a)
+        idx, w = _axis_table(x, in_len, mode, s, nearest_mode, cubic_a, exclude_outside, antialias)
+        tables.append((a, out_len, idx, w, extra))
+    repeats = _integer_repeats(data.shape, tables) if is_nearest else None
+    if repeats is not None:
+        # nearest upsampling by whole factors (FPN-style x2, x4): every output element in one pass
+        return _repeat_axes(data, repeats)
+    for a, out_len, idx, w, extra in tables:
+        if out_len == 0:
             shp = list(data.shape)
             shp[a] = 0
             data = np.empty(shp, dtype=data.dtype)
             continue
-        x, extra = _source_coords(coord_mode, out_len, in_len, s, roi_a)
-        idx, w = _axis_table(x, in_len, mode, s, nearest_mode, cubic_a, exclude_outside, antialias)
         data = _resize_axis(data, a, idx, w)
         if extra is not None and extra.any():
             mshape = (1,) * a + (out_len,) + (1,) * (r - a - 1)
