@@ -53,10 +53,11 @@ def test_activation_with_second_reader_kept():
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("act", [None, "Relu"])
-def test_conv_residual_add_becomes_fused_conv_with_z(bias, act):
+@pytest.mark.parametrize("add", ["Add", "Sum"])  # Caffe2's ResNets sum the skip with a two-input Sum
+def test_conv_residual_add_becomes_fused_conv_with_z(bias, act, add):
     nodes = [helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["x"], ["skip"]),
-             helper.make_node("Add", ["skip", "c"], ["s" if act else "y"])]
+             helper.make_node(add, ["skip", "c"], ["s" if act else "y"])]
     if act:
         nodes.append(helper.make_node(act, ["s"], ["y"]))
     inits = [const("w", rand(3, 3, 3, 3, seed=1)), const("b", rand(3, seed=2))]
@@ -76,6 +77,11 @@ def test_conv_add_with_broadcast_or_second_reader_kept():
     # the Conv output is read again after the Add
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "z"], ["s"]),
              helper.make_node("Mul", ["s", "c"], ["y"])]
+    model = make_model(nodes, [vinfo("x", [1, 3, 5, 5]), vinfo("z", [1, 4, 5, 5])], [vinfo("y", None)],
+                       [const("w", rand(4, 3, 1, 1, seed=1))])
+    check_pass(model, {"x": rand(1, 3, 5, 5), "z": rand(1, 4, 5, 5)}, fuse_activations, expect_rewrites=False)
+    # a three-input Sum is no residual Add
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Sum", ["c", "z", "z"], ["y"])]
     model = make_model(nodes, [vinfo("x", [1, 3, 5, 5]), vinfo("z", [1, 4, 5, 5])], [vinfo("y", None)],
                        [const("w", rand(4, 3, 1, 1, seed=1))])
     check_pass(model, {"x": rand(1, 3, 5, 5), "z": rand(1, 4, 5, 5)}, fuse_activations, expect_rewrites=False)

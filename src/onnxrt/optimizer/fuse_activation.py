@@ -41,10 +41,10 @@ def fuse_activations(model: ir.Model) -> int:
 
 
 def _residual_operand(node: ir.Node) -> tuple[ir.Node, ir.Value] | None:
-    """(Add, z) when the Conv's output is read only by an Add whose other input z surely has the same
-    shape (no broadcasting)."""
+    """(Add, z) when the Conv's output is read only by an Add (or a two-input Sum, as Caffe2's
+    ResNets write it) whose other input z surely has the same shape (no broadcasting)."""
     add = _ir.single_consumer(node.outputs[0])
-    if not _ir.is_op(add, "Add") or len(add.inputs) != 2:
+    if not (_ir.is_op(add, "Add") or _ir.is_op(add, "Sum")) or len(add.inputs) != 2:
         return None
     a, b = add.inputs
     z = b if a is node.outputs[0] else a
