@@ -83,3 +83,29 @@ def test_pad_not_folded():
         out = check_pass(model, {"x": rand(1, 4, 7, 8)}, fuse_conv_affine, rtol=1e-4, atol=1e-5,
                          expect_rewrites=False)
         assert op_counts(out)["Pad"] == 1
+
+
+def _bn_model(tail_nodes, tail_inits, x_shape=(1, 4, 5, 5)):
+    # the four normalization inputs share one constant, as Caffe2's DenseNet has them
+    bn = helper.make_node("BatchNormalization", ["x", "p", "p", "m", "v"], ["n"], epsilon=1e-3)
+    rng = np.random.default_rng(3)
+    inits = [const("p", rand(4, seed=4)), const("m", rand(4, seed=5)),
+             const("v", rng.uniform(0.5, 2, 4).astype(np.float32)), *tail_inits]
+    return make_model([bn, *tail_nodes], [vinfo("x", list(x_shape))], [vinfo("y", None)], inits)
+
+
+def test_batchnorm_absorbs_per_channel_mul_and_add():
+    nodes = [helper.make_node("Mul", ["n", "scale"], ["s"]), helper.make_node("Add", ["shift", "s"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    inits = [const("scale", rand(4, 1, 1, seed=7)), const("shift", rand(1, 4, 1, 1, seed=8))]
+    out = check_pass(_bn_model(nodes, inits), {"x": rand(1, 4, 5, 5)}, fuse_conv_affine, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"BatchNormalization": 1, "Relu": 1}
+    bn = next(n for n in out.graph.node if n.op_type == "BatchNormalization")
+    assert bn.input[3] == "m" and bn.input[4] == "v"  # the shared originals stay for mean and var
+
+
+def test_batchnorm_keeps_a_mul_that_is_not_per_channel():
+    nodes = [helper.make_node("Mul", ["n", "k"], ["y"])]
+    out = check_pass(_bn_model(nodes, [const("k", rand(5, seed=9))], (1, 4, 5, 5)), {"x": rand(1, 4, 5, 5)},
+                     fuse_conv_affine, expect_rewrites=False)
+    assert op_counts(out) == {"BatchNormalization": 1, "Mul": 1}

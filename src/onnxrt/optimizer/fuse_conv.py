@@ -6,6 +6,9 @@
   (shape ``[C,1,..,1]``, ``[1,C,1,..,1]`` or a single element): scale W and B, or shift B.
 
 The Conv's weight (and bias) must be constants, and the Conv output must be read by that one node only.
+* ``BatchNormalization -> Mul(c) / Add(c)`` (inference form, ``c`` per channel as above): the Mul/Add
+  goes into the normalization's scale and bias (``scale' = scale * c``, ``B' = B * c`` or ``B + c``), as
+  Caffe2's DenseNet writes an affine after every BatchNormalization.
 * ``Pad(constant 0, spatial axes only) -> Conv`` (explicit pads, no auto_pad): the Pad's amounts are
   added to the Conv's ``pads`` and the Pad is dropped (the Conv reads the Pad's input), as onnxruntime's
   pad fusion does; every reader of the Pad output must be such a Conv.
@@ -37,7 +40,43 @@ def fuse_conv_affine(model: ir.Model) -> int:
                 break
             node = folded
             fused += 1
+    for node in _ir.live_nodes(graph):
+        if _ir.is_op(node, "BatchNormalization"):
+            while (nxt := _ir.single_consumer(node.outputs[0])) is not None and _fold_into_norm(graph, node, nxt):
+                fused += 1
     return fused
+
+
+def _fold_into_norm(graph: ir.Graph, bn: ir.Node, nxt: ir.Node) -> bool:
+    """Fold a per-channel Mul/Add ``nxt`` into the inference BatchNormalization ``bn``."""
+    if not ((_ir.is_op(nxt, "Mul") or _ir.is_op(nxt, "Add")) and len(nxt.inputs) == 2 and len(bn.inputs) == 5):
+        return False
+    if _ir.attr(bn, "training_mode", 0) or any(o.uses() or o.is_graph_output() for o in bn.outputs[1:]):
+        return False
+    rank = _ir.rank(bn.inputs[0])
+    scale, bias = _ir.const_array(bn.inputs[1]), _ir.const_array(bn.inputs[2])
+    if rank is None or rank < 2 or scale is None or bias is None or scale.ndim != 1 or scale.shape != bias.shape:
+        return False
+    other = nxt.inputs[1] if nxt.inputs[0] is bn.outputs[0] else nxt.inputs[0]
+    c = _ir.const_array(other)
+    if c is None or c.dtype != scale.dtype or other is bn.outputs[0]:
+        return False
+    vec = _per_channel(c, scale.shape[0], rank)
+    if vec is None:
+        return False
+    wide = np.float64
+    if nxt.op_type == "Mul":
+        new_scale, new_bias = scale.astype(wide) * vec, bias.astype(wide) * vec
+    else:
+        new_scale, new_bias = scale.astype(wide), bias.astype(wide) + vec
+    old_values = [bn.inputs[1], bn.inputs[2], other]
+    name = bn.name or "bn"
+    bn.replace_input_with(1, _ir.add_initializer(graph, new_scale.astype(scale.dtype), name + "_scale"))
+    bn.replace_input_with(2, _ir.add_initializer(graph, new_bias.astype(bias.dtype), name + "_B"))
+    _ir.replace_value(graph, nxt.outputs[0], bn.outputs[0])
+    graph.remove(nxt, safe=True)
+    _ir.drop_unused_initializers(graph, old_values)
+    return True
 
 
 def _conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
