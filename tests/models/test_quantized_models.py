@@ -19,6 +19,8 @@ times BERT-base).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +36,15 @@ from onnxrt import errors as onnxrt_errors
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "quantized_models"
 RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rng():
+    """Every test draws its calibration data and inputs from the same seed, whatever ran before it in
+    the worker: with one generator for the module, the quantized models (and the rare rounding-boundary
+    cases below) changed with the test order pytest-xdist picked."""
+    global RNG
+    RNG = np.random.default_rng(3)
 
 
 def _cache_path(name: str) -> Path:
@@ -130,13 +141,23 @@ def cnn_path() -> Path:
     return p
 
 
+def _quantize(quantizer, src: Path, dst: Path, *args, **kw) -> Path:
+    """onnxruntime.quantization's ``quantizer(src, dst, ...)`` from a private copy of ``src``: it writes
+    (and deletes) '<src>-inferred.onnx' beside its input, and two xdist workers quantizing the same
+    model deleted each other's file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        private = Path(tmp) / src.name
+        shutil.copyfile(src, private)
+        quantizer(str(private), str(dst), *args, **kw)
+    return dst
+
+
 def _quantize_static(src: Path, dst: Path, make_feed, quant_format: str, per_channel: bool, **kw) -> Path:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    quantize_static(str(src), str(dst), _RandomReader(make_feed),
-                    quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
-                    per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, **kw)
-    return dst
+    return _quantize(quantize_static, src, dst, _RandomReader(make_feed),
+                     quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+                     per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, **kw)
 
 
 @pytest.mark.parametrize("quant_format", ["qdq", "qoperator"])
@@ -164,8 +185,8 @@ def test_cnn_dynamic(cnn_path, per_channel):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = _cache_path(f"cnn_dynamic_{int(per_channel)}.onnx")
-    quantize_dynamic(str(cnn_path), str(dst), per_channel=per_channel, weight_type=QuantType.QUInt8,
-                     op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    _quantize(quantize_dynamic, cnn_path, dst, per_channel=per_channel, weight_type=QuantType.QUInt8,
+              op_types_to_quantize=["Conv", "MatMul", "Gemm"])
     assert "ConvInteger" in _op_types(dst)
     _compare(dst, _cnn_feed(), rel_tol=1e-4)
 
@@ -202,7 +223,7 @@ def test_bert_dynamic_int8(bert_path, per_channel):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = _cache_path(f"bert_tiny_dynamic_{int(per_channel)}.onnx")
-    quantize_dynamic(str(bert_path), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8)
+    _quantize(quantize_dynamic, bert_path, dst, per_channel=per_channel, weight_type=QuantType.QInt8)
     ops = _op_types(dst)
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops, ops
     feed = _bert_feed()
@@ -223,8 +244,8 @@ def test_bert_fused_dynamic_int8(bert_path):
     if not fused.exists():
         optimize_model(str(bert_path), model_type="bert", num_heads=4, hidden_size=64).save_model_to_file(str(fused))
     dst = _cache_path("bert_tiny_fused_dynamic.onnx")
-    quantize_dynamic(str(fused), str(dst), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": T.FLOAT})  # contrib-op outputs have no inferred type
+    _quantize(quantize_dynamic, fused, dst, weight_type=QuantType.QInt8,
+              extra_options={"DefaultTensorType": T.FLOAT})  # contrib-op outputs have no inferred type
     assert {"QAttention", "QEmbedLayerNormalization"} <= _op_types(dst)
     try:
         onnxrt.InferenceSession(str(dst))
@@ -243,8 +264,12 @@ def test_bert_static(bert_path, quant_format):
     if quant_format == "qoperator":
         assert "QLinearMatMul" in ops, ops
     feed = _bert_feed()
-    # as written, the arithmetic is the same (measured ~1e-7); onnxruntime's fusions (QDQ pairs into
-    # QLinear kernels, requantising at other points) move outputs by a few quantization steps (~2.5e-2)
+    # as written, the arithmetic is the same (measured ~1e-7; the integer kernels are bit-exact, see
+    # tests/ops/test_contrib_quant.py); onnxruntime's fusions (QDQ pairs into QLinear kernels,
+    # requantising at other points) move outputs by a few quantization steps (~2.5e-2). The float
+    # LayerNormalizations between the quantized ops differ from onnxruntime's by an ulp here and there
+    # (summation order): on 1 of 70 random calibrations measured, one such value sat on a quantization
+    # boundary and the output moved by a step (7e-3).
     _compare(dst, feed, rel_tol=1e-4, optimize_ort=False)
     _compare(dst, feed, rel_tol=0.05)
 
@@ -299,8 +324,8 @@ def test_lstm_dynamic_int8(bidirectional, per_channel):
 
     src = export_lstm(_cache_path(f"lstm_float_{int(bidirectional)}.onnx"), bidirectional)
     dst = _cache_path(f"lstm_dynamic_{int(bidirectional)}_{int(per_channel)}.onnx")
-    quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["LSTM"])
+    _quantize(quantize_dynamic, src, dst, per_channel=per_channel, weight_type=QuantType.QInt8,
+              op_types_to_quantize=["LSTM"])
     assert "DynamicQuantizeLSTM" in _op_types(dst)
     x = RNG.standard_normal((7, 3, 12)).astype(np.float32)
     exp = _ort_session(dst, threads=1).run(None, {"x": x})

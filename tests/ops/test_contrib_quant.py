@@ -197,6 +197,38 @@ def test_qlinear_binary(op, dtype):
                ("C_scale", sc), ("C_zero_point", zc)], [("C", onnx_elem_type(np.dtype(dtype)))], max_step_diff=1)
 
 
+# (A_scale, B_scale, C_scale, zero points) of a residual QLinearAdd in a statically quantized BERT where a
+# separately rounded multiply, add and rounding put 2 of the 65536 code pairs one step from onnxruntime
+_BERT_RESIDUAL_ADD = (0.0003825, 0.02943409, 0.02946154, 141, 135, 135)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("layout", ["full", "row", "scalar_a", "scalar_b"])
+@pytest.mark.parametrize("seed", [*range(12), "bert"])
+def test_qlinear_add_is_bit_exact(dtype, layout, seed):
+    # every pair of codes, with scales spread over three decades (ties fall differently between
+    # a separately rounded multiply and add and onnxruntime's fused multiply-adds)
+    lo, hi = (0, 255) if dtype == np.uint8 else (-128, 127)
+    codes = np.arange(lo, hi + 1)
+    a, b = (c.reshape(-1).astype(dtype) for c in np.meshgrid(codes, codes, indexing="ij"))
+    if layout == "row":
+        a, b = a.reshape(256, 256), b[:256]
+    elif layout == "scalar_a":
+        a = a[:1].reshape(())
+    elif layout == "scalar_b":
+        b = b[:1].reshape(1)
+    if seed == "bert":
+        scales, zps = _BERT_RESIDUAL_ADD[:3], [z - 128 * (dtype == np.int8) for z in _BERT_RESIDUAL_ADD[3:]]
+    else:
+        gen = np.random.default_rng(seed)
+        scales, zps = 10.0 ** gen.uniform(-3.5, -0.7, 3), gen.integers(lo, hi, 3, endpoint=True)
+    sa, sb, sc = (np.array(v, np.float32) for v in scales)
+    za, zb, zc = (np.array(v, dtype) for v in zps)
+    _both("QLinearAdd", [("A", a), ("A_scale", sa), ("A_zero_point", za), ("B", b), ("B_scale", sb),
+                         ("B_zero_point", zb), ("C_scale", sc), ("C_zero_point", zc)],
+          [("C", onnx_elem_type(np.dtype(dtype)))])
+
+
 @pytest.mark.parametrize("op,attrs", [("QLinearSigmoid", {}), ("QLinearLeakyRelu", {"alpha": 0.2})])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 def test_qlinear_unary_lookup(op, attrs, dtype):

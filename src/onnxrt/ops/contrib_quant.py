@@ -8,9 +8,10 @@ Integer arithmetic is exact and goes through float BLAS (see ``quantization._exa
 Requantisation rounds half to even in float32 like onnxruntime's MLAS. Element-wise 8-bit ops
 (QLinearSigmoid, QLinearLeakyRelu, QLinearConcat's and QLinearWhere's requantisation) use a
 256-entry table built once per node when the scales and zero points are constant, which is what
-onnxruntime does too, so results are bit-exact. QLinearAdd/QLinearMul/QLinearSoftmax and the
-average pools compute in float32 and may differ from onnxruntime's vectorised code by one
-quantization step on values that sit exactly on a rounding boundary.
+onnxruntime does too, so results are bit-exact. QLinearAdd follows MLAS's x86 kernel step for step
+(its fused multiply-adds included) and is bit-exact too. QLinearMul/QLinearSoftmax and the average
+pools compute in float32 and may differ from onnxruntime's vectorised code by one quantization step
+on values that sit exactly on a rounding boundary.
 
 QEmbedLayerNormalization dequantizes its constant tables once per session. Known difference:
 onnxruntime 1.31 ignores MatMulNBits' packed uint8 zero points when g_idx is given (it uses the
@@ -521,17 +522,40 @@ def _centered(x: np.ndarray, zp: int) -> np.ndarray:
     return v
 
 
+def _fma_f32(x: np.ndarray, y: np.float32, z: np.ndarray | np.float32) -> np.ndarray:
+    """float32 fused multiply-add x * y + z with one rounding, for 8-bit codes x: the product of an
+    8-bit integer and a float32 is exact in float64, and so is its sum with a float32 of the sizes
+    requantisation meets, so the only rounding is the final one to float32."""
+    return (x.astype(np.float64) * np.float64(y) + np.asarray(z, dtype=np.float64)).astype(_F32)
+
+
 @op_factory("QLinearAdd", 1, domain=MS)
 def qlinear_add(ctx: KernelContext):
+    """onnxruntime's x86 kernel (MLAS, AVX2), step for step so that results are bit-exact: with the
+    ratios ra = sa / sc and rb = sb / sc and the fixed part f = zc - fma(ra, za, rb * zb), all float32,
+    c = rint(fma(a, ra, fma(b, rb, f))) on the raw codes a and b, saturated; a one-element operand is
+    folded into f first (f + ra * a0, a multiply and an add). Checked on every pair of codes over
+    scales spanning three decades (tests/ops/test_contrib_quant.py)."""
+
     def run(A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point=None):
         sa, za, sb, zb, sc, zc = _binary_params("QLinearAdd", A, A_scale, A_zero_point, B, B_scale, B_zero_point,
                                                 C_scale, C_zero_point)
-        # (a - za) * sa/sc + (b - zb) * sb/sc, rounded once: MLAS's formulation
-        va = _centered(A, za)
-        va *= np.float32(sa / sc)
-        vb = _centered(B, zb)
-        vb *= np.float32(sb / sc)
-        return _quantize_f32(np.add(va, vb), np.float32(1), zc, A.dtype, divide=False)
+        ra, rb = np.float32(sa / sc), np.float32(sb / sc)
+        # the build of onnxruntime this is measured against contracts ra * za + rb * zb into one fma
+        fixed = np.float32(zc) - _fma_f32(np.asarray(za), ra, rb * np.float32(zb))
+        if A.size == 1 and B.size != 1:
+            fixed = fixed + ra * np.float32(A.reshape(-1)[0])
+            t = _fma_f32(B, rb, fixed)
+            shape = np.broadcast_shapes(A.shape, B.shape)
+        elif B.size == 1:
+            fixed = fixed + rb * np.float32(B.reshape(-1)[0])
+            t = _fma_f32(A, ra, fixed)
+            shape = np.broadcast_shapes(A.shape, B.shape)
+        else:
+            t = _fma_f32(A, ra, _fma_f32(B, rb, fixed))
+            shape = t.shape
+        np.rint(t, out=t)
+        return q._saturate_to(np.broadcast_to(t, shape).copy() if t.shape != shape else t, A.dtype, owned=True)
 
     return run
 

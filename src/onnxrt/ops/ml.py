@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from onnxrt.errors import InvalidArgument, InvalidGraph
+from onnxrt.ops._common import sorted_unique
 from onnxrt.ops.registry import KernelContext, op, op_factory
 from onnxrt.runtime import threads
 
@@ -21,6 +22,12 @@ ML = "ai.onnx.ml"
 def _attr(ctx: KernelContext, name: str, default: Any = None) -> Any:
     v = ctx.attrs.get(name)
     return default if v is None else v
+
+
+def _ints(ctx: KernelContext, name: str) -> np.ndarray:
+    """An integer attribute list as a flat int64 array (empty when absent); long ones arrive from
+    the loader as arrays already."""
+    return np.asarray(ctx.attrs.get(name, ()), dtype=np.int64).reshape(-1)
 
 
 def _floats(ctx: KernelContext, name: str) -> np.ndarray | None:
@@ -376,14 +383,14 @@ class _Forest:
         nb = self.n_branches
         if nb == 0:
             return 0
-        frontier = np.unique(self.ext_roots[self.ext_roots < nb])
+        frontier = sorted_unique(self.ext_roots[self.ext_roots < nb])
         depth = 0
         while frontier.size:
             depth += 1
             if depth > nb:
                 raise InvalidGraph(f"{self.where}: the trees contain a cycle")
             nxt = np.concatenate([self.child[2 * frontier], self.child[2 * frontier + 1]])
-            frontier = np.unique(nxt[nxt < nb])
+            frontier = sorted_unique(nxt[nxt < nb])
         return depth
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -395,7 +402,7 @@ class _Forest:
             else:
                 m = self.ext_mode[nodes]
                 cond = np.zeros(nodes.size, dtype=bool)
-                for code in np.unique(m):
+                for code in sorted_unique(m):
                     sel = m == code
                     if code == 6:
                         rows = self.ext_member_row[nodes[sel]]
@@ -569,16 +576,17 @@ class _Forest:
 def _forest_from_legacy(ctx: KernelContext, prefix: str, n_targets: int, agg: int) -> _Forest:
     """TreeEnsembleRegressor/Classifier (opset 1/3) node lists -> _Forest."""
     where = ctx.describe()
-    treeids = list(_attr(ctx, "nodes_treeids", []))
-    nodeids = list(_attr(ctx, "nodes_nodeids", []))
+    treeids = _ints(ctx, "nodes_treeids")
+    nodeids = _ints(ctx, "nodes_nodeids")
     n = len(treeids)
-    featids = list(_attr(ctx, "nodes_featureids", []))
+    featids = _ints(ctx, "nodes_featureids")
     modes = list(_attr(ctx, "nodes_modes", []))
     values = _floats(ctx, "nodes_values")
     values = np.zeros(n) if values is None else values
-    trues = list(_attr(ctx, "nodes_truenodeids", []))
-    falses = list(_attr(ctx, "nodes_falsenodeids", []))
-    miss = list(_attr(ctx, "nodes_missing_value_tracks_true", [])) or [0] * n
+    trues = _ints(ctx, "nodes_truenodeids")
+    falses = _ints(ctx, "nodes_falsenodeids")
+    miss = _ints(ctx, "nodes_missing_value_tracks_true")
+    miss = miss if miss.size else np.zeros(n, dtype=np.int64)
     for name, lst in (("nodes_nodeids", nodeids), ("nodes_featureids", featids), ("nodes_modes", modes),
                       ("nodes_values", values), ("nodes_truenodeids", trues), ("nodes_falsenodeids", falses),
                       ("nodes_missing_value_tracks_true", miss)):
@@ -588,10 +596,7 @@ def _forest_from_legacy(ctx: KernelContext, prefix: str, n_targets: int, agg: in
         mode_codes = [_MODE_CODES[m] for m in modes]
     except KeyError as e:
         raise InvalidGraph(f"{where}: unknown node mode {e.args[0]!r}") from None
-    tre = np.asarray(treeids, dtype=np.int64).reshape(-1)
-    nod = np.asarray(nodeids, dtype=np.int64).reshape(-1)
-    tru = np.asarray(trues, dtype=np.int64).reshape(-1)
-    fal = np.asarray(falses, dtype=np.int64).reshape(-1)
+    tre, nod, tru, fal = treeids, nodeids, trues, falses
     is_leaf = np.asarray(mode_codes, dtype=np.int64).reshape(-1) == 7
     # a (tree, node) pair as one int64 key: dense tree rank x dense rank among every node id used
     tree_u, tree_rank = np.unique(tre, return_inverse=True)
@@ -719,7 +724,7 @@ def tree_ensemble_classifier(ctx: KernelContext):
     base = _floats(ctx, "base_values")
     base = np.zeros(0) if base is None else base
     post = _post_code(_attr(ctx, "post_transform", "NONE"), where)
-    class_ids = set(_attr(ctx, "class_ids", []))
+    class_ids = set(_ints(ctx, "class_ids").tolist())
     cw = _floats(ctx, "class_weights")
     all_positive = bool(cw is None or (cw >= 0).all())
     binary = n_classes == 2 and len(class_ids) == 1

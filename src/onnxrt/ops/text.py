@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 from onnxrt.errors import InvalidArgument, InvalidGraph
+from onnxrt.ops._common import sorted_unique
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
 
@@ -218,7 +219,7 @@ def tfidf_vectorizer(ctx: KernelContext):
         raise InvalidGraph(f"{where}: ngram_counts must start at 0 and be non-decreasing, got {counts_attr}")
     bounds = counts_attr + [pool.size]
     grams_by_n: dict[int, np.ndarray] = {}  # n -> (num_grams, n) array of token ids
-    vocab = np.unique(pool) if pool.size else pool
+    vocab = sorted_unique(pool) if pool.size else pool
     vocab_ids = np.searchsorted(vocab, pool) if pool.size else np.zeros(0, np.int64)
     gram_no = 0  # running index of the n-gram in the pool, aligned with ngram_indexes
     gram_offset: dict[int, int] = {}
