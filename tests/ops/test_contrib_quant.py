@@ -202,10 +202,11 @@ def test_qlinear_binary(op, dtype):
 _BERT_RESIDUAL_ADD = (0.0003825, 0.02943409, 0.02946154, 141, 135, 135)
 
 
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("layout", ["full", "row", "scalar_a", "scalar_b"])
 @pytest.mark.parametrize("seed", [*range(12), "bert"])
-def test_qlinear_add_is_bit_exact(dtype, layout, seed):
+def test_qlinear_add_and_mul_are_bit_exact(op, dtype, layout, seed):
     # every pair of codes, with scales spread over three decades (ties fall differently between
     # a separately rounded multiply and add and onnxruntime's fused multiply-adds)
     lo, hi = (0, 255) if dtype == np.uint8 else (-128, 127)
@@ -224,7 +225,7 @@ def test_qlinear_add_is_bit_exact(dtype, layout, seed):
         scales, zps = 10.0 ** gen.uniform(-3.5, -0.7, 3), gen.integers(lo, hi, 3, endpoint=True)
     sa, sb, sc = (np.array(v, np.float32) for v in scales)
     za, zb, zc = (np.array(v, dtype) for v in zps)
-    _both("QLinearAdd", [("A", a), ("A_scale", sa), ("A_zero_point", za), ("B", b), ("B_scale", sb),
+    _both(op, [("A", a), ("A_scale", sa), ("A_zero_point", za), ("B", b), ("B_scale", sb),
                          ("B_zero_point", zb), ("C_scale", sc), ("C_zero_point", zc)],
           [("C", onnx_elem_type(np.dtype(dtype)))])
 

@@ -9,9 +9,9 @@ Requantisation rounds half to even in float32 like onnxruntime's MLAS. Element-w
 (QLinearSigmoid, QLinearLeakyRelu, QLinearConcat's and QLinearWhere's requantisation) use a
 256-entry table built once per node when the scales and zero points are constant, which is what
 onnxruntime does too, so results are bit-exact. QLinearAdd follows MLAS's x86 kernel step for step
-(its fused multiply-adds included) and is bit-exact too. QLinearMul/QLinearSoftmax and the average
-pools compute in float32 and may differ from onnxruntime's vectorised code by one quantization step
-on values that sit exactly on a rounding boundary.
+(its fused multiply-adds included); it and QLinearMul are checked bit-exact on every pair of codes.
+QLinearSoftmax and the average pools compute in float32 and may differ from onnxruntime's vectorised
+code by one quantization step on values that sit exactly on a rounding boundary.
 
 QEmbedLayerNormalization dequantizes its constant tables once per session. Known difference:
 onnxruntime 1.31 ignores MatMulNBits' packed uint8 zero points when g_idx is given (it uses the
