@@ -97,6 +97,12 @@ CONVT_CASES = [
     ((1, 2, 4, 4), (2, 3, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER")),
     ((1, 2, 6), (2, 3, 4), dict(strides=[3], pads=[1, 2])),
     ((1, 2, 3, 3, 3), (2, 1, 2, 2, 2), dict(strides=[2, 1, 2])),
+    # kernel == stride: the taps tile the output (the one-pass rearrangement), 2-D, grouped, 1-D, 3-D
+    ((2, 4, 5, 6), (4, 3, 2, 2), dict(strides=[2, 2])),
+    ((1, 4, 5, 6), (4, 3, 2, 3), dict(strides=[2, 3], group=2)),
+    ((1, 2, 7), (2, 3, 4), dict(strides=[4])),
+    ((1, 2, 3, 2, 3), (2, 2, 2, 1, 2), dict(strides=[2, 1, 2])),
+    ((1, 3, 4, 4), (3, 2, 2, 2), dict(strides=[2, 2], output_padding=[1, 1])),  # tiles, then a margin
 ]
 
 

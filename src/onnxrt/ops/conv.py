@@ -877,6 +877,23 @@ def _conv_transpose_core(X, W, B, attrs, wprep=None):
     wt = wprep if wprep is not None else _conv_transpose_weight(W, g, cdt)
     cols = np.matmul(wt, x.reshape(N, g, Cg, P))  # (N, g, Mg*K, P)
     cols = cols.reshape((N, M) + tuple(kernel) + tuple(in_sp))
+    if (kernel == strides and all(d == 1 for d in dilations) and not any(begin)
+            and out_sp == full == [i * k for i, k in zip(in_sp, kernel)]):
+        # the taps tile the output without overlap (2x2 stride 2 upsampling): each output element is
+        # one GEMM value, copied (bias added on the way) tap by tap into the strided positions it
+        # owns; no zero-filled buffer, no accumulation (one transposing copy was 2.5x slower: its
+        # inner loop ran over the kernel's few columns)
+        y = np.empty((N, M) + tuple(out_sp), dtype=cdt)
+        tiles = y.reshape((N, M) + tuple(v for i, k in zip(in_sp, kernel) for v in (i, k)))
+        bias = None if B is None else B.astype(cdt, copy=False).reshape((M,) + (1,) * n)
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            dst = tiles[(slice(None), slice(None)) + tuple(v for t in tap for v in (slice(None), t))]
+            src = cols[(slice(None), slice(None)) + tap]
+            if bias is None:
+                np.copyto(dst, src)
+            else:
+                np.add(src, bias, out=dst)
+        return y if y.dtype == X.dtype else y.astype(X.dtype)
     # Buffer covering both the full result and the requested window [begin, begin + out).
     lo = [min(0, b) for b in begin]
     hi = [max(f, b + o) for f, b, o in zip(full, begin, out_sp)]
