@@ -128,3 +128,27 @@ def test_prepared_elementwise_falls_back_on_unexpected_dtype():
     with pytest.raises(ValueError, match="broadcast"):
         add(f, np.ones(4, np.float32))
     assert isinstance(add(np.float32(1) * np.ones((), np.float32), np.ones((), np.float32)), np.ndarray)
+
+
+def test_banded_depthwise_shares_buffers_across_shapes():
+    """Banded depthwise convs of different shapes share one padded-image, column and output buffer
+    per thread: a larger conv leaves large values in them, and the next, smaller one (other pads,
+    bias or not) must still read zeros around its image and ones in its bias column."""
+    rng = np.random.default_rng(5)
+
+    def run(C, hw, k, pads, bias, scale):
+        x = (rng.standard_normal((1, C) + hw) * scale).astype(np.float32)
+        w = rng.standard_normal((C, 1, k, k)).astype(np.float32)
+        b = rng.standard_normal(C).astype(np.float32) if bias else None
+        kern = conv_kernel(_ctx({"group": C, "pads": pads}, [None, w, b]))
+        y = kern(x, w, b)
+        xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+        oh, ow = y.shape[2:]
+        ref = sum(xp[:, :, i:i + oh, j:j + ow] * w[None, :, 0, i, j, None, None] for i in range(k) for j in range(k))
+        if b is not None:
+            ref = ref + b[None, :, None, None]
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-3 * scale)
+
+    run(48, (40, 40), 5, [2, 2, 2, 2], True, 1e3)   # fills the buffers with large values
+    run(16, (9, 13), 3, [1, 0, 0, 2], False, 1.0)   # asymmetric pads: border zeroed where it lies now
+    run(32, (12, 12), 3, [1, 1, 1, 1], True, 1.0)   # bias column set again

@@ -528,11 +528,24 @@ class _BandedDepthwise:
         return b
 
 
+def _zero_border(xp: np.ndarray, inner: tuple) -> None:
+    """Zero every element of the (C, H, W) buffer ``xp`` outside ``inner`` (slices of axes 1 and 2)."""
+    rows, cols = inner[1], inner[2]
+    xp[:, :rows.start] = 0
+    xp[:, rows.stop:] = 0
+    xp[:, rows, :cols.start] = 0
+    xp[:, rows, cols.stop:] = 0
+
+
 def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, wts: "_ConvWeights",
                       y: np.ndarray, cdt: np.dtype, post: Epilogue | None = None) -> None:
     band = bd.band(wts, geo)
     C = geo.C
-    xp = thread_scratch(("dwband_pad", geo.key, cdt.str), lambda: np.zeros(bd.pshape, dtype=cdt))
+    # the padded image, the gathered columns and the output tiles live in per-thread buffers shared by
+    # every banded depthwise conv (one per conv shape held ~30 MB in PP-OCR's recognizer)
+    size = math.prod(bd.pshape)
+    xp = thread_scratch_flat(("dwband_pad", cdt.str), size, cdt)[:size].reshape(bd.pshape)
+    _zero_border(xp, bd.dst)
     xp[bd.dst] = x
     (kh, _), (sh, sw), (dh, _) = geo.kernel, geo.strides, geo.dilations
     ho, wo = geo.osp
@@ -544,8 +557,10 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     def block(sl: slice) -> None:
         c0, c1 = sl.start, sl.stop
         n = c1 - c0
-        a = thread_scratch(("dwband_cols", geo.key, cdt.str, cb, depth),
-                           lambda: _ones_row_buffer((cb, bd.rows, depth), cdt, (Ellipsis, -1) if depth > bd.depth else None))[:n]
+        a = thread_scratch_flat(("dwband_cols", cdt.str), n * bd.rows * depth, cdt)[:n * bd.rows * depth]
+        a = a.reshape(n, bd.rows, depth)
+        if depth > bd.depth:
+            a[:, :, -1] = 1
         src = np.lib.stride_tricks.as_strided(
             xp[c0:c1], (n, ho, tiles, kh, wt), (s0, s1 * sh, s2 * sw * tw, s1 * dh, s2), writeable=False)
         np.copyto(a[:, :, :bd.depth].reshape(n, ho, tiles, kh, wt), src)
@@ -553,8 +568,8 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
             out = y[c0:c1].reshape(n, bd.rows, tw)
             np.matmul(a, band[c0:c1], out=out)
         else:
-            tmp = thread_scratch(("dwband_out", geo.key, cdt.str, cb),
-                                 lambda: np.empty((cb, bd.rows, tw), dtype=cdt))[:n]
+            tmp = thread_scratch_flat(("dwband_out", cdt.str), n * bd.rows * tw, cdt)[:n * bd.rows * tw]
+            tmp = tmp.reshape(n, bd.rows, tw)
             np.matmul(a, band[c0:c1], out=tmp)
             out = y[c0:c1]
             out[...] = tmp.reshape(n, ho, tiles * tw)[:, :, :wo]
