@@ -278,3 +278,37 @@ def test_tree_regressor_malformed_node_lists(change, message):
     model = _model("TreeEnsembleRegressor", [("X", F, [None, 3])], [("Y", F, [None, 1])], n_targets=1, **attrs)
     with pytest.raises(Exception, match=message):
         onnxrt.InferenceSession(model)
+
+
+def test_long_attribute_lists_arrive_as_arrays():
+    # lists longer than 4096 numbers reach the ai.onnx.ml kernels as numpy arrays (loader.ArrayAttr):
+    # the kernels must not ask them for a truth value
+    n = 5000
+    x = RNG.standard_normal((3, n)).astype(np.float32)
+    x[:, ::7] = np.nan
+    _check(_model("Imputer", [("X", F, [None, n])], [("Y", F, [None, n])],
+                  imputed_value_floats=RNG.standard_normal(n).astype(np.float32).tolist(), replaced_value_float=np.nan),
+           {"X": x})
+    xi = RNG.integers(-2, 3, (2, n)).astype(np.int64)
+    _check(_model("Imputer", [("X", I, [None, n])], [("Y", I, [None, n])],
+                  imputed_value_int64s=list(range(n)), replaced_value_int64=0), {"X": xi})
+    # a linear classifier with more labels than the threshold
+    labels = list(range(100, 100 + n))
+    coef = RNG.standard_normal(n * 2).astype(np.float32).tolist()
+    _check(_model("LinearClassifier", [("X", F, [None, 2])], [("Y", I, [None]), ("Z", F, [None, n])],
+                  classlabels_ints=labels, coefficients=coef, intercepts=[0.0] * n),
+           {"X": RNG.standard_normal((4, 2)).astype(np.float32)}, rtol=1e-4, atol=1e-5)
+
+
+def test_dict_vectorizer_with_a_long_int_vocabulary():
+    vocab = list(range(0, 10000, 2))  # 5000 keys
+    node = helper.make_node("DictVectorizer", ["X"], ["Y"], domain="ai.onnx.ml", int64_vocabulary=vocab)
+    map_type = helper.make_map_type_proto(I, helper.make_tensor_type_proto(F, None))
+    graph = helper.make_graph([node], "g", [helper.make_value_info("X", map_type)],
+                              [helper.make_tensor_value_info("Y", F, [None, len(vocab)])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    m.ir_version = 8
+    feed = {"X": {4: 1.5, 9998: 2.0, 5: 3.0}}
+    ours, ref = _both(m.SerializeToString(), feed)
+    np.testing.assert_array_equal(ours[0], ref[0])
+    assert ours[0][0, 2] == 1.5 and ours[0][0, -1] == 2.0 and ours[0].sum() == 3.5

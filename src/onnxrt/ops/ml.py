@@ -931,9 +931,11 @@ def normalizer(X, *, norm="MAX"):
 
 @op_factory("Imputer", 1, domain=ML)
 def imputer(ctx: KernelContext):
-    fl = ctx.attrs.get("imputed_value_floats")
-    il = ctx.attrs.get("imputed_value_int64s")
-    if not fl and not il:
+    fl = _floats(ctx, "imputed_value_floats")
+    il = _ints(ctx, "imputed_value_int64s")
+    fl = fl if fl is not None and fl.size else None
+    il = il if il.size else None
+    if fl is None and il is None:
         raise InvalidGraph(f"{ctx.describe()}: one of imputed_value_floats and imputed_value_int64s is required")
     rep_f = float(_attr(ctx, "replaced_value_float", 0.0))
     rep_i = int(_attr(ctx, "replaced_value_int64", 0))
@@ -941,12 +943,12 @@ def imputer(ctx: KernelContext):
     def run(X):
         X = _numeric(X, "Imputer")
         if X.dtype.kind == "f":
-            if not fl:
+            if fl is None:
                 raise TypeError("Imputer: float input 'X' needs imputed_value_floats")
             values = np.asarray(fl, dtype=X.dtype)
             mask = np.isnan(X) if np.isnan(rep_f) else X == X.dtype.type(rep_f)
         else:
-            if not il:
+            if il is None:
                 raise TypeError("Imputer: integer input 'X' needs imputed_value_int64s")
             values = np.asarray(il, dtype=X.dtype)
             mask = X == rep_i
@@ -1228,9 +1230,9 @@ def _pairwise_coupling(r: np.ndarray) -> np.ndarray:
 def _class_labels(ctx: KernelContext, int_name: str) -> np.ndarray:
     ls = ctx.attrs.get("classlabels_strings")
     li = ctx.attrs.get(int_name)
-    if ls:
+    if ls is not None and len(ls):
         return np.array(ls, dtype=object)
-    if li:
+    if li is not None and len(li):  # a long list arrives as a numpy array (no truth value)
         return np.array(li, dtype=np.int64)
     raise InvalidGraph(f"{ctx.describe()}: one of classlabels_strings and {int_name} is required")
 
@@ -1437,10 +1439,11 @@ def dict_vectorizer(ctx: KernelContext):
     where = ctx.describe()
     vs = ctx.attrs.get("string_vocabulary")
     vi = ctx.attrs.get("int64_vocabulary")
-    if bool(vs) == bool(vi):
+    has_strings, has_ints = vs is not None and len(vs) > 0, vi is not None and len(vi) > 0
+    if has_strings == has_ints:
         raise InvalidGraph(f"{where}: exactly one of string_vocabulary and int64_vocabulary is required")
-    vocab = list(vs) if vs else [int(v) for v in vi]
-    string_keys = bool(vs)
+    vocab = list(vs) if has_strings else [int(v) for v in vi]
+    string_keys = has_strings
     # duplicated vocabulary entries are legal: every column holding the key gets its value
     columns: dict[Any, list[int]] = {}
     for i, k in enumerate(vocab):
