@@ -135,6 +135,33 @@ def test_average_pool_matches_onnxruntime(attrs, include_pad):
     _check(*_run_both("AveragePool", [("X", x)], count_include_pad=include_pad, **attrs))
 
 
+def _random_pool_cases(count: int, seed: int = 11) -> list[tuple[tuple, dict]]:
+    gen = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        n = int(gen.integers(1, 4))
+        shape = (1, 2) + tuple(int(v) for v in gen.integers(3, 9, n))
+        k = [int(v) for v in gen.integers(1, 4, n)]
+        d = [int(v) for v in gen.integers(1, 3, n)]
+        s_ = [int(v) for v in gen.integers(1, 4, n)]
+        p = [int(gen.integers(0, kk)) for kk in k] + [int(gen.integers(0, kk)) for kk in k]
+        if any(i + p[j] + p[j + n] < (kk - 1) * dd + 1 for j, (i, kk, dd) in enumerate(zip(shape[2:], k, d))):
+            continue
+        cases.append((shape, dict(kernel_shape=k, dilations=d, strides=s_, pads=p, ceil_mode=int(gen.integers(0, 2)))))
+    return cases
+
+
+@pytest.mark.parametrize("shape,attrs", _random_pool_cases(30))
+def test_max_and_average_pools_match_onnxruntime_on_random_geometries(shape, attrs):
+    # 1-D to 3-D, pads on either side (taps that reach only some outputs), dilations, ceil mode
+    x = _f32(*shape)
+    _check(*_run_both("MaxPool", [("X", x)], **attrs))
+    if all(dd == 1 for dd in attrs["dilations"]):  # onnxruntime's AveragePool has no dilations
+        for include_pad in (0, 1):
+            _check(*_run_both("AveragePool", [("X", x)], count_include_pad=include_pad, opset=19,
+                              **{k: v for k, v in attrs.items() if k != "dilations"}))
+
+
 def test_lp_and_global_pools_match_onnxruntime():
     x = _f32(2, 3, 7, 6)
     _check(*_run_both("LpPool", [("X", x)], kernel_shape=[3, 2], strides=[2, 2], p=3, pads=[1, 1, 0, 0]))

@@ -83,28 +83,70 @@ class _Geometry:
         return buf
 
     def tap_reduce(self, x: np.ndarray, ufunc: np.ufunc, value: Any) -> np.ndarray:
-        """ufunc-accumulate of the kernel taps of x (padded with ``value``) into a fresh array.
+        """ufunc-accumulate of the kernel taps of x (padded with ``value``, the ufunc's identity) into
+        a fresh array.
 
         The window reduction is separable (max and sum are associative and commutative), so it runs
         one spatial axis at a time, outermost first: a 3x3 window costs 3 + 3 passes instead of 9,
-        and every pass but the last axis's reads whole contiguous rows (the SIMD loops)."""
-        xp = self.padded(x, value)
-        lead = xp.ndim - len(self.kernel)
-        cur = xp
+        and every pass but the last axis's reads whole contiguous rows (the SIMD loops).
+
+        With strides above 1 no padded copy of x is made: a tap reads only the outputs whose input
+        lies inside x (padding would add the identity), and the taps that reach every output start
+        the accumulation (ResNet's 3x3 stride-2 max pool: 1.12 -> 0.88 ms). A stride-1 axis with
+        padding reads a padded copy: there most taps reach only part of the outputs, and their
+        shorter, offset slices cost more than the copy (3x3 average pool of 256x28x28: 0.52 vs 0.70 ms)."""
+        lead = x.ndim - len(self.kernel)
+        if any(s == 1 and (b or e or extra) for s, b, e, extra in zip(self.strides, self.begin, self.end, self.extra)):
+            x = self.padded(x, value)
+            begin = [0] * len(self.kernel)
+        else:
+            begin = self.begin
+        cur = x
         fresh = False
-        for i, (k, s, d, o) in enumerate(zip(self.kernel, self.strides, self.dilations, self.out)):
+        for i, (k, s, d, o, b) in enumerate(zip(self.kernel, self.strides, self.dilations, self.out, begin)):
             ax = lead + i
+            length = cur.shape[ax]
             pre = (slice(None),) * ax
+            taps = []  # (first output, output count, input start) of each tap that reads the input
+            for t in range(k):
+                first = max(0, -((t * d - b) // s))  # smallest i with i*s + t*d - b >= 0
+                last = min(o - 1, (length - 1 - t * d + b) // s)
+                if last >= first:
+                    taps.append((first, last - first + 1, first * s + t * d - b))
 
-            def view(t: int, _pre=pre, _s=s, _d=d, _o=o) -> np.ndarray:
-                return cur[_pre + (slice(t * _d, t * _d + (_o - 1) * _s + 1, _s),)]
+            def view(tap: tuple) -> np.ndarray:
+                _, n, start = tap
+                return cur[pre + (slice(start, start + (n - 1) * s + 1, s),)]
 
-            if k == 1:
-                cur = view(0)
+            full = [tap for tap in taps if tap[1] == o]
+            if k == 1 and full:
+                cur = view(full[0])
                 continue
-            out = ufunc(view(0), view(1))
-            for t in range(2, k):
-                ufunc(out, view(t), out=out)
+            if len(full) >= 2:
+                out = ufunc(view(full[0]), view(full[1]))
+                rest = [tap for tap in taps if tap is not full[0] and tap is not full[1]]
+            elif full:
+                # the one full tap combined with the widest partial one over its outputs, copied
+                # alone at the ends: one pass, not a copy and then an accumulation
+                whole = view(full[0])
+                rest = [tap for tap in taps if tap is not full[0]]
+                if rest:
+                    widest = max(rest, key=lambda tap: tap[1])
+                    rest.remove(widest)
+                    out = np.empty(whole.shape, dtype=whole.dtype)
+                    lo, hi = widest[0], widest[0] + widest[1]
+                    ufunc(whole[pre + (slice(lo, hi),)], view(widest), out=out[pre + (slice(lo, hi),)])
+                    for a, z in ((0, lo), (hi, o)):
+                        if z > a:
+                            out[pre + (slice(a, z),)] = whole[pre + (slice(a, z),)]
+                else:
+                    out = np.array(whole, copy=True)
+            else:
+                out = np.full(cur.shape[:ax] + (o,) + cur.shape[ax + 1:], value, dtype=cur.dtype)
+                rest = taps
+            for tap in rest:
+                dst = out[pre + (slice(tap[0], tap[0] + tap[1]),)]
+                ufunc(dst, view(tap), out=dst)
             cur, fresh = out, True
         return cur if fresh else np.array(cur, copy=True)
 
