@@ -155,6 +155,17 @@ def scatter_taps(
     return out
 
 
+def inside_range(o_len: int, in_len: int, offset: int, stride: int) -> tuple[slice, slice] | None:
+    """Output positions o (0 <= o < o_len) whose input position o*stride + offset lies in
+    [0, in_len), as (output slice, input slice); None when there are none."""
+    lo = max(0, -(offset // stride)) if offset < 0 else 0
+    hi = min(o_len - 1, (in_len - 1 - offset) // stride)
+    if lo > hi:
+        return None
+    start = lo * stride + offset
+    return slice(lo, hi + 1), slice(start, start + (hi - lo) * stride + 1, stride)
+
+
 def _as_weight_dtype(a: np.ndarray, dt: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dt)
 
@@ -164,20 +175,11 @@ def _as_weight_dtype(a: np.ndarray, dt: np.dtype) -> np.ndarray:
 #
 # Everything that depends only on the input shape (output size, which part of each kernel tap falls
 # inside the unpadded input, the kernel path) is worked out once per shape in a _ConvGeometry.
-# Scratch buffers (the im2col matrix, the zero-bordered padded image of depthwise convs) are kept per
-# thread and per geometry and reused between calls: the regions that padding makes zero are the same
-# on every call, so they are zeroed once when the buffer is made and never written again.
-
-
-def _inside_range(o_len: int, in_len: int, offset: int, stride: int) -> tuple[slice, slice] | None:
-    """Output positions o (0 <= o < o_len) whose input position o*stride + offset lies in
-    [0, in_len), as (output slice, input slice); None when there are none."""
-    lo = max(0, -(offset // stride)) if offset < 0 else 0
-    hi = min(o_len - 1, (in_len - 1 - offset) // stride)
-    if lo > hi:
-        return None
-    start = lo * stride + offset
-    return slice(lo, hi + 1), slice(start, start + (hi - lo) * stride + 1, stride)
+# Scratch buffers are kept per thread and reused between calls: the per-tap im2col matrix and the
+# zero-bordered padded image per geometry (the regions padding makes zero are zeroed once, when the
+# buffer is made); the row-tiled im2col blocks, the 1x1 ones-row input and the banded depthwise
+# buffers in one flat buffer per thread shared by every shape (thread_scratch_flat), their ones rows
+# and zero borders written on each use.
 
 
 class _ConvGeometry:
@@ -223,7 +225,7 @@ class _ConvGeometry:
         # Per kernel tap: (output region, input region) of the part that reads real input, or None.
         self.taps: list[tuple[tuple, tuple] | None] = []
         for tap in itertools.product(*(range(k) for k in kernel)):
-            regions = [_inside_range(o, i, t * d - b, s)
+            regions = [inside_range(o, i, t * d - b, s)
                        for o, i, t, d, b, s in zip(self.osp, self.in_sp, tap, dilations, begin, strides)]
             if any(r is None for r in regions):
                 self.taps.append(None)
@@ -257,18 +259,16 @@ class _ConvGeometry:
 
 def _gather_index(geo: "_ConvGeometry") -> np.ndarray:
     """(K*P,) flat position in the image (C, prod(in_sp)) that each (kernel tap, output position)
-    reads, or prod(in_sp) (a zero column appended to the image) where it falls in the padding."""
-    n = geo.n
-
-    def per_axis(v: Sequence[int]) -> np.ndarray:
-        return np.array(v).reshape(n, 1, 1)
-
-    taps = np.indices(geo.kernel).reshape(n, geo.K, 1)
-    outs = np.indices(geo.osp).reshape(n, 1, geo.P)
-    pos = outs * per_axis(geo.strides) + taps * per_axis(geo.dilations) - per_axis(geo.begin)
-    inside = np.all((pos >= 0) & (pos < per_axis(geo.in_sp)), axis=0)
-    flat = np.ravel_multi_index(tuple(np.where(inside, pos, 0)), geo.in_sp)
-    return np.where(inside, flat, math.prod(geo.in_sp)).reshape(-1).astype(np.intp)
+    reads, or prod(in_sp) (a zero column appended to the image) where it falls in the padding: the
+    geometry's per-tap regions, written into an index."""
+    size = math.prod(geo.in_sp)
+    positions = np.arange(size).reshape(geo.in_sp)
+    index = np.full((geo.K,) + geo.osp, size, dtype=np.intp)
+    for t, regions in enumerate(geo.taps):
+        if regions is not None:
+            out_sl, in_sl = regions
+            index[(t,) + out_sl] = positions[in_sl]
+    return index.reshape(-1)
 
 
 # (output block, its slice): of output columns on the GEMM paths, of output channels on the depthwise ones
@@ -317,9 +317,13 @@ def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -
     g, Cg, K = geo.g, geo.Cg, geo.K
     rows = Cg * K + (1 if with_ones else 0)
 
-    cols = thread_scratch(("im2col", geo.key, cdt.str, with_ones),
-                    lambda: _ones_row_buffer((g, rows, geo.P), cdt, (slice(None), -1) if with_ones else None,
-                                             np.zeros))
+    def make() -> np.ndarray:  # the padding's zeros and the ones row are written once, here
+        buf = np.zeros((g, rows, geo.P), dtype=cdt)
+        if with_ones:
+            buf[:, -1] = 1
+        return buf
+
+    cols = thread_scratch(("im2col", geo.key, cdt.str, with_ones), make)
     view = cols[:, :Cg * K].reshape((g, Cg, K) + geo.osp)
     xg = x.reshape((g, Cg) + x.shape[1:])
     lead = (slice(None), slice(None))
@@ -448,16 +452,6 @@ def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: n
             o += bias_col
         if post is not None:
             post(o, sl)
-
-
-def _ones_row_buffer(shape: tuple, cdt: np.dtype, ones_row: tuple | None,
-                     alloc: Callable[..., np.ndarray] = np.empty) -> np.ndarray:
-    """A column buffer with the row at index ``ones_row`` set to ones (None: no such row); against
-    a weight with a bias column, the GEMM then adds the bias."""
-    buf = alloc(shape, dtype=cdt)
-    if ones_row is not None:
-        buf[ones_row] = 1
-    return buf
 
 
 def _depthwise_block_channels(per_channel_floats: int) -> int:
