@@ -49,21 +49,16 @@ def fuse_conv_affine(model: ir.Model) -> int:
 
 def _fold_into_norm(graph: ir.Graph, bn: ir.Node, nxt: ir.Node) -> bool:
     """Fold a per-channel Mul/Add ``nxt`` into the inference BatchNormalization ``bn``."""
-    if not ((_ir.is_op(nxt, "Mul") or _ir.is_op(nxt, "Add")) and len(nxt.inputs) == 2 and len(bn.inputs) == 5):
-        return False
-    if _ir.attr(bn, "training_mode", 0) or any(o.uses() or o.is_graph_output() for o in bn.outputs[1:]):
+    if len(bn.inputs) != 5 or not _inference_norm(bn):
         return False
     rank = _ir.rank(bn.inputs[0])
     scale, bias = _ir.const_array(bn.inputs[1]), _ir.const_array(bn.inputs[2])
     if rank is None or rank < 2 or scale is None or bias is None or scale.ndim != 1 or scale.shape != bias.shape:
         return False
-    other = nxt.inputs[1] if nxt.inputs[0] is bn.outputs[0] else nxt.inputs[0]
-    c = _ir.const_array(other)
-    if c is None or c.dtype != scale.dtype or other is bn.outputs[0]:
+    affine = _affine_operand(nxt, bn.outputs[0], scale.shape[0], rank, scale.dtype)
+    if affine is None:
         return False
-    vec = _per_channel(c, scale.shape[0], rank)
-    if vec is None:
-        return False
+    other, vec = affine
     wide = np.float64
     if nxt.op_type == "Mul":
         new_scale, new_bias = scale.astype(wide) * vec, bias.astype(wide) * vec
@@ -77,6 +72,25 @@ def _fold_into_norm(graph: ir.Graph, bn: ir.Node, nxt: ir.Node) -> bool:
     graph.remove(nxt, safe=True)
     _ir.drop_unused_initializers(graph, old_values)
     return True
+
+
+def _inference_norm(bn: ir.Node) -> bool:
+    """A BatchNormalization in inference form: not training, only its first output read."""
+    return not _ir.attr(bn, "training_mode", 0) and not any(o.uses() or o.is_graph_output() for o in bn.outputs[1:])
+
+
+def _affine_operand(node: ir.Node, x: ir.Value, channels: int, rank: int,
+                    dtype: np.dtype) -> tuple[ir.Value, np.ndarray] | None:
+    """(the constant, its per-channel float64 vector) when ``node`` is a Mul or Add of ``x`` (rank
+    ``rank``, ``channels`` on axis 1) by a constant of ``dtype`` that broadcasts per channel."""
+    if not (_ir.is_op(node, "Mul") or _ir.is_op(node, "Add")) or len(node.inputs) != 2:
+        return None
+    other = node.inputs[1] if node.inputs[0] is x else node.inputs[0]
+    c = None if other is x else _ir.const_array(other)
+    if c is None or c.dtype != dtype:
+        return None
+    vec = _per_channel(c, channels, rank)
+    return None if vec is None else (other, vec.astype(np.float64))
 
 
 def _conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
@@ -116,9 +130,7 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
     C = W.shape[0]
     wide = np.float64
     if _ir.is_op(nxt, "BatchNormalization"):
-        if len(nxt.outputs) > 1 and any(o.uses() or o.is_graph_output() for o in nxt.outputs[1:]):
-            return None
-        if _ir.attr(nxt, "training_mode", 0):
+        if not _inference_norm(nxt):
             return None
         arrays = [_ir.const_array(v) for v in nxt.inputs[1:5]]
         if any(a is None for a in arrays) or any(a.size != C for a in arrays):
@@ -128,25 +140,19 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
         s = gamma / np.sqrt(var + eps)
         W2 = W.astype(wide) * s.reshape((C,) + (1,) * (W.ndim - 1))
         B2 = (B.astype(wide) - mean) * s + beta
-    elif (_ir.is_op(nxt, "Mul") or _ir.is_op(nxt, "Add")) and len(nxt.inputs) == 2:
-        other = nxt.inputs[1] if nxt.inputs[0] is conv.outputs[0] else nxt.inputs[0]
-        c = _ir.const_array(other)
-        if c is None or c.dtype != W.dtype:
-            return None
+    else:
         # the Conv output's rank is W's: with it, _per_channel admits only constants whose broadcast
         # keeps the Conv output's shape, symbolic dims or not
-        vec = _per_channel(c, C, W.ndim)
-        if vec is None:
+        affine = _affine_operand(nxt, conv.outputs[0], C, W.ndim, W.dtype)
+        if affine is None:
             return None
-        vec = vec.astype(wide)
+        vec = affine[1]
         if nxt.op_type == "Mul":
             W2 = W.astype(wide) * vec.reshape((C,) + (1,) * (W.ndim - 1))
             B2 = B.astype(wide) * vec
         else:
             W2 = None
             B2 = B.astype(wide) + vec
-    else:
-        return None
     old_values = [v for v in (*conv.inputs[1:], *nxt.inputs) if v is not None]
     if W2 is not None:
         conv.replace_input_with(1, _ir.add_initializer(graph, W2.astype(W.dtype), (conv.name or "conv") + "_W"))
