@@ -26,7 +26,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from onnxrt.ops.contrib_fused import inplace_activation
-from onnxrt.ops.elementwise import blockwise
 from onnxrt.runtime import threads
 
 # An operand of a link: the chain's running value, an external input (index into the chain's
@@ -171,16 +170,12 @@ class FusedChain:
                         for i, op in enumerate(operands)]
                 apply(args, out_block)
 
-        if rows is None:  # every input has the output's shape
-            blockwise(run_block, out, *(np.ascontiguousarray(x) for x in inputs), block=CHAIN_BLOCK)
-        else:
-            _rowwise(run_block, out.reshape(rows, inner),
-                     [np.ascontiguousarray(x).reshape(rows, -1) for x in inputs])
+        _rowwise(run_block, out.reshape(rows, inner), [np.ascontiguousarray(x).reshape(rows, -1) for x in inputs])
         return out
 
-    def _layout(self, inputs: Sequence[Any]) -> tuple[tuple, int | None, int] | None:
-        """(output shape, rows, elements per row) when the chain can run fused on ``inputs``, rows None
-        when every input has the output's shape; None when it cannot (then the nodes run unfused)."""
+    def _layout(self, inputs: Sequence[Any]) -> tuple[tuple, int, int] | None:
+        """(output shape, rows, elements per row) when the chain can run fused on ``inputs`` (one row
+        when every input has the output's shape); None when it cannot (then the nodes run unfused)."""
         if not inputs or not all(isinstance(x, np.ndarray) for x in inputs):
             return None
         dt = inputs[0].dtype
@@ -202,9 +197,7 @@ class FusedChain:
             if x.shape[:k] != shape[:k] or (lead is not None and k != lead):
                 return None
             lead = k
-        if lead is None:
-            return shape, None, full.size
-        rows = math.prod(shape[:lead])
+        rows = math.prod(shape[:lead or 0])
         return shape, rows, full.size // rows
 
     def _unfused(self, inputs: Sequence[Any]) -> Any:
@@ -227,7 +220,8 @@ class FusedChain:
 def _rowwise(fn: Callable[..., None], out: np.ndarray, inputs: list[np.ndarray]) -> None:
     """``fn(*input_blocks, out_block)`` over blocks of whole rows of the 2-D ``out``; an input with
     one column (a value per row) gives the matching rows of that column. A row longer than a block
-    is cut into column blocks. Blocks are shared out over the intra-op pool when the work is large."""
+    is cut into column blocks (a chain without per-row inputs is one row). Blocks are shared out over
+    the intra-op pool when the work is large."""
     rows, inner = out.shape
     if inner >= CHAIN_BLOCK:
         cuts = [(r, slice(c, min(inner, c + CHAIN_BLOCK))) for r in range(rows) for c in range(0, inner, CHAIN_BLOCK)]
