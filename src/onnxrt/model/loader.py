@@ -19,6 +19,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxrt.errors import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
+from onnxrt.ops.registry import ML_DOMAIN
 
 ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview, onnx.ModelProto]
 
@@ -373,7 +374,7 @@ def _take_large_attributes(graph: onnx.GraphProto, taken: list[_TakenAttribute],
     (the attribute stays, empty). ``tree_fields_only``: only the tree ensembles' per-node fields,
     which ONNX shape inference of those ops does not read, so it can run without them."""
     for index, node in enumerate(graph.node):
-        if tree_fields_only and (node.op_type not in _TREE_ENSEMBLES or node.domain != "ai.onnx.ml"):
+        if tree_fields_only and (node.op_type not in _TREE_ENSEMBLES or node.domain != ML_DOMAIN):
             continue
         for attr in node.attribute:
             if tree_fields_only and not attr.name.startswith(_TREE_FIELDS):

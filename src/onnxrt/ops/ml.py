@@ -8,10 +8,10 @@ import numpy as np
 
 from onnxrt.errors import InvalidArgument, InvalidGraph
 from onnxrt.ops._common import sorted_unique
-from onnxrt.ops.registry import KernelContext, op, op_factory
+from onnxrt.ops.registry import ML_DOMAIN, KernelContext, op, op_factory
 from onnxrt.runtime import threads
 
-ML = "ai.onnx.ml"
+ML = ML_DOMAIN
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,9 +639,9 @@ def _forest_from_legacy(ctx: KernelContext, prefix: str, n_targets: int, agg: in
     _, first = np.unique(tree_rank[cand], return_index=True)
     roots = ref[np.sort(cand[first])]
     # leaf outputs
-    t_tree = np.asarray(_attr(ctx, prefix + "_treeids", []), dtype=np.int64).reshape(-1)
-    t_node = np.asarray(_attr(ctx, prefix + "_nodeids", []), dtype=np.int64).reshape(-1)
-    t_ids = np.asarray(_attr(ctx, prefix + "_ids", []), dtype=np.int64).reshape(-1)
+    t_tree = _ints(ctx, prefix + "_treeids")
+    t_node = _ints(ctx, prefix + "_nodeids")
+    t_ids = _ints(ctx, prefix + "_ids")
     t_w = _floats(ctx, prefix + "_weights")
     t_w = np.zeros(t_tree.size) if t_w is None else t_w
     if not (t_tree.size == t_node.size == t_ids.size == t_w.size):
@@ -1250,7 +1250,7 @@ def svm_classifier(ctx: KernelContext):
     prob_b = np.asarray(_attr(ctx, "prob_b", []), dtype=np.float32).reshape(-1)
     if prob_a.size != prob_b.size:
         raise InvalidGraph(f"{where}: prob_a ({prob_a.size}) and prob_b ({prob_b.size}) differ in length")
-    per_class = np.asarray(_attr(ctx, "vectors_per_class", []), dtype=np.int64).reshape(-1)
+    per_class = _ints(ctx, "vectors_per_class")
     n_vec = int(per_class.sum()) if per_class.size else 0
     post = _post_code(_attr(ctx, "post_transform", "NONE"), where)
     all_positive = bool((coef >= 0).all())

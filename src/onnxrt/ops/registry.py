@@ -33,6 +33,9 @@ KernelFactory = Callable[["KernelContext"], Callable[..., Any]]
 _registry: dict[tuple[str, str], list[tuple[int, KernelFactory]]] = {}
 
 
+ML_DOMAIN = "ai.onnx.ml"
+
+
 def normalize_domain(domain: str) -> str:
     """ONNX's default domain has two spellings, "" and "ai.onnx": one key for both."""
     return "" if domain in ("", "ai.onnx") else domain

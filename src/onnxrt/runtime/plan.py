@@ -68,8 +68,6 @@ class Terminated(Exception):
     """Raised inside a run when RunOptions.terminate was set."""
 
 
-_ML_DOMAIN = "ai.onnx.ml"
-
 # The RunOptions of the run in progress on this thread (or task): control-flow bodies run by kernels
 # check it too, so `terminate` also stops a long Loop.
 _active_run_options: contextvars.ContextVar[Any] = contextvars.ContextVar("onnxrt_run_options", default=None)
@@ -372,7 +370,7 @@ class GraphPlan:
             if attr.is_ref():
                 raise InvalidGraph(f"Attribute '{name}' of node '{node.name}' refers to a function attribute outside a function.")
             value = attr.value
-            if domain == _ML_DOMAIN and isinstance(value, np.ndarray):
+            if domain == registry.ML_DOMAIN and isinstance(value, np.ndarray):
                 # a long INTS / FLOATS list the loader read into numpy (loader.ArrayAttr): the ai.onnx.ml
                 # kernels read their attributes as arrays, so it is not unpacked into Python numbers
                 attrs[name] = value
