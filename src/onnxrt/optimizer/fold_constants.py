@@ -40,7 +40,7 @@ _FOLDABLE_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
 def fold_constants(model: ir.Model) -> int:
-    """Fold constant subgraphs of the main graph; returns the number of nodes folded."""
+    """Fold the constant parts of ``model.graph``; returns the number of nodes folded."""
     graph = model.graph
     try:
         _ir.sort_if_needed(graph)
@@ -90,10 +90,8 @@ def fold_constants(model: ir.Model) -> int:
         computed.update(zip(node.outputs, results))
         folded_nodes.append(node)
     folded += _replace_folded(graph, folded_nodes, computed)
-    if graph.meta.get(_ir.ROOT_GRAPH) is not None:
-        # a subgraph keeps its Constant nodes: the planner reads them as constants all the same, and
-        # converting them (~40 us each) was most of the cost of optimizing silero_vad's branches
-        return folded
+    if isinstance(model, _ir.GraphView):
+        return folded  # a subgraph keeps its Constant nodes: the planner reads them as constants all the same
     return folded + _constants_to_initializers(graph)
 
 
