@@ -148,6 +148,19 @@ def test_multi_head_attention(inputs, attrs, n_out):
     _assert_close(*_run_both("MultiHeadAttention", inputs, n_out, {"num_heads": 2, **attrs}))
 
 
+@pytest.mark.parametrize("q_scale, v_scale", [
+    (1.0, 1.0),     # row maxima near zero: exp without subtracting them
+    (40.0, 1.0),    # scores of several hundred: the maxima are subtracted
+    (1.0, 1e30),    # huge values: unshifted numerators could overflow the weighted sum
+])
+def test_multi_head_attention_softmax_range(q_scale, v_scale):
+    inputs = _mha(query=_r(B, 4, 2 * H) * q_scale, value=_r(B, L, 2 * H) * v_scale, bias=None,
+                  key_padding_mask=_i32(6, 2))  # the second entry pads 4 of its 6 keys
+    expected, actual = _run_both("MultiHeadAttention", inputs, 1, {"num_heads": 2})
+    assert np.isfinite(actual[0]).all()
+    _assert_close(expected, actual, rtol=1e-4, atol=1e-5 * v_scale)
+
+
 def test_multi_head_attention_float16():
     inputs = {k: v.astype(np.float16) for k, v in _mha(bias=None).items() if v is not None}
     _assert_close(*_run_both("MultiHeadAttention", inputs, 1, {"num_heads": 2}), rtol=2e-3, atol=2e-3)
