@@ -1,8 +1,14 @@
+import importlib
+
 import numpy as np
+import pytest
 from onnx import TensorProto, helper
 
 from onnxrt.optimizer.fold_constants import fold_constants
 from tests.optimizer.helpers import check_pass, const, make_model, op_counts, rand, vinfo
+
+# the package re-exports the pass function under the module's name
+fold_constants_module = importlib.import_module("onnxrt.optimizer.fold_constants")
 
 
 def test_constant_subgraph_and_shape_chain_fold():
@@ -32,6 +38,20 @@ def test_random_and_huge_outputs_are_not_folded():
     model = make_model(nodes, [vinfo("x", [1])], [vinfo("y", None)], [const("shape", np.array([1024, 1024], np.int64))])
     out = check_pass(model, {"x": rand(1)}, fold_constants, expect_rewrites=False)
     assert op_counts(out)["ConstantOfShape"] == 1
+
+
+@pytest.mark.parametrize("limit, folded", [(1 << 28, True), (1000, False)])
+def test_a_constant_filled_weight_folds_up_to_the_weight_limit(monkeypatch, limit, folded):
+    # light VGG-19 makes its 4096 x 25088 fc weight with ConstantOfShape: above the growth limit, but
+    # a weight (read as Gemm's B), so it folds unless it exceeds WEIGHT_LIMIT_ELEMENTS
+    monkeypatch.setattr(fold_constants_module, "WEIGHT_LIMIT_ELEMENTS", limit)
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["w"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.01])),
+        helper.make_node("Gemm", ["x", "w"], ["y"], transB=1),
+    ]
+    model = make_model(nodes, [vinfo("x", [2, 300])], [vinfo("y", None)], [const("shape", np.array([300, 300], np.int64))])
+    out = check_pass(model, {"x": rand(2, 300)}, fold_constants, expect_rewrites=folded)
+    assert ("ConstantOfShape" in op_counts(out)) != folded
 
 
 def test_overridable_initializer_is_not_folded():
