@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 
+from onnxrt.ops._common import contiguous_copy
 from onnxrt.ops.registry import KernelContext, as_array, op, op_factory
 
 
@@ -50,12 +51,6 @@ def matmul(A, B):
     return as_array(out)
 
 
-# A constant B is laid out (K, N) row-major once when it is at most this many elements: 5-10% faster
-# GEMMs at 128-200 rows, none at batch 1; above it the transposed view is kept, since copying VGG's
-# 4096 x 25088 fc weight through a transpose took ~1 s at load and doubled its 411 MB.
-_CONTIGUOUS_WEIGHT_LIMIT = 1 << 24
-
-
 @op_factory("Gemm", 1, 7, 11)
 def gemm(ctx: KernelContext):
     trans_a = bool(ctx.attrs.get("transA", 0))
@@ -74,9 +69,7 @@ def gemm(ctx: KernelContext):
 
     pre_b = None
     if B_const is not None and B_const.ndim == 2:
-        pre_b = prep_b(B_const)
-        if B_const.size <= _CONTIGUOUS_WEIGHT_LIMIT:
-            pre_b = np.ascontiguousarray(pre_b)
+        pre_b = contiguous_copy(prep_b(B_const))
         pre_b.flags.writeable = False
 
     pre_c = None
