@@ -202,9 +202,9 @@ def _forget_invented_dims(values, original_params: set[str]) -> None:
 _INFERENCE_DATA_LIMIT = 4096
 
 
-def _copy_fields(source, target, skip: str) -> None:
+def _copy_fields(source, target, skip: frozenset[str]) -> None:
     for descriptor, value in source.ListFields():
-        if descriptor.name == skip:
+        if descriptor.name in skip:
             continue
         if hasattr(value, "extend"):  # a repeated field
             getattr(target, descriptor.name).extend(value)
@@ -214,44 +214,120 @@ def _copy_fields(source, target, skip: str) -> None:
             setattr(target, descriptor.name, value)
 
 
+def _size(tensor: onnx.TensorProto) -> int:
+    size = 1
+    for d in tensor.dims:
+        size *= d
+    return size
+
+
+def _stub(tensor: onnx.TensorProto, stub: onnx.TensorProto) -> None:
+    """``stub``: ``tensor``'s name, type and dims, its data marked external (never read)."""
+    stub.name = tensor.name
+    stub.data_type = tensor.data_type
+    stub.dims.extend(tensor.dims)
+    stub.data_location = onnx.TensorProto.EXTERNAL
+    entry = stub.external_data.add()
+    entry.key, entry.value = "location", "onnxrt-weights-not-loaded-for-shape-inference"
+
+
+def _heavy(tensor: onnx.TensorProto) -> bool:
+    return _size(tensor) > _INFERENCE_DATA_LIMIT and tensor.data_location != onnx.TensorProto.EXTERNAL
+
+
+def _is_heavy_constant(node: onnx.NodeProto) -> bool:
+    return node.op_type == "Constant" and node.domain in ("", "ai.onnx") and any(
+        a.name == "value" and a.type == onnx.AttributeProto.TENSOR and _heavy(a.t) for a in node.attribute)
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def _light_graph(graph: onnx.GraphProto, light: onnx.GraphProto) -> None:
+    """``graph`` copied into ``light`` with every large weight (initializer or Constant node value, in
+    subgraphs too) stubbed: field by field, so no weight is copied (clearing a copy would free
+    nothing: upb keeps a message's data in one arena)."""
+    _copy_fields(graph, light, skip=frozenset({"initializer", "node"}))
+    for tensor in graph.initializer:
+        if _heavy(tensor):
+            _stub(tensor, light.initializer.add())
+        else:
+            light.initializer.append(tensor)
+    plain: list[onnx.NodeProto] = []  # copied in runs: one extend is much cheaper than many appends
+    for node in graph.node:
+        if not node.attribute or not (_is_heavy_constant(node) or _has_subgraph(node)):
+            plain.append(node)
+            continue
+        light.node.extend(plain)
+        plain.clear()
+        copy = light.node.add()
+        _copy_fields(node, copy, skip=frozenset({"attribute"}))
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and node.op_type == "Constant" and _heavy(attr.t):
+                new = copy.attribute.add()
+                _copy_fields(attr, new, skip=frozenset({"t"}))
+                _stub(attr.t, new.t)
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                new = copy.attribute.add()
+                _copy_fields(attr, new, skip=frozenset({"g"}))
+                _light_graph(attr.g, new.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                new = copy.attribute.add()
+                _copy_fields(attr, new, skip=frozenset({"graphs"}))
+                for g in attr.graphs:
+                    _light_graph(g, new.graphs.add())
+            else:
+                copy.attribute.append(attr)
+    light.node.extend(plain)
+
+
 def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The model without its large weight payloads (marked external), for shape inference.
 
     ``onnx.shape_inference`` serialises and re-parses the whole model: with the weights inside, a
-    400 MB model costs seconds and two extra copies of every weight.
+    400 MB model costs seconds and two extra copies of every weight (PP-OCR's recognizer, whose
+    11 MB of weights are Constant nodes, took 61 MB more memory to load).
     """
     light = onnx.ModelProto()
-    _copy_fields(proto, light, skip="graph")
-    graph = proto.graph
-    _copy_fields(graph, light.graph, skip="initializer")
-    for tensor in graph.initializer:
-        size = 1
-        for d in tensor.dims:
-            size *= d
-        if size <= _INFERENCE_DATA_LIMIT or tensor.data_location == onnx.TensorProto.EXTERNAL:
-            light.graph.initializer.append(tensor)
-            continue
-        stub = light.graph.initializer.add()
-        stub.name = tensor.name
-        stub.data_type = tensor.data_type
-        stub.dims.extend(tensor.dims)
-        stub.data_location = onnx.TensorProto.EXTERNAL
-        entry = stub.external_data.add()
-        entry.key, entry.value = "location", "onnxrt-weights-not-loaded-for-shape-inference"
+    _copy_fields(proto, light, skip=frozenset({"graph"}))
+    _light_graph(proto.graph, light.graph)
     return light
+
+
+def _restore_stubs(original: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
+    """Put the Constant values that :func:`_light_graph` stubbed back into ``inferred``'s nodes
+    (which match ``original``'s one for one), subgraphs included."""
+    for node, done in zip(original.node, inferred.node):
+        if _is_heavy_constant(node):
+            done.CopyFrom(node)
+        elif _has_subgraph(node):
+            _restore_subgraph_stubs(node, done)
+
+
+def _restore_subgraph_stubs(node: onnx.NodeProto, done: onnx.NodeProto) -> None:
+    for attr, attr_done in zip(node.attribute, done.attribute):
+        if attr.type == onnx.AttributeProto.GRAPH:
+            _restore_stubs(attr.g, attr_done.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            for g, g_done in zip(attr.graphs, attr_done.graphs):
+                _restore_stubs(g, g_done)
 
 
 def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Add inferred value_info where ONNX shape inference can; never fail a load over it.
 
-    Inference runs on a skeleton of the model; its annotated nodes (subgraph value_info included),
-    value_info and outputs are moved back onto ``proto``, which keeps its own weights.
+    Inference runs on a skeleton of the model; its value_info and outputs are moved back onto
+    ``proto``, which keeps its own weights, and so are the nodes that hold subgraphs (inference
+    annotates their value_info), with their stubbed weights restored. Other nodes stay as they are.
     """
     try:
         inferred = onnx.shape_inference.infer_shapes(
             _skeleton(proto), check_type=False, strict_mode=False, data_prop=True
         )
     except Exception:
+        return proto
+    if len(inferred.graph.node) != len(proto.graph.node):
         return proto
     original = {
         d.dim_param
@@ -261,7 +337,11 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         if d.HasField("dim_param")
     }
     _forget_invented_dims((*inferred.graph.output, *inferred.graph.value_info), original)
-    for name in ("node", "value_info", "output"):
+    for node, done in zip(proto.graph.node, inferred.graph.node):
+        if node.attribute and _has_subgraph(node):
+            _restore_subgraph_stubs(node, done)
+            node.CopyFrom(done)
+    for name in ("value_info", "output"):
         target = getattr(proto.graph, name)
         del target[:]
         target.extend(getattr(inferred.graph, name))
