@@ -40,10 +40,10 @@ def test_random_and_huge_outputs_are_not_folded():
     assert op_counts(out)["ConstantOfShape"] == 1
 
 
-@pytest.mark.parametrize("limit, folded", [(1 << 28, True), (1000, False)])
+@pytest.mark.parametrize("limit, folded", [(1 << 26, True), (1000, False)])
 def test_a_constant_filled_weight_folds_up_to_the_weight_limit(monkeypatch, limit, folded):
-    # light VGG-19 makes its 4096 x 25088 fc weight with ConstantOfShape: above the growth limit, but
-    # a weight (read as Gemm's B), so it folds unless it exceeds WEIGHT_LIMIT_ELEMENTS
+    # the light models make their weights with ConstantOfShape: above the growth limit, but a weight
+    # (read as Gemm's B), so it folds unless it exceeds WEIGHT_LIMIT_ELEMENTS
     monkeypatch.setattr(fold_constants_module, "WEIGHT_LIMIT_ELEMENTS", limit)
     nodes = [
         helper.make_node("ConstantOfShape", ["shape"], ["w"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.01])),
