@@ -263,8 +263,9 @@ def _light_graph(graph: onnx.GraphProto, light: onnx.GraphProto) -> None:
         plain.clear()
         copy = light.node.add()
         _copy_fields(node, copy, skip=frozenset({"attribute"}))
+        constant = _is_heavy_constant(node)  # the same test _restore_stubs puts the values back by
         for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and node.op_type == "Constant" and _heavy(attr.t):
+            if constant and attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
                 new = copy.attribute.add()
                 _copy_fields(attr, new, skip=frozenset({"t"}))
                 _stub(attr.t, new.t)
