@@ -8,6 +8,7 @@ location that leaves the model's folder is refused with ``InvalidGraph``.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +58,18 @@ def restore_set_aside_types(proto: onnx.ModelProto, overrides: dict[str, onnx.Ty
             value.type.CopyFrom(overrides[value.name])
 
 
+def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
+
+
 def set_aside_map_types(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TypeProto]]:
     """Move map-typed value types out of the graph (onnx_ir does not support map types yet)."""
     graph = proto.graph
     if not any(_has_map(v.type) for v in (*graph.input, *graph.output, *graph.value_info)):
         return proto, {}
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
+    copy = _copy_proto(proto)
     overrides: dict[str, onnx.TypeProto] = {}
     for v in (*copy.graph.input, *copy.graph.output):
         if _has_map(v.type):
@@ -214,13 +220,6 @@ def _copy_fields(source, target, skip: frozenset[str]) -> None:
             setattr(target, descriptor.name, value)
 
 
-def _size(tensor: onnx.TensorProto) -> int:
-    size = 1
-    for d in tensor.dims:
-        size *= d
-    return size
-
-
 def _stub(tensor: onnx.TensorProto, stub: onnx.TensorProto) -> None:
     """``stub``: ``tensor``'s name, type and dims, its data marked external (never read)."""
     stub.name = tensor.name
@@ -232,7 +231,7 @@ def _stub(tensor: onnx.TensorProto, stub: onnx.TensorProto) -> None:
 
 
 def _heavy(tensor: onnx.TensorProto) -> bool:
-    return _size(tensor) > _INFERENCE_DATA_LIMIT and tensor.data_location != onnx.TensorProto.EXTERNAL
+    return math.prod(tensor.dims) > _INFERENCE_DATA_LIMIT and tensor.data_location != onnx.TensorProto.EXTERNAL
 
 
 def _is_heavy_constant(node: onnx.NodeProto) -> bool:
@@ -256,14 +255,15 @@ def _light_graph(graph: onnx.GraphProto, light: onnx.GraphProto) -> None:
             light.initializer.append(tensor)
     plain: list[onnx.NodeProto] = []  # copied in runs: one extend is much cheaper than many appends
     for node in graph.node:
-        if not node.attribute or not (_is_heavy_constant(node) or _has_subgraph(node)):
+        # the same test _restore_stubs puts the values back by
+        constant = bool(node.attribute) and _is_heavy_constant(node)
+        if not (constant or (node.attribute and _has_subgraph(node))):
             plain.append(node)
             continue
         light.node.extend(plain)
         plain.clear()
         copy = light.node.add()
         _copy_fields(node, copy, skip=frozenset({"attribute"}))
-        constant = _is_heavy_constant(node)  # the same test _restore_stubs puts the values back by
         for attr in node.attribute:
             if constant and attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
                 new = copy.attribute.add()
@@ -353,8 +353,7 @@ def apply_free_dimension_overrides(proto: onnx.ModelProto, by_name: dict[str, in
     """Fix symbolic input dims to the values given, before shape inference propagates them."""
     if not by_name and not by_denotation:
         return proto
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
+    copy = _copy_proto(proto)
     for value in copy.graph.input:
         if value.type.WhichOneof("value") != "tensor_type":
             continue
@@ -460,10 +459,12 @@ def _take_large_attributes(graph: onnx.GraphProto, taken: list[_TakenAttribute],
         for attr in node.attribute:
             if tree_fields_only and not attr.name.startswith(_TREE_FIELDS):
                 continue
-            if attr.type == onnx.AttributeProto.INTS and len(attr.ints) > LARGE_ATTRIBUTE:
+            if not _is_long_list(attr):
+                continue
+            if attr.type == onnx.AttributeProto.INTS:
                 taken.append(_TakenAttribute(index, attr.name, ir.AttributeType.INTS, np.array(attr.ints, np.int64)))
                 del attr.ints[:]
-            elif attr.type == onnx.AttributeProto.FLOATS and len(attr.floats) > LARGE_ATTRIBUTE:
+            else:
                 taken.append(_TakenAttribute(index, attr.name, ir.AttributeType.FLOATS, np.array(attr.floats, np.float32)))
                 del attr.floats[:]
 
@@ -476,16 +477,13 @@ def _restore_large_attributes(graph: ir.Graph, taken: list[_TakenAttribute]) -> 
         nodes[t.node_index].attributes[t.name] = ArrayAttr(t.name, t.type, t.array)
 
 
+def _is_long_list(attr: onnx.AttributeProto) -> bool:
+    return ((attr.type == onnx.AttributeProto.INTS and len(attr.ints) > LARGE_ATTRIBUTE)
+            or (attr.type == onnx.AttributeProto.FLOATS and len(attr.floats) > LARGE_ATTRIBUTE))
+
+
 def _has_large_attributes(graph: onnx.GraphProto) -> bool:
-    return any((a.type == onnx.AttributeProto.INTS and len(a.ints) > LARGE_ATTRIBUTE)
-               or (a.type == onnx.AttributeProto.FLOATS and len(a.floats) > LARGE_ATTRIBUTE)
-               for node in graph.node for a in node.attribute)
-
-
-def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    return copy
+    return any(_is_long_list(a) for node in graph.node for a in node.attribute)
 
 
 def load(

@@ -109,6 +109,7 @@ _TILE_BYTES = 8 << 20
 # bound: the largest probability numerator is then at most e^30 and the smallest row sum at least
 # e^-30, both far inside float32's normal range, and softmax is the same up to rounding
 _UNSHIFTED_EXP_BOUND = 30.0
+_UNSHIFTED_NUMERATOR_MAX = math.exp(_UNSHIFTED_EXP_BOUND)
 
 
 def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
@@ -132,7 +133,7 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
     v1[..., hv] = 1
     # unshifted numerators reach e^bound: allowed only while bound * t * max|v| stays finite too
     v_max = float(np.max(np.abs(v))) if v.size else 0.0
-    unshifted_ok = math.isfinite(v_max) and v_max * t * math.exp(_UNSHIFTED_EXP_BOUND) < 1e36
+    unshifted_ok = math.isfinite(v_max) and v_max * t * _UNSHIFTED_NUMERATOR_MAX < 1e36
     a4 = None
     if additive is not None:
         a4 = additive.reshape((1,) * (4 - additive.ndim) + additive.shape) if additive.ndim < 4 else additive
@@ -160,6 +161,14 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
             total[total == 0] = 1
         np.divide(yb[..., :hv], total, out=out_heads[:, :, r0:r1])
     return out.reshape(b, s, n * hv)
+
+
+def _masked_heads_attrs(ctx: KernelContext, op_name: str) -> tuple[int, bool, float]:
+    """num_heads (required), unidirectional and mask_filter_value of the BERT-style attention ops."""
+    if "num_heads" not in ctx.attrs:
+        raise ValueError(f"{op_name}: attribute num_heads is required ({ctx.describe()})")
+    return (int(ctx.attrs["num_heads"]), bool(ctx.attrs.get("unidirectional", 0)),
+            float(ctx.attrs.get("mask_filter_value", -10000.0)))
 
 
 def _key_mask(op_name: str, mask: np.ndarray, batch: int, s: int, t: int, past: int, filter_value: float) -> np.ndarray:
@@ -228,14 +237,6 @@ def _attention_bias(op_name: str, bias: np.ndarray | None, batch: int, n: int, s
 
 
 # -- rotary embedding --------------------------------------------------------------------------
-
-
-def _masked_heads_attrs(ctx: KernelContext, op_name: str) -> tuple[int, bool, float]:
-    """num_heads (required), unidirectional and mask_filter_value of the BERT-style attention ops."""
-    if "num_heads" not in ctx.attrs:
-        raise ValueError(f"{op_name}: attribute num_heads is required ({ctx.describe()})")
-    return (int(ctx.attrs["num_heads"]), bool(ctx.attrs.get("unidirectional", 0)),
-            float(ctx.attrs.get("mask_filter_value", -10000.0)))
 
 
 def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: bool) -> np.ndarray:

@@ -30,6 +30,7 @@ import ml_dtypes
 import numpy as np
 
 from onnxrt.ops import quantization as q
+from onnxrt.ops._common import contiguous_copy
 from onnxrt.ops.cast import _describe
 from onnxrt.ops.contrib_attention import _add, _attend_merged, _causal, _key_mask, _masked_heads_attrs
 from onnxrt.ops.registry import KernelContext, op_factory
@@ -384,7 +385,7 @@ def _nbits_dequantize(op_name: str, B: np.ndarray, scales: np.ndarray, zero_poin
     else:
         raise TypeError(f"{op_name}: zero_points must be uint8 (packed) or the scales' float type, got {_describe(zero_points.dtype)}")
     w *= scale_k
-    return np.ascontiguousarray(w.T)  # (K, N) for A @ W
+    return contiguous_copy(w.T)  # (K, N) for A @ W
 
 
 @op_factory("MatMulNBits", 1, domain=MS)
