@@ -9,8 +9,21 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxrt
+from onnxrt.ops import conv
 from onnxrt.ops.conv import conv_kernel
 from onnxrt.ops.registry import KernelContext
+
+_CHANNELS_LAST_LIMITS = ("_CHANNELS_LAST_MAX_WIDTH", "_CHANNELS_LAST_MAX_STRIDED_PIXELS",
+                         "_CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS", "_CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL")
+
+
+@pytest.fixture(params=["channel_first", "channels_last"])
+def depthwise_path(request, monkeypatch):
+    """Runs a depthwise test once with the channels-last path switched off (banded at stride 1,
+    im2col when strided) and once with it taken for every shape it supports."""
+    for name in _CHANNELS_LAST_LIMITS:
+        monkeypatch.setattr(conv, name, 0 if request.param == "channel_first" else 1 << 30)
+    return request.param
 
 
 def _run_both(op_type, x, consts, **attrs):
@@ -28,7 +41,7 @@ def _run_both(op_type, x, consts, **attrs):
 @pytest.mark.parametrize("stride,pad,dil,mult,k", [
     (1, 1, 1, 1, 3), (2, 1, 1, 1, 3), (1, 2, 2, 1, 3), (1, 0, 1, 2, 3), (2, 2, 1, 1, 5), (1, 1, 1, 3, 3),
 ])
-def test_depthwise_matches_onnxruntime(stride, pad, dil, mult, k):
+def test_depthwise_matches_onnxruntime(stride, pad, dil, mult, k, depthwise_path):
     rng = np.random.default_rng(0)
     C = 40
     x = rng.standard_normal((2, C, 17, 13), dtype=np.float32)
@@ -46,7 +59,7 @@ def test_depthwise_matches_onnxruntime(stride, pad, dil, mult, k):
     ((20, 33), 3, [0, 2, 1, 0], 2, True),    # asymmetric pads, dilation, odd width
     ((9, 40), 5, [2, 2, 2, 2], 1, True),     # 40 = 4 tiles of 10 (divisor tile)
 ])
-def test_banded_depthwise_matches_onnxruntime(hw, k, pads, dil, bias):
+def test_banded_depthwise_matches_onnxruntime(hw, k, pads, dil, bias, depthwise_path):
     rng = np.random.default_rng(3)
     C = 24
     x = rng.standard_normal((2, C) + hw, dtype=np.float32)
@@ -58,7 +71,7 @@ def test_banded_depthwise_matches_onnxruntime(hw, k, pads, dil, bias):
     np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
 
 
-def test_banded_depthwise_runtime_weight_and_float64():
+def test_banded_depthwise_runtime_weight_and_float64(depthwise_path):
     """A weight that is a graph input (no prepared bands) and float64 go through the same path."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((1, 6, 15, 30))
@@ -99,7 +112,7 @@ def _ctx(attrs, consts):
 @pytest.mark.parametrize("group,k,stride,width,cin", [(1, 3, 1, 9, 8), (1, 1, 1, 9, 8), (4, 3, 1, 9, 8),
                                                       (8, 3, 1, 9, 8), (8, 3, 1, 30, 8), (8, 3, 2, 9, 8),
                                                       (4, 3, 1, 9, 4)])
-def test_conv_kernel_epilogue(group, k, stride, width, cin):
+def test_conv_kernel_epilogue(group, k, stride, width, cin, depthwise_path):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, cin, 9, width), dtype=np.float32)
     w = rng.standard_normal((8, cin // group, k, k), dtype=np.float32)
@@ -130,7 +143,7 @@ def test_prepared_elementwise_falls_back_on_unexpected_dtype():
     assert isinstance(add(np.float32(1) * np.ones((), np.float32), np.ones((), np.float32)), np.ndarray)
 
 
-def test_banded_depthwise_shares_buffers_across_shapes():
+def test_banded_depthwise_shares_buffers_across_shapes(depthwise_path):
     """Banded depthwise convs of different shapes share one padded-image, column and output buffer
     per thread: a larger conv leaves large values in them, and the next, smaller one (other pads,
     bias or not) must still read zeros around its image and ones in its bias column."""
@@ -152,3 +165,34 @@ def test_banded_depthwise_shares_buffers_across_shapes():
     run(48, (40, 40), 5, [2, 2, 2, 2], True, 1e3)   # fills the buffers with large values
     run(16, (9, 13), 3, [1, 0, 0, 2], False, 1.0)   # asymmetric pads: border zeroed where it lies now
     run(32, (12, 12), 3, [1, 1, 1, 1], True, 1.0)   # bias column set again
+
+
+@pytest.mark.parametrize("hw,k,strides,pads,dil", [
+    ((14, 14), 3, [1, 1], [1, 1, 1, 1], [1, 1]),   # MobileNetV2's 14x14 stage: width and channels merge
+    ((6, 40), 5, [2, 1], [2, 2, 2, 2], [1, 1]),    # PP-OCR's strips, stride along the height only
+    ((15, 13), 3, [2, 2], [1, 0, 0, 1], [1, 1]),   # strided along the width: one einsum axis per axis
+    ((12, 11), 3, [1, 2], [2, 2, 2, 2], [2, 2]),   # dilated
+])
+def test_channels_last_depthwise_takes_either_layout(hw, k, strides, pads, dil):
+    """The channels-last path is chosen for these shapes by default, and gives onnxruntime's output
+    from a channel-first input and from a channels-last one (a transposed view, as a Transpose of an
+    NHWC input may hand it on), with FusedConv's residual and activation applied after the bias."""
+    rng = np.random.default_rng(6)
+    C = 24
+    x = rng.standard_normal((2, C) + hw, dtype=np.float32)
+    w = rng.standard_normal((C, 1, k, k), dtype=np.float32)
+    b = rng.standard_normal(C, dtype=np.float32)
+    attrs = dict(group=C, strides=strides, pads=pads, dilations=dil)
+    geo = conv._ConvGeometry("Conv", x.shape, w.shape, attrs)
+    assert geo.channels_last.from_channels_first and geo.channels_last.from_channels_last
+    ref = _run_both("Conv", x, {"W": w, "B": b}, **attrs)[1]
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    assert conv._is_channels_last(x_last[0]) and not conv._is_channels_last(x[0])
+    kern = conv_kernel(_ctx(attrs, [None, w, b]))
+    for xin in (x, x_last):
+        np.testing.assert_allclose(kern(xin, w, b), ref, rtol=1e-4, atol=1e-4)
+    z = rng.standard_normal(ref.shape, dtype=np.float32)
+    relu = conv_kernel(_ctx(attrs, [None, w, b]), lambda y: np.maximum(y, 0, out=y))
+    for xin in (x, x_last):
+        np.testing.assert_allclose(relu(xin, w, b), np.maximum(ref, 0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(relu(xin, w, b, z), np.maximum(ref + z, 0), rtol=1e-4, atol=1e-4)

@@ -6,8 +6,10 @@ tap-stacked weight (K*M, C) by blocks of the flattened zero-bordered image (view
 K shifted slices of the product; other ungrouped convs build the im2col matrix a block of output rows
 at a time (one strided copy per block, cache-sized) and run the GEMM and its epilogue per block. A
 stride-1 2-D depthwise kernel gathers each tile of output columns' input windows (one per kernel row)
-and multiplies them by banded copies of each channel's kernel rows in one batched matmul; other
-depthwise and grouped cases build a per-channel-block or per-group im2col. ConvTranspose is the
+and multiplies them by banded copies of each channel's kernel rows in one batched matmul; a 2-D
+depthwise conv on a narrow or small image (or a channels-last input) goes channels-last, where one
+einsum sums every tap's products of contiguous runs; other depthwise and grouped cases build a
+per-channel-block or per-group im2col. ConvTranspose is the
 adjoint: one matmul to columns, then a scatter-add per kernel tap.
 """
 
@@ -251,6 +253,8 @@ class _ConvGeometry:
         self.shifted_rows = max(1, min(self.osp[0], _SHIFTED_BLOCK_BYTES // max(1, self.K * M * padded_row * 4)))
         self.banded = (_BandedDepthwise(self) if self.kind == "depthwise" and n == 2 and self.Mg == 1
                        and min(begin + end) >= 0 and strides == [1, 1] else None)
+        self.channels_last = (_ChannelsLastDepthwise(self) if self.kind == "depthwise" and n == 2 and self.Mg == 1
+                              and min(begin + end) >= 0 else None)
         # tiny ungrouped convs (silero_vad's encoder: 4 output positions) gather their columns with
         # one np.take through a prepared index: 5 numpy calls instead of the paths' 10-20
         self.gather = (_gather_index(self) if self.kind == "im2col" and group == 1
@@ -522,9 +526,94 @@ class _BandedDepthwise:
         return b
 
 
-def _zero_border(xp: np.ndarray, inner: tuple) -> None:
-    """Zero every element of the (C, H, W) buffer ``xp`` outside ``inner`` (slices of axes 1 and 2)."""
+# When the channels-last depthwise path beats the banded (stride 1) and im2col (strided) ones, its own
+# transposes included (measured per MobileNetV2 / PP-OCR / ShuffleNet shape, microseconds):
+# * channel-first input, stride 1: up to 40 columns (384x14x14: 279 vs 366; 960x7x7: 151 vs 314;
+#   384x20x20 5x5: 1070 vs 1251), not at 80 (480x6x80 5x5: 2043 vs 1453) nor 56 (144x56x56 tied);
+# * channel-first input, strided: up to 2048 pixels (240x12x80 5x5 stride (2, 1): 1035 vs 1510), not
+#   at 56x56 (144 channels stride 2: 845 vs 795) nor 112x112 (96 channels: 2322 vs 1820);
+# * channels-last input (no transpose in): stride 1 with a 3x3 kernel at any width (16x320x320: 3992
+#   vs 5288) or any kernel up to 40 columns; strided up to 16384 pixels (96x112x112: 1456 vs 1820,
+#   but 32x320x320: 6498 vs 4871).
+_CHANNELS_LAST_MAX_WIDTH = 40
+_CHANNELS_LAST_MAX_STRIDED_PIXELS = 2048
+_CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS = 16384
+_CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL = 3
+
+
+class _ChannelsLastDepthwise:
+    """2-D depthwise geometry (channel multiplier 1, non-negative pads) for the channels-last path.
+
+    On a (H, W, C) image every kernel tap's contribution to a row of outputs is a product of two
+    contiguous runs of values: the input run and the channel weights. ``np.einsum`` sums those
+    products over the taps in one call, the channels innermost, where on a (C, H, W) image the
+    per-channel weight is a scalar per row and every tap costs a broadcast multiply and an add.
+    At stride 1 along the width the width and channel axes merge into one run of Wo*C values, the
+    weights repeated Wo times (``tiled``): longer inner loops, fewer of them."""
+
+    def __init__(self, geo: _ConvGeometry) -> None:
+        self.pshape = (geo.in_sp[0] + geo.begin[0] + geo.end[0], geo.in_sp[1] + geo.begin[1] + geo.end[1], geo.C)
+        self.dst = (slice(geo.begin[0], geo.begin[0] + geo.in_sp[0]), slice(geo.begin[1], geo.begin[1] + geo.in_sp[1]))
+        self.tiled = geo.strides[1] == 1
+        pixels, width = geo.in_sp[0] * geo.in_sp[1], geo.in_sp[1]
+        if geo.strides == [1, 1]:
+            self.from_channels_first = width <= _CHANNELS_LAST_MAX_WIDTH
+            self.from_channels_last = (geo.kernel[1] <= _CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL
+                                       or width <= _CHANNELS_LAST_MAX_WIDTH)
+        else:
+            self.from_channels_first = pixels <= _CHANNELS_LAST_MAX_STRIDED_PIXELS
+            self.from_channels_last = pixels <= _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS
+
+    def weights(self, wts: "_ConvWeights", geo: _ConvGeometry) -> np.ndarray:
+        """(kh, kw, C) channels-last weight, or (kh, kw, Wo*C) repeated per output column when tiled."""
+        key = ("channels_last", geo.osp[1] if self.tiled else 0)
+        w = wts.bands.get(key)
+        if w is None:
+            kh, kw = geo.kernel
+            w = wts.depthwise.reshape(geo.C, kh, kw).transpose(1, 2, 0)
+            if self.tiled:
+                w = np.broadcast_to(w[:, :, None, :], (kh, kw, geo.osp[1], geo.C)).reshape(kh, kw, -1)
+            w = np.ascontiguousarray(w)
+            w.flags.writeable = False
+            wts.bands[key] = w
+        return w
+
+
+def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: np.ndarray, wts: "_ConvWeights",
+                             out: np.ndarray, cdt: np.dtype) -> None:
+    """Depthwise conv of one image x (C, H, W), of any strides, into ``out`` (Ho, Wo, C) C-contiguous,
+    bias added. The zero-bordered (Hp, Wp, C) copy of x lives in a per-thread buffer shared by every
+    such conv; from a channels-last x it is a copy of contiguous rows."""
+    size = math.prod(cl.pshape)
+    xp = thread_scratch_flat(("dwcl_pad", cdt.str), size, cdt)[:size].reshape(cl.pshape)
+    _zero_border(xp, (slice(None),) + cl.dst, channels_last=True)
+    xp[cl.dst] = x.transpose(1, 2, 0)
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
+    ho, wo = geo.osp
+    s0, s1, s2 = xp.strides
+    w = cl.weights(wts, geo)
+    if cl.tiled:
+        taps = np.lib.stride_tricks.as_strided(xp, (ho, kh, kw, wo * geo.C), (s0 * sh, s0 * dh, s1 * dw, s2),
+                                               writeable=False)
+        np.einsum("hrsj,rsj->hj", taps, w, out=out.reshape(ho, wo * geo.C))
+    else:
+        taps = np.lib.stride_tricks.as_strided(xp, (ho, wo, kh, kw, geo.C), (s0 * sh, s1 * sw, s0 * dh, s1 * dw, s2),
+                                               writeable=False)
+        np.einsum("hwrsc,rsc->hwc", taps, w, out=out)
+    if wts.bias is not None:
+        out += wts.bias
+
+
+def _zero_border(xp: np.ndarray, inner: tuple, channels_last: bool = False) -> None:
+    """Zero every element of the (C, H, W) buffer ``xp`` (or (H, W, C) when ``channels_last``)
+    outside ``inner`` (slices of the H and W axes, after a leading slice of axis 0)."""
     rows, cols = inner[1], inner[2]
+    if channels_last:
+        xp[:rows.start] = 0
+        xp[rows.stop:] = 0
+        xp[rows, :cols.start] = 0
+        xp[rows, cols.stop:] = 0
+        return
     xp[:, :rows.start] = 0
     xp[:, rows.stop:] = 0
     xp[:, rows, :cols.start] = 0
@@ -746,7 +835,17 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 if bias_col is not None:
                     y3[i] += wts.bias.reshape(g, Mg, 1)
         elif geo.kind == "depthwise":
-            if geo.banded is not None:
+            cl = geo.channels_last
+            if cl is not None and (cl.from_channels_last if _is_channels_last(x[i]) else cl.from_channels_first):
+                size = geo.P * M
+                o = thread_scratch_flat(("dwcl_out", cdt.str), size, cdt)[:size].reshape(geo.osp + (M,))
+                _depthwise_channels_last(geo, cl, x[i], wts, o, cdt)
+                if activation is not None and Z is None:
+                    activation(o)  # on the contiguous channels-last block, before the transpose
+                y[i] = o.transpose(2, 0, 1)
+                if Z is not None:
+                    post(y[i], slice(0, M))  # + Z, then the activation
+            elif geo.banded is not None:
                 _depthwise_banded(geo, geo.banded, x[i], wts, y[i], cdt, post)
             else:
                 _depthwise(geo, x[i], wts.depthwise, wts.bias, y[i], cdt, post)
@@ -772,6 +871,11 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             if activation is not None:
                 activation(y3[i])
     return y if y.dtype == X.dtype else y.astype(X.dtype)
+
+
+def _is_channels_last(x: np.ndarray) -> bool:
+    """Whether the (C, H, W) image x is a transposed view of a C-contiguous (H, W, C) array."""
+    return x.ndim == 3 and x.shape[0] > 1 and x.transpose(1, 2, 0).flags.c_contiguous
 
 
 def _check_bias(op_name: str, B: np.ndarray | None, M: int) -> None:
