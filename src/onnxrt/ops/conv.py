@@ -314,6 +314,21 @@ def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarra
             post(o, sl)
 
 
+def _gemm_rows_into(a: np.ndarray, w_t: np.ndarray, out: np.ndarray, bias: np.ndarray | None,
+                    activation: Callable[[np.ndarray], Any] | None) -> None:
+    """out (P, M) = a (P, K) @ w_t (K, M) (+ bias per column), the channels-last GEMM, then the
+    activation; with either, a block of rows at a time so that they run on it in cache."""
+    P = a.shape[0]
+    step = _EPILOGUE_COLUMNS if (bias is not None or activation is not None) else P
+    for p0 in range(0, P, step):
+        o = out[p0:p0 + step]
+        np.matmul(a[p0:p0 + step], w_t, out=o)
+        if bias is not None:
+            o += bias
+        if activation is not None:
+            activation(o)
+
+
 def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -> np.ndarray:
     """(g, Cg*K [+1], P) column matrix of image ``x`` (C, *in_sp), in a reused per-thread buffer.
     With ``with_ones`` the last row of every group is ones, so a bias column in the weight adds the
@@ -564,6 +579,10 @@ class _ChannelsLastDepthwise:
             self.from_channels_first = pixels <= _CHANNELS_LAST_MAX_STRIDED_PIXELS
             self.from_channels_last = pixels <= _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS
 
+    def takes(self, x: np.ndarray) -> bool:
+        """Whether this path is the faster one for the image x (C, H, W) as it lies in memory."""
+        return self.from_channels_last if _is_channels_last(x) else self.from_channels_first
+
     def weights(self, wts: "_ConvWeights", geo: _ConvGeometry) -> np.ndarray:
         """(kh, kw, C) channels-last weight, or (kh, kw, Wo*C) repeated per output column when tiled."""
         key = ("channels_last", geo.osp[1] if self.tiled else 0)
@@ -798,14 +817,21 @@ def _epilogue(z_block: Callable[[slice, np.ndarray], np.ndarray] | None,
 
 
 def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights,
-              activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None) -> np.ndarray:
+              activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None,
+              channels_last_out: bool = False) -> np.ndarray:
     """Conv of X with prepared weights. ``Z`` (same shape as the output) is added and then
     ``activation`` applied in place, on each GEMM output block while it is still in cache where the
-    path allows it (FusedConv's semantics)."""
+    path allows it (FusedConv's semantics). With ``channels_last_out`` (a 2-D 1x1 or channels-last
+    depthwise conv without ``Z``) the result is a (N, M, H, W) view of a C-contiguous (N, H, W, M)
+    array."""
     cdt = compute_dtype(X.dtype)
     x = X if X.dtype == cdt else X.astype(cdt)
     N, M, g, Mg = geo.N, geo.M, geo.g, geo.Mg
-    y = np.empty((N, M) + geo.osp, dtype=cdt)
+    if channels_last_out:
+        y_last = np.empty((N,) + geo.osp + (M,), dtype=cdt)
+        y = y_last.transpose(0, 3, 1, 2)
+    else:
+        y = np.empty((N, M) + geo.osp, dtype=cdt)
     y3 = y.reshape(N, g, Mg, geo.P)
     bias_col = wts.bias.reshape(M, 1) if wts.bias is not None else None
     z3 = None
@@ -825,7 +851,16 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             xi = x[i]
             if any(s != 1 for s in geo.strides):
                 xi = xi[(slice(None),) + tuple(slice(None, None, s) for s in geo.strides)]
-            if g == 1 and wts.gemm_bias is not None:
+            if g == 1 and (channels_last_out or _is_channels_last(xi)):
+                # a channels-last image is the (P, C) matrix transposed: BLAS reads either as it lies
+                pixels_by_channel = (xi.transpose(1, 2, 0).reshape(geo.P, geo.C) if _is_channels_last(xi)
+                                     else np.ascontiguousarray(xi).reshape(geo.C, geo.P).T)
+                if channels_last_out:
+                    _gemm_rows_into(pixels_by_channel, wts.gemm[0].T, y_last[i].reshape(geo.P, M), wts.bias,
+                                    activation)
+                    continue
+                _gemm_into(wts.gemm[0], pixels_by_channel.T, y3[i, 0], bias_col, post)
+            elif g == 1 and wts.gemm_bias is not None:
                 _gemm_into(wts.gemm_bias[0], _with_ones_row(xi, cdt), y3[i, 0], None, post)
             elif g == 1:
                 _gemm_into(wts.gemm[0], np.ascontiguousarray(xi).reshape(geo.Cg, geo.P), y3[i, 0], bias_col, post)
@@ -836,12 +871,17 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                     y3[i] += wts.bias.reshape(g, Mg, 1)
         elif geo.kind == "depthwise":
             cl = geo.channels_last
-            if cl is not None and (cl.from_channels_last if _is_channels_last(x[i]) else cl.from_channels_first):
-                size = geo.P * M
-                o = thread_scratch_flat(("dwcl_out", cdt.str), size, cdt)[:size].reshape(geo.osp + (M,))
+            if channels_last_out or (cl is not None and cl.takes(x[i])):
+                if channels_last_out:
+                    o = y_last[i]
+                else:
+                    size = geo.P * M
+                    o = thread_scratch_flat(("dwcl_out", cdt.str), size, cdt)[:size].reshape(geo.osp + (M,))
                 _depthwise_channels_last(geo, cl, x[i], wts, o, cdt)
                 if activation is not None and Z is None:
-                    activation(o)  # on the contiguous channels-last block, before the transpose
+                    activation(o)  # on the contiguous channels-last block, before any transpose
+                if channels_last_out:
+                    continue
                 y[i] = o.transpose(2, 0, 1)
                 if Z is not None:
                     post(y[i], slice(0, M))  # + Z, then the activation
@@ -897,6 +937,8 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     group = int(attrs.get("group", 1) or 1)
     geometries: dict[tuple, _ConvGeometry] = {}
     prepared: dict[str, _ConvWeights] = {}  # by compute dtype, for constant W (and B)
+    readers = _channels_last_readers(ctx)
+    layouts: dict[tuple, bool] = {}  # by (X shape, X channels-last): whether the output goes channels-last
 
     def conv(X, W, B=None, Z=None):
         check_float(op_name, "X", X)
@@ -914,9 +956,71 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
                 wts = prepared[cdt.str] = _ConvWeights(W, B, group, cdt)
         else:
             wts = _ConvWeights(W, B, group, cdt)
-        return _conv_run(op_name, geo, X, wts, activation, Z)
+        channels_last_out = False
+        if readers is not None and Z is None and geo.n == 2 and geo.N > 0:
+            layout_key = (X.shape, _is_channels_last(X[0]))
+            channels_last_out = layouts.get(layout_key)
+            if channels_last_out is None:
+                channels_last_out = layouts[layout_key] = _output_channels_last(geo, X[0], readers)
+        return _conv_run(op_name, geo, X, wts, activation, Z, channels_last_out)
 
     return conv
+
+
+def _channels_last_readers(ctx: KernelContext) -> list[tuple[str, tuple, dict]] | None:
+    """The depthwise convs (op type, weight shape, attributes) among the readers of this conv's output
+    when every reader is a 2-D Conv/FusedConv that reads it as X and takes a channels-last image
+    well: a pointwise conv (1x1, ungrouped, stride 1, unpadded: a GEMM with a transposed operand)
+    or a depthwise one (whose channels-last path then skips its transpose in). None when any reader
+    is something else, or the graph hands the output to the caller, who gets C-contiguous arrays."""
+    node = ctx.node
+    if node is None or len(node.outputs) != 1 or not ctx.fetched_outputs or ctx.fetched_outputs[0]:
+        return None
+    uses = list(node.outputs[0].uses())
+    if not uses:
+        return None
+    depthwise = []
+    for use in uses:
+        reader = use.node
+        if use.idx != 0 or (reader.op_type, reader.domain or "") not in (("Conv", ""), ("Conv", "ai.onnx"),
+                                                                        ("FusedConv", "com.microsoft")):
+            return None
+        w = reader.inputs[1] if len(reader.inputs) > 1 else None
+        w_shape = None if w is None or w.shape is None else tuple(w.shape)
+        if w_shape is None or len(w_shape) != 4 or not all(isinstance(d, int) for d in w_shape):
+            return None
+        attrs = {name: attr.value for name, attr in reader.attributes.items()}
+        group = int(attrs.get("group", 1) or 1)
+        flat = (all(int(v) == 1 for v in attrs.get("strides") or ()) and not any(attrs.get("pads") or ())
+                and (attrs.get("auto_pad") or "NOTSET") in ("NOTSET", "VALID"))
+        if group == 1 and w_shape[2:] == (1, 1) and flat:
+            continue
+        if group > 1 and w_shape[0] == group and w_shape[1] == 1:
+            depthwise.append((reader.op_type, w_shape, attrs))
+            continue
+        return None
+    return depthwise
+
+
+def _output_channels_last(geo: _ConvGeometry, x: np.ndarray, readers: list[tuple[str, tuple, dict]]) -> bool:
+    """Whether this conv (geometry ``geo``, first image ``x``) hands its output on channels-last: it
+    makes that layout at no cost (an ungrouped 1x1 conv, as the GEMM's transposed form, when some
+    reader is depthwise; a depthwise conv on its channels-last path), and each depthwise reader's
+    channels-last path is the faster one for a channels-last input of that shape."""
+    if geo.kind == "1x1":
+        if geo.g != 1 or not readers:
+            return False
+    elif geo.kind != "depthwise" or geo.channels_last is None or not geo.channels_last.takes(x):
+        return False
+    out_shape = (geo.N, geo.M) + geo.osp
+    for op_name, w_shape, attrs in readers:
+        try:
+            reader = _ConvGeometry(op_name, out_shape, w_shape, attrs)
+        except ValueError:
+            return False  # the reader reports its own error when it runs
+        if reader.channels_last is None or not reader.channels_last.from_channels_last:
+            return False
+    return True
 
 
 @op_factory("Conv", 1, 11, 22)

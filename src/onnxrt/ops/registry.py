@@ -67,6 +67,9 @@ class KernelContext:
     session: Any = None  # the session's options/config view, for kernels that need it
     subplans: list[Any] = field(default_factory=list)  # planned bodies of GRAPH attributes, in order
     node: Any = None  # the onnx_ir node (function ops and Gradient read its attributes/graph)
+    # Per output: whether the graph hands it to the caller (a graph output, or a value fetched by name).
+    # A kernel may return another memory layout (a transposed view) only for outputs that are not.
+    fetched_outputs: list[bool] = field(default_factory=list)
 
     @property
     def input_dtypes(self) -> list[np.dtype | None]:

@@ -94,6 +94,7 @@ class GraphPlan:
         # extra_outputs: values inside the graph a caller asked to fetch; they are kept alive to the end
         self.output_names = [v.name for v in graph.outputs] + [n for n in extra_outputs if n not in
                                                                {v.name for v in graph.outputs}]
+        self._fetched_names = frozenset(self.output_names)
         initializer_names = set(graph.initializers)
         if config.initializers_are_constant:
             overridable_initializers = False
@@ -299,6 +300,7 @@ class GraphPlan:
         if subplans:
             raise InvalidGraph(f"Node '{node.name}' ({node.op_type}) has graph attributes: it cannot run alone.")
         ctx = self._kernel_context(node, domain, opset, attrs, [], list(arrays), 0)
+        ctx.fetched_outputs = [True] * len(node.outputs)  # folded values become constants
         return _output_list(self._make_kernel(node, domain, opset, ctx)(*arrays))
 
     def _opset_of(self, node: ir.Node) -> tuple[str, int]:
@@ -331,6 +333,7 @@ class GraphPlan:
             session=self.config.session,
             subplans=subplans,
             node=node,
+            fetched_outputs=[v.name in self._fetched_names for v in node.outputs],
         )
 
     def _make_kernel(self, node: ir.Node, domain: str, opset: int, ctx: registry.KernelContext) -> Callable:
