@@ -199,21 +199,24 @@ def test_channels_last_depthwise_takes_either_layout(hw, k, strides, pads, dil):
         np.testing.assert_allclose(relu(xin, w, b, z), np.maximum(ref + z, 0), rtol=1e-4, atol=1e-4)
 
 
-def _inverted_residual(n: int, dw_stride: int, extra_reader: bool) -> bytes:
+def _inverted_residual(n: int, dw_stride: int, extra_reader: bool, expand_k: int = 1, hw: int = 14) -> bytes:
     """MobileNetV2's block: 1x1 expand + Relu, 3x3 depthwise + Relu, 1x1 project; with
-    ``extra_reader`` the expanded value is also read by a GlobalAveragePool (a second graph output)."""
+    ``extra_reader`` the expanded value is also read by a GlobalAveragePool (a second graph output);
+    with ``expand_k`` 3 the expansion is a padded 3x3 conv (MobileNetV2's stem)."""
     rng = np.random.default_rng(7)
     C, E = 8, 32
     inits = [numpy_helper.from_array(rng.standard_normal(shape, dtype=np.float32), name) for name, shape in
-             [("W1", (E, C, 1, 1)), ("B1", (E,)), ("W2", (E, 1, 3, 3)), ("B2", (E,)), ("W3", (C, E, 1, 1))]]
-    nodes = [helper.make_node("Conv", ["X", "W1", "B1"], ["c1"]), helper.make_node("Relu", ["c1"], ["a1"]),
+             [("W1", (E, C, expand_k, expand_k)), ("B1", (E,)), ("W2", (E, 1, 3, 3)), ("B2", (E,)),
+              ("W3", (C, E, 1, 1))]]
+    nodes = [helper.make_node("Conv", ["X", "W1", "B1"], ["c1"], pads=[expand_k // 2] * 4),
+             helper.make_node("Relu", ["c1"], ["a1"]),
              helper.make_node("Conv", ["a1", "W2", "B2"], ["c2"], group=E, pads=[1] * 4, strides=[dw_stride] * 2),
              helper.make_node("Relu", ["c2"], ["a2"]), helper.make_node("Conv", ["a2", "W3"], ["Y"])]
     outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)]
     if extra_reader:
         nodes.append(helper.make_node("GlobalAveragePool", ["a1"], ["G"]))
         outputs.append(helper.make_tensor_value_info("G", TensorProto.FLOAT, None))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, C, 14, 14])],
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, C, hw, hw])],
                               outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
 
@@ -231,15 +234,15 @@ def _output_layouts(sess, feeds) -> list[bool]:
     return layouts
 
 
-@pytest.mark.parametrize("n,dw_stride", [(1, 1), (2, 1), (1, 2)])
+@pytest.mark.parametrize("n,dw_stride,expand_k,hw", [(1, 1, 1, 14), (2, 1, 1, 14), (1, 2, 1, 14), (2, 1, 3, 20)])
 @pytest.mark.parametrize("level", ["ORT_DISABLE_ALL", "ORT_ENABLE_ALL"])
-def test_pointwise_depthwise_chain_hands_on_channels_last(n, dw_stride, level):
-    """1x1 -> depthwise -> 1x1: the expand conv writes its output channels-last (the GEMM's
-    transposed form), the depthwise conv reads and writes that layout and the project conv reads it
-    as a transposed operand; results match onnxruntime, the graph output and a fetched intermediate
-    value come back C-contiguous."""
-    data = _inverted_residual(n, dw_stride, extra_reader=False)
-    x = np.random.default_rng(8).standard_normal((n, 8, 14, 14), dtype=np.float32)
+def test_pointwise_depthwise_chain_hands_on_channels_last(n, dw_stride, expand_k, hw, level):
+    """1x1 (or tiled im2col 3x3) -> depthwise -> 1x1: the expand conv writes its output
+    channels-last (the GEMM's transposed form), the depthwise conv reads and writes that layout and
+    the project conv reads it as a transposed operand; results match onnxruntime, the graph output
+    and a fetched intermediate value come back C-contiguous."""
+    data = _inverted_residual(n, dw_stride, extra_reader=False, expand_k=expand_k, hw=hw)
+    x = np.random.default_rng(8).standard_normal((n, 8, hw, hw), dtype=np.float32)
     options = onnxrt.SessionOptions()
     options.graph_optimization_level = getattr(onnxrt.GraphOptimizationLevel, level)
     sess = onnxrt.InferenceSession(data, options)
@@ -254,9 +257,12 @@ def test_pointwise_depthwise_chain_hands_on_channels_last(n, dw_stride, level):
     expanded = sess._plan.steps[convs[0]].node.outputs[0].name
     y_again, fetched = onnxrt.InferenceSession(data, options).run(["Y", expanded], {"X": x})
     np.testing.assert_allclose(y_again, ref, rtol=1e-4, atol=1e-4)
-    assert fetched.flags.c_contiguous and fetched.shape == (n, 32, 14, 14)
+    assert fetched.flags.c_contiguous and fetched.shape == (n, 32, hw, hw)
     w1, b1 = (numpy_helper.to_array(t) for t in onnx.load_from_string(data).graph.initializer[:2])
-    expected = np.einsum("ec,nchw->nehw", w1[:, :, 0, 0], x) + b1[:, None, None]
+    p = expand_k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    expected = sum(np.einsum("ec,nchw->nehw", w1[:, :, i, j], xp[:, :, i:i + hw, j:j + hw])
+                   for i in range(expand_k) for j in range(expand_k)) + b1[:, None, None]
     if level != "ORT_DISABLE_ALL":  # Conv + Relu fused into one FusedConv
         expected = np.maximum(expected, 0)
     np.testing.assert_allclose(fetched, expected, rtol=1e-4, atol=1e-4)

@@ -379,12 +379,14 @@ def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
     return flat, xp
 
 
-def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray,
-                bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype) -> None:
+def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray | None,
+                bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype,
+                out_last: np.ndarray | None = None, activation: Callable[[np.ndarray], Any] | None = None) -> None:
     """Ungrouped im2col conv of one image x (C, *in_sp) into out (M, P), a block of output rows at
     a time: the block's columns are one strided copy out of the zero-bordered image (a view of
     shape (C, *kernel, rows, *osp[1:])) into a cache-sized buffer, then one GEMM writes the block's
-    output columns and the epilogue runs on them while they are in cache."""
+    output columns and the epilogue runs on them while they are in cache. With ``out_last`` (P, M)
+    instead, the GEMM runs transposed and writes the output channels-last, then ``activation``."""
     xp = _padded_image(geo, x, cdt)[1] if any(geo.begin) or any(geo.end) else x
     with_ones = wts.gemm_bias is not None
     w = wts.gemm_bias[0] if with_ones else wts.gemm[0]
@@ -410,6 +412,14 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
         np.copyto(buf[:K, :n].reshape((geo.C,) + tuple(geo.kernel) + (n,) + tuple(geo.osp[1:])), src)
         cols = buf[:, :n].reshape(buf.shape[0], n * row_len)
         sl = slice(r0 * row_len, (r0 + n) * row_len)
+        if out_last is not None:
+            o = out_last[sl]
+            np.matmul(cols.T, w.T, out=o)
+            if bias_col is not None and not with_ones:
+                o += wts.bias
+            if activation is not None:
+                activation(o)
+            continue
         o = out[:, sl]
         np.matmul(w, cols, out=o)
         if bias_col is not None and not with_ones:
@@ -894,6 +904,9 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
         elif geo.shifted:
             _conv_shifted(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
         elif g == 1 and geo.padded_ok:
+            if channels_last_out:
+                _conv_tiled(geo, x[i], wts, None, bias_col, None, cdt, y_last[i].reshape(geo.P, M), activation)
+                continue
             _conv_tiled(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
         else:
             with_ones = wts.gemm_bias is not None
@@ -1004,11 +1017,13 @@ def _channels_last_readers(ctx: KernelContext) -> list[tuple[str, tuple, dict]] 
 
 def _output_channels_last(geo: _ConvGeometry, x: np.ndarray, readers: list[tuple[str, tuple, dict]]) -> bool:
     """Whether this conv (geometry ``geo``, first image ``x``) hands its output on channels-last: it
-    makes that layout at no cost (an ungrouped 1x1 conv, as the GEMM's transposed form, when some
-    reader is depthwise; a depthwise conv on its channels-last path), and each depthwise reader's
+    makes that layout at no cost (an ungrouped 1x1 or tiled im2col conv, as the GEMM's transposed
+    form, when some reader is depthwise; a depthwise conv on its channels-last path), and each depthwise reader's
     channels-last path is the faster one for a channels-last input of that shape."""
-    if geo.kind == "1x1":
-        if geo.g != 1 or not readers:
+    if geo.kind in ("1x1", "im2col"):
+        # the plain and the tiled im2col GEMMs have a transposed form; the other paths do not
+        tiled = geo.kind == "im2col" and geo.gather is None and not geo.shifted and geo.padded_ok
+        if geo.g != 1 or not readers or (geo.kind == "im2col" and not tiled):
             return False
     elif geo.kind != "depthwise" or geo.channels_last is None or not geo.channels_last.takes(x):
         return False
