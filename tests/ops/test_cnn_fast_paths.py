@@ -14,7 +14,7 @@ from onnxrt.ops import conv
 from onnxrt.ops.conv import conv_kernel
 from onnxrt.ops.registry import KernelContext
 
-_CHANNELS_LAST_LIMITS = ("_CHANNELS_LAST_MAX_WIDTH", "_CHANNELS_LAST_MAX_STRIDED_PIXELS",
+_CHANNELS_LAST_LIMITS = ("_CHANNELS_LAST_MAX_WIDTH", "_CHANNELS_LAST_MAX_KERNEL", "_CHANNELS_LAST_MAX_STRIDED_PIXELS",
                          "_CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS", "_CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL")
 
 
@@ -22,8 +22,11 @@ _CHANNELS_LAST_LIMITS = ("_CHANNELS_LAST_MAX_WIDTH", "_CHANNELS_LAST_MAX_STRIDED
 def depthwise_path(request, monkeypatch):
     """Runs a depthwise test once with the channels-last path switched off (banded at stride 1,
     im2col when strided) and once with it taken for every shape it supports."""
-    for name in _CHANNELS_LAST_LIMITS:
-        monkeypatch.setattr(conv, name, 0 if request.param == "channel_first" else 1 << 30)
+    if request.param == "channel_first":
+        monkeypatch.setattr(conv._ChannelsLastDepthwise, "takes", lambda self, x: False)
+    else:
+        for name in _CHANNELS_LAST_LIMITS:
+            monkeypatch.setattr(conv, name, 1 << 30)
     return request.param
 
 

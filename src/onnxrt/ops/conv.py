@@ -555,12 +555,14 @@ class _BandedDepthwise:
 # transposes included (measured per MobileNetV2 / PP-OCR / ShuffleNet shape, microseconds):
 # * channel-first input, stride 1: up to 40 columns (384x14x14: 279 vs 366; 960x7x7: 151 vs 314;
 #   384x20x20 5x5: 1070 vs 1251), not at 80 (480x6x80 5x5: 2043 vs 1453) nor 56 (144x56x56 tied);
+#   with a 7x7 kernel (ConvNeXt) only as wide as the kernel (768x7x7: 452 vs 626; 384x14x14: 846 vs 747);
 # * channel-first input, strided: up to 2048 pixels (240x12x80 5x5 stride (2, 1): 1035 vs 1510), not
 #   at 56x56 (144 channels stride 2: 845 vs 795) nor 112x112 (96 channels: 2322 vs 1820);
 # * channels-last input (no transpose in): stride 1 with a 3x3 kernel at any width (16x320x320: 3992
 #   vs 5288) or any kernel up to 40 columns; strided up to 16384 pixels (96x112x112: 1456 vs 1820,
 #   but 32x320x320: 6498 vs 4871).
 _CHANNELS_LAST_MAX_WIDTH = 40
+_CHANNELS_LAST_MAX_KERNEL = 5
 _CHANNELS_LAST_MAX_STRIDED_PIXELS = 2048
 _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS = 16384
 _CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL = 3
@@ -581,10 +583,12 @@ class _ChannelsLastDepthwise:
         self.dst = (slice(geo.begin[0], geo.begin[0] + geo.in_sp[0]), slice(geo.begin[1], geo.begin[1] + geo.in_sp[1]))
         self.tiled = geo.strides[1] == 1
         pixels, width = geo.in_sp[0] * geo.in_sp[1], geo.in_sp[1]
+        kw = geo.kernel[1]
         if geo.strides == [1, 1]:
-            self.from_channels_first = width <= _CHANNELS_LAST_MAX_WIDTH
-            self.from_channels_last = (geo.kernel[1] <= _CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL
-                                       or width <= _CHANNELS_LAST_MAX_WIDTH)
+            # a row no wider than the kernel is one short tile for the banded path, whatever the kernel
+            narrow = (kw <= _CHANNELS_LAST_MAX_KERNEL and width <= _CHANNELS_LAST_MAX_WIDTH) or width <= kw
+            self.from_channels_first = narrow
+            self.from_channels_last = kw <= _CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL or narrow
         else:
             self.from_channels_first = pixels <= _CHANNELS_LAST_MAX_STRIDED_PIXELS
             self.from_channels_last = pixels <= _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS
