@@ -801,7 +801,7 @@ class _ConvWeights:
         else:
             self.gemm = np.ascontiguousarray(w3)
         self.depthwise = self.gemm.reshape(group * Mg * K) if Cg == 1 else None
-        self.bands: dict[tuple, np.ndarray] = {}  # banded-depthwise weights, by tiling
+        self.bands: dict[tuple, np.ndarray] = {}  # depthwise weights re-laid out (banded, channels-last), by tiling
         for a in (self.gemm, self.gemm_bias, self.bias):
             if a is not None:
                 a.flags.writeable = False
