@@ -23,7 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from onnxrt.ops._common import thread_scratch, thread_scratch_flat
-from onnxrt.ops.registry import KernelContext, op, op_factory
+from onnxrt.ops.registry import KernelContext, normalize_domain, op, op_factory
 from onnxrt.runtime import threads
 
 # ---------------------------------------------------------------------------------------------
@@ -593,9 +593,9 @@ class _ChannelsLastDepthwise:
             self.from_channels_first = pixels <= _CHANNELS_LAST_MAX_STRIDED_PIXELS
             self.from_channels_last = pixels <= _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS
 
-    def takes(self, x: np.ndarray) -> bool:
-        """Whether this path is the faster one for the image x (C, H, W) as it lies in memory."""
-        return self.from_channels_last if _is_channels_last(x) else self.from_channels_first
+    def takes(self, x_channels_last: bool) -> bool:
+        """Whether this path is the faster one for an input in that layout."""
+        return self.from_channels_last if x_channels_last else self.from_channels_first
 
     def weights(self, wts: "_ConvWeights", geo: _ConvGeometry) -> np.ndarray:
         """(kh, kw, C) channels-last weight, or (kh, kw, Wo*C) repeated per output column when tiled."""
@@ -619,7 +619,7 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
     such conv; from a channels-last x it is a copy of contiguous rows."""
     size = math.prod(cl.pshape)
     xp = thread_scratch_flat(("dwcl_pad", cdt.str), size, cdt)[:size].reshape(cl.pshape)
-    _zero_border(xp, (slice(None),) + cl.dst, channels_last=True)
+    _zero_border(xp, *cl.dst)
     xp[cl.dst] = x.transpose(1, 2, 0)
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
     ho, wo = geo.osp
@@ -637,20 +637,13 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
         out += wts.bias
 
 
-def _zero_border(xp: np.ndarray, inner: tuple, channels_last: bool = False) -> None:
-    """Zero every element of the (C, H, W) buffer ``xp`` (or (H, W, C) when ``channels_last``)
-    outside ``inner`` (slices of the H and W axes, after a leading slice of axis 0)."""
-    rows, cols = inner[1], inner[2]
-    if channels_last:
-        xp[:rows.start] = 0
-        xp[rows.stop:] = 0
-        xp[rows, :cols.start] = 0
-        xp[rows, cols.stop:] = 0
-        return
-    xp[:, :rows.start] = 0
-    xp[:, rows.stop:] = 0
-    xp[:, rows, :cols.start] = 0
-    xp[:, rows, cols.stop:] = 0
+def _zero_border(xp: np.ndarray, rows: slice, cols: slice) -> None:
+    """Zero every element of the (H, W, ...) buffer ``xp`` outside ``rows`` x ``cols`` (a (C, H, W)
+    buffer is passed as its (H, W, C) view)."""
+    xp[:rows.start] = 0
+    xp[rows.stop:] = 0
+    xp[rows, :cols.start] = 0
+    xp[rows, cols.stop:] = 0
 
 
 def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, wts: "_ConvWeights",
@@ -661,7 +654,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     # every banded depthwise conv (one per conv shape held ~30 MB in PP-OCR's recognizer)
     size = math.prod(bd.pshape)
     xp = thread_scratch_flat(("dwband_pad", cdt.str), size, cdt)[:size].reshape(bd.pshape)
-    _zero_border(xp, bd.dst)
+    _zero_border(xp.transpose(1, 2, 0), *bd.dst[1:])
     xp[bd.dst] = x
     (kh, _), (sh, sw), (dh, _) = geo.kernel, geo.strides, geo.dilations
     ho, wo = geo.osp
@@ -832,12 +825,12 @@ def _epilogue(z_block: Callable[[slice, np.ndarray], np.ndarray] | None,
 
 def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights,
               activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None,
-              channels_last_out: bool = False) -> np.ndarray:
+              x_channels_last: bool = False, channels_last_out: bool = False) -> np.ndarray:
     """Conv of X with prepared weights. ``Z`` (same shape as the output) is added and then
     ``activation`` applied in place, on each GEMM output block while it is still in cache where the
-    path allows it (FusedConv's semantics). With ``channels_last_out`` (a 2-D 1x1 or channels-last
-    depthwise conv without ``Z``) the result is a (N, M, H, W) view of a C-contiguous (N, H, W, M)
-    array."""
+    path allows it (FusedConv's semantics). ``x_channels_last``: X is a (N, C, H, W) view of a
+    C-contiguous (N, H, W, C) array. With ``channels_last_out`` (a 2-D 1x1, tiled im2col or
+    channels-last depthwise conv without ``Z``) the result is such a view too."""
     cdt = compute_dtype(X.dtype)
     x = X if X.dtype == cdt else X.astype(cdt)
     N, M, g, Mg = geo.N, geo.M, geo.g, geo.Mg
@@ -865,9 +858,11 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             xi = x[i]
             if any(s != 1 for s in geo.strides):
                 xi = xi[(slice(None),) + tuple(slice(None, None, s) for s in geo.strides)]
-            if g == 1 and (channels_last_out or _is_channels_last(xi)):
+            # a strided 1x1 conv's input view is channels-last no more
+            xi_last = x_channels_last and xi.shape == x.shape[1:]
+            if g == 1 and (channels_last_out or xi_last):
                 # a channels-last image is the (P, C) matrix transposed: BLAS reads either as it lies
-                pixels_by_channel = (xi.transpose(1, 2, 0).reshape(geo.P, geo.C) if _is_channels_last(xi)
+                pixels_by_channel = (xi.transpose(1, 2, 0).reshape(geo.P, geo.C) if xi_last
                                      else np.ascontiguousarray(xi).reshape(geo.C, geo.P).T)
                 if channels_last_out:
                     _gemm_rows_into(pixels_by_channel, wts.gemm[0].T, y_last[i].reshape(geo.P, M), wts.bias,
@@ -885,7 +880,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                     y3[i] += wts.bias.reshape(g, Mg, 1)
         elif geo.kind == "depthwise":
             cl = geo.channels_last
-            if channels_last_out or (cl is not None and cl.takes(x[i])):
+            if channels_last_out or (cl is not None and cl.takes(x_channels_last)):
                 if channels_last_out:
                     o = y_last[i]
                 else:
@@ -973,13 +968,13 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
                 wts = prepared[cdt.str] = _ConvWeights(W, B, group, cdt)
         else:
             wts = _ConvWeights(W, B, group, cdt)
+        x_last = geo.n == 2 and geo.N > 0 and _is_channels_last(X[0])
         channels_last_out = False
         if readers is not None and Z is None and geo.n == 2 and geo.N > 0:
-            layout_key = (X.shape, _is_channels_last(X[0]))
-            channels_last_out = layouts.get(layout_key)
+            channels_last_out = layouts.get((X.shape, x_last))
             if channels_last_out is None:
-                channels_last_out = layouts[layout_key] = _output_channels_last(geo, X[0], readers)
-        return _conv_run(op_name, geo, X, wts, activation, Z, channels_last_out)
+                channels_last_out = layouts[(X.shape, x_last)] = _output_channels_last(geo, x_last, readers)
+        return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out)
 
     return conv
 
@@ -999,8 +994,8 @@ def _channels_last_readers(ctx: KernelContext) -> list[tuple[str, tuple, dict]] 
     depthwise = []
     for use in uses:
         reader = use.node
-        if use.idx != 0 or (reader.op_type, reader.domain or "") not in (("Conv", ""), ("Conv", "ai.onnx"),
-                                                                        ("FusedConv", "com.microsoft")):
+        if use.idx != 0 or (reader.op_type, normalize_domain(reader.domain)) not in (("Conv", ""),
+                                                                                    ("FusedConv", "com.microsoft")):
             return None
         w = reader.inputs[1] if len(reader.inputs) > 1 else None
         w_shape = None if w is None or w.shape is None else tuple(w.shape)
@@ -1019,17 +1014,18 @@ def _channels_last_readers(ctx: KernelContext) -> list[tuple[str, tuple, dict]] 
     return depthwise
 
 
-def _output_channels_last(geo: _ConvGeometry, x: np.ndarray, readers: list[tuple[str, tuple, dict]]) -> bool:
-    """Whether this conv (geometry ``geo``, first image ``x``) hands its output on channels-last: it
-    makes that layout at no cost (an ungrouped 1x1 or tiled im2col conv, as the GEMM's transposed
-    form, when some reader is depthwise; a depthwise conv on its channels-last path), and each depthwise reader's
-    channels-last path is the faster one for a channels-last input of that shape."""
+def _output_channels_last(geo: _ConvGeometry, x_channels_last: bool, readers: list[tuple[str, tuple, dict]]) -> bool:
+    """Whether this conv (geometry ``geo``, input layout ``x_channels_last``) hands its output on
+    channels-last: it makes that layout at no cost (an ungrouped 1x1 or tiled im2col conv, as the
+    GEMM's transposed form, when some reader is depthwise; a depthwise conv on its channels-last
+    path), and each depthwise reader's channels-last path is the faster one for a channels-last
+    input of that shape."""
     if geo.kind in ("1x1", "im2col"):
         # the plain and the tiled im2col GEMMs have a transposed form; the other paths do not
         tiled = geo.kind == "im2col" and geo.gather is None and not geo.shifted and geo.padded_ok
         if geo.g != 1 or not readers or (geo.kind == "im2col" and not tiled):
             return False
-    elif geo.kind != "depthwise" or geo.channels_last is None or not geo.channels_last.takes(x):
+    elif geo.kind != "depthwise" or geo.channels_last is None or not geo.channels_last.takes(x_channels_last):
         return False
     out_shape = (geo.N, geo.M) + geo.osp
     for op_name, w_shape, attrs in readers:
