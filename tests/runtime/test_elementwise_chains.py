@@ -144,3 +144,26 @@ def test_integer_chain_is_not_fused_away_from_its_kernels():
     got = _session(data, LEVELS.ORT_ENABLE_ALL).run(None, {"x": np.array([1, 2, 3], np.int64)})[0]
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, [4, 6, 8])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (1, 16, 150, 151)])
+def test_chain_writes_in_place_only_into_an_input_its_first_link_alone_reads(shape):
+    # t dies at the chain; it is read by the head (Mul) and, in the second model, by a later link
+    head_only = [
+        h.make_node("Softmax", ["x"], ["t"], name="softmax"),  # not a chain link: the chain starts at mul
+        h.make_node("Mul", ["t", "scale"], ["m"], name="mul"),
+        h.make_node("Sigmoid", ["m"], ["s"], name="sigmoid"),
+        h.make_node("Add", ["s", "x"], ["y"], name="add"),
+    ]
+    read_later = head_only[:3] + [h.make_node("Add", ["s", "t"], ["y"], name="add")]
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    for nodes, donated in ((head_only, True), (read_later, False)):
+        data = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, None)],
+                      [h.make_tensor_value_info("y", T.FLOAT, None)], [_scalar("scale", 0.75)])
+        fused = _session(data, LEVELS.ORT_ENABLE_ALL)
+        chain = next(step for step in fused._plan.steps if step.op_type == "ElementwiseChain")
+        assert (chain.donate is not None) == donated
+        kept = x.copy()
+        expected = _session(data, LEVELS.ORT_ENABLE_BASIC).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(fused.run(None, {"x": x})[0], expected)
+        np.testing.assert_array_equal(x, kept)

@@ -209,3 +209,128 @@ def test_evaluate_runs_one_node_outside_a_schedule():
                                                                     np.array([2, 2], np.int64)])
     with pytest.raises(onnxrt.InvalidGraph, match="does not import"):
         plan.evaluate(ir.Node("custom.domain", "Op", [a]), [np.zeros(1)])
+
+
+def _basic_session(nodes, inputs, outputs, initializers=()):
+    options = onnxrt.SessionOptions()  # basic level: no elementwise chains, one step per node
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return onnxrt.InferenceSession(_model(nodes, inputs, outputs, initializers), options)
+
+
+def _count_in_place(session):
+    """Wrap every donating step's in-place variant; returns {node name: calls}."""
+    calls = {}
+    for step in session._plan.steps:
+        if step.donate is not None:
+            position, variant = step.donate
+            calls[step.name] = 0
+
+            def counted(*args, _variant=variant, _name=step.name):
+                calls[_name] += 1
+                return _variant(*args)
+
+            step.donate = (position, counted)
+    return calls
+
+
+def test_a_value_that_dies_at_an_elementwise_node_is_overwritten_in_place():
+    nodes = [
+        h.make_node("Neg", ["x"], ["a"], name="neg"),
+        h.make_node("Relu", ["a"], ["b"], name="relu"),
+        h.make_node("Add", ["b", "bias"], ["c"], name="add"),
+        h.make_node("Exp", ["c"], ["y"], name="exp"),
+    ]
+    session = _basic_session(nodes, [f32("x", [2, 3])], [f32("y", [2, 3])],
+                             [h.make_tensor("bias", T.FLOAT, [3], [0.5, -1, 2])])
+    calls = _count_in_place(session)
+    # the feed x is never written over; a, b and c die where they are read
+    assert set(calls) == {"relu", "add", "exp"}
+    x = np.array([[1, -2, 3], [-4, 5, -6]], np.float32)
+    kept = x.copy()
+    y = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, np.exp(np.maximum(-kept, 0) + np.array([0.5, -1, 2], np.float32)), rtol=1e-6)
+    np.testing.assert_array_equal(x, kept)
+    assert calls == {"relu": 1, "add": 1, "exp": 1}
+
+
+def test_a_value_read_again_later_or_handed_to_the_caller_is_not_donated():
+    nodes = [
+        h.make_node("Neg", ["x"], ["a"], name="neg"),
+        h.make_node("Relu", ["a"], ["b"], name="relu"),  # a is read again by add
+        h.make_node("Add", ["a", "b"], ["c"], name="add"),
+        h.make_node("Sigmoid", ["c"], ["y"], name="sigmoid"),
+        h.make_node("Exp", ["c"], ["z"], name="exp"),  # c is an output too
+    ]
+    session = _basic_session(nodes, [f32("x", [4])], [f32("y", [4]), f32("c", [4]), f32("z", [4])])
+    donating = {step.name for step in session._plan.steps if step.donate is not None}
+    assert donating == {"add"}  # a dies at add; c is a graph output
+    x = np.array([1, -2, 3, -4], np.float32)
+    y, c, z = session.run(None, {"x": x})
+    np.testing.assert_allclose(c, -x + np.maximum(-x, 0))
+    np.testing.assert_allclose(z, np.exp(c), rtol=1e-6)
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-c)), rtol=1e-6)
+
+
+def test_a_dying_value_that_another_value_views_is_not_overwritten():
+    nodes = [
+        h.make_node("Neg", ["x"], ["a"], name="neg"),
+        h.make_node("Reshape", ["a", "shape"], ["r"], name="reshape"),  # a view of a, read at the end
+        h.make_node("Relu", ["a"], ["b"], name="relu"),  # a's last reader
+        h.make_node("Reshape", ["b", "shape"], ["b2"], name="reshape_b"),
+        h.make_node("Add", ["b2", "r"], ["y"], name="add"),
+    ]
+    shape = h.make_tensor("shape", T.INT64, [2], [3, 2])
+    session = _basic_session(nodes, [f32("x", [2, 3])], [f32("y", [3, 2])], [shape])
+    calls = _count_in_place(session)
+    assert "relu" in calls
+    x = np.array([[1, -2, 3], [-4, 5, -6]], np.float32)
+    y = session.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y, (np.maximum(-x, 0) - x).reshape(3, 2))
+    assert calls["relu"] == 0  # the run-time check refused: r still reads a's memory
+
+
+def test_profiling_times_steps_that_run_in_place(tmp_path):
+    nodes = [h.make_node("Neg", ["x"], ["a"], name="neg0"), h.make_node("Relu", ["a"], ["y"], name="relu0")]
+    options = onnxrt.SessionOptions()
+    options.enable_profiling = True
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.profile_file_prefix = str(tmp_path / "trace_")
+    nodes.append(h.make_node("Exp", ["y"], ["z"], name="exp0"))
+    session = onnxrt.InferenceSession(_model(nodes, [f32("x", [3])], [f32("z", [3])]), options)
+    assert {step.name for step in session._plan.steps if step.donate is not None} == {"relu0", "exp0"}
+    session.run(None, {"x": np.ones(3, np.float32)})
+    names = {e["name"] for e in json.loads(open(session.end_profiling()).read())}
+    assert {"relu0_kernel_time", "exp0_kernel_time"} <= names
+
+
+@pytest.mark.parametrize("case", ["sub_into_b", "add_broadcast_grows", "batchnorm"])
+def test_in_place_variants_agree_with_their_kernels(case):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    head = h.make_node("Neg", ["x"], ["t"], name="neg")
+    inits = []
+    if case == "sub_into_b":  # t is B: c - t goes into t
+        node = h.make_node("Sub", ["c", "t"], ["y"], name="op")
+        inits.append(h.make_tensor("c", T.FLOAT, [5], [1, 2, 3, 4, 5]))
+        expected = np.array([1, 2, 3, 4, 5], np.float32) + x
+        out_shape, feeds = [2, 3, 4, 5], {"x": x}
+    elif case == "add_broadcast_grows":  # t (5,) dies, but the result is (2, 3, 4, 5): no room in t
+        node = h.make_node("Add", ["t", "z"], ["y"], name="op")
+        head = h.make_node("Neg", ["x5"], ["t"], name="neg")
+        expected = -x[0, 0, 0] + x
+        out_shape, feeds = [2, 3, 4, 5], {"x5": x[0, 0, 0].copy(), "z": x}
+    else:
+        node = h.make_node("BatchNormalization", ["t", "s", "b", "m", "v"], ["y"], name="op")
+        for name, values in (("s", [1.5, 0.5, 2]), ("b", [0, 1, -1]), ("m", [0.1, 0.2, 0.3]), ("v", [1, 4, 0.5])):
+            inits.append(h.make_tensor(name, T.FLOAT, [3], values))
+        s, b, m, v = (np.array(t.float_data, np.float32).reshape(1, 3, 1, 1) for t in inits)
+        expected = (-x - m) / np.sqrt(v + 1e-5) * s + b
+        out_shape, feeds = [2, 3, 4, 5], {"x": x}
+    inputs = [f32(name, list(value.shape)) for name, value in feeds.items()]
+    session = _basic_session([head, node], inputs, [f32("y", out_shape)], inits)
+    calls = _count_in_place(session)
+    assert calls == {"op": 0}
+    y = session.run(None, feeds)[0]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    # the variant ran; where the result does not fit the donated array it made a new one
+    assert calls == {"op": 1}

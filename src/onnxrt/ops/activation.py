@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from onnxrt.ops._common import relu_into
 from onnxrt.ops.elementwise import (
     BF16,
     F16,
@@ -85,17 +86,19 @@ def relu(ctx: KernelContext):
     dt = _known_dtype(ctx, _RELU_TYPES)
     if dt is None:
         return _relu_general
-    zero, maximum, nd = dt.type(0), np.maximum, np.ndarray
+    nd = np.ndarray
 
     def run(X):
-        try:
-            if X.dtype is dt:
-                r = maximum(X, zero)
-                if r.__class__ is nd:
-                    return r
-        except AttributeError:
-            pass
+        if X.__class__ is nd and X.dtype is dt:
+            return relu_into(X)
         return _relu_general(X)
+
+    def into_x(X):  # the plan's in-place variant: X dies here and is the run's to overwrite
+        if X.__class__ is nd and X.dtype is dt and X.ndim:
+            return relu_into(X, X)
+        return run(X)
+
+    run.inplace = {0: into_x}
 
     return run
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from onnxrt.ops import registry
+from onnxrt.ops._common import relu_into
 from onnxrt.ops.activation import _gelu_erf_f32, _sigmoid_inplace
 from onnxrt.ops.elementwise import erf_array
 from onnxrt.ops.registry import KernelContext, op, op_factory
@@ -47,7 +48,7 @@ def inplace_activation(name: str, params: list[float]) -> Callable[[np.ndarray],
     if name in ("", "Identity"):
         return _identity
     if name == "Relu":
-        return lambda y: np.maximum(y, 0, out=y)
+        return lambda y: relu_into(y, y)
     if name == "Tanh":
         return lambda y: np.tanh(y, out=y)
     if name == "Sigmoid":

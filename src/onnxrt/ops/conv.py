@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from onnxrt.ops._common import thread_scratch, thread_scratch_flat
+from onnxrt.ops._common import RowVector, thread_scratch, thread_scratch_flat
 from onnxrt.ops.registry import KernelContext, normalize_domain, op, op_factory
 from onnxrt.runtime import threads
 
@@ -314,7 +314,7 @@ def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarra
             post(o, sl)
 
 
-def _gemm_rows_into(a: np.ndarray, w_t: np.ndarray, out: np.ndarray, bias: np.ndarray | None,
+def _gemm_rows_into(a: np.ndarray, w_t: np.ndarray, out: np.ndarray, bias: RowVector | None,
                     activation: Callable[[np.ndarray], Any] | None) -> None:
     """out (P, M) = a (P, K) @ w_t (K, M) (+ bias per column), the channels-last GEMM, then the
     activation; with either, a block of rows at a time so that they run on it in cache."""
@@ -324,7 +324,7 @@ def _gemm_rows_into(a: np.ndarray, w_t: np.ndarray, out: np.ndarray, bias: np.nd
         o = out[p0:p0 + step]
         np.matmul(a[p0:p0 + step], w_t, out=o)
         if bias is not None:
-            o += bias
+            bias.add_to(o)
         if activation is not None:
             activation(o)
 
@@ -416,7 +416,7 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
             o = out_last[sl]
             np.matmul(cols.T, w.T, out=o)
             if bias_col is not None and not with_ones:
-                o += wts.bias
+                wts.bias_row().add_to(o)
             if activation is not None:
                 activation(o)
             continue
@@ -634,7 +634,7 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
                                                writeable=False)
         np.einsum("hwrsc,rsc->hwc", taps, w, out=out)
     if wts.bias is not None:
-        out += wts.bias
+        wts.bias_row().add_to(out.reshape(-1, geo.C))
 
 
 def _zero_border(xp: np.ndarray, rows: slice, cols: slice) -> None:
@@ -799,6 +799,13 @@ class _ConvWeights:
             if a is not None:
                 a.flags.writeable = False
         self._tap_stacked: np.ndarray | None = None
+        self._bias_row: RowVector | None = None
+
+    def bias_row(self) -> RowVector:
+        """The bias as a row vector for channels-last outputs (rows of pixels), made on first use."""
+        if self._bias_row is None:
+            self._bias_row = RowVector(self.bias)
+        return self._bias_row
 
     def tap_stacked(self) -> np.ndarray:
         """(K*M, C) tap-major weight of an ungrouped conv, made on first use (shifted-GEMM path)."""
@@ -865,7 +872,8 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 pixels_by_channel = (xi.transpose(1, 2, 0).reshape(geo.P, geo.C) if xi_last
                                      else np.ascontiguousarray(xi).reshape(geo.C, geo.P).T)
                 if channels_last_out:
-                    _gemm_rows_into(pixels_by_channel, wts.gemm[0].T, y_last[i].reshape(geo.P, M), wts.bias,
+                    bias_row = None if wts.bias is None else wts.bias_row()
+                    _gemm_rows_into(pixels_by_channel, wts.gemm[0].T, y_last[i].reshape(geo.P, M), bias_row,
                                     activation)
                     continue
                 _gemm_into(wts.gemm[0], pixels_by_channel.T, y3[i, 0], bias_col, post)

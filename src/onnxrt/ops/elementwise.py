@@ -127,7 +127,14 @@ def _register_unary(op_name: str, versions, fn, allowed, result=None) -> None:
             r = fn(X)
             return r if type(r) is np.ndarray else np.asarray(r)
 
+        def into_x(X):  # the plan's in-place variant: X dies here and is the run's to overwrite
+            if type(X) is not np.ndarray or X.dtype is not dt or X.ndim == 0:
+                return fast(X)
+            return fn(X, out=X)
+
         fast.__name__ = op_name.lower()
+        if isinstance(fn, np.ufunc):
+            fast.inplace = {0: into_x}
         return fast
 
     op_factory(op_name, *versions)(factory)
@@ -386,6 +393,13 @@ def _binary(op_name: str, fn: Callable, allowed: frozenset, result: np.dtype | N
     return kernel
 
 
+def _broadcasts_into(shape: tuple, target: tuple) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` without enlarging it."""
+    if len(shape) > len(target):
+        return False
+    return all(d == 1 or d == t for d, t in zip(shape[::-1], target[::-1]))
+
+
 def _register_binary(op_name: str, fn: Callable, allowed: frozenset, versions, legacy_versions=(),
                      result: np.dtype | None = None) -> None:
     kernel = _binary(op_name, fn, allowed, result)
@@ -411,7 +425,23 @@ def _register_binary(op_name: str, fn: Callable, allowed: frozenset, versions, l
                 raise
             return r if type(r) is np.ndarray else np.asarray(r)
 
+        # the plan's in-place variants (the input dies here and is the run's to overwrite): the
+        # result goes into that input when it already has the result's shape
+        def into_a(A, B):
+            if (type(A) is np.ndarray and type(B) is np.ndarray and A.dtype is dt and B.dtype is dt
+                    and A.ndim and _broadcasts_into(B.shape, A.shape)):
+                return fn(A, B, out=A)
+            return fast(A, B)
+
+        def into_b(A, B):
+            if (type(A) is np.ndarray and type(B) is np.ndarray and A.dtype is dt and B.dtype is dt
+                    and B.ndim and _broadcasts_into(A.shape, B.shape)):
+                return fn(A, B, out=B)
+            return fast(A, B)
+
         fast.__name__ = op_name.lower()
+        if isinstance(fn, np.ufunc) and result is None:
+            fast.inplace = {0: into_a, 1: into_b}
         return fast
 
     op_factory(op_name, *versions)(factory)

@@ -266,19 +266,30 @@ def batch_normalization(ctx: KernelContext):
     if not training and all(c is not None for c in const[1:5]):
         pre = {}  # per (shape, dtype) of X: the folded (a, b)
 
+    def folded(X, scale, B, input_mean, input_var, cdt):
+        key = (X.ndim, X.shape[1:] if not spatial else None, cdt)
+        ab = pre.get(key) if pre is not None else None
+        if ab is None:
+            ab = affine(X, scale, B, input_mean, input_var, cdt)
+            if pre is not None:
+                pre[key] = ab
+        return ab
+
+    def into_x(X, scale, B, input_mean, input_var):  # the plan's in-place variant: X dies here
+        if type(X) is np.ndarray and X.dtype in (np.float32, np.float64) and X.ndim >= 2:
+            a, b = folded(X, scale, B, input_mean, input_var, X.dtype)
+            np.multiply(X, a, out=X)
+            X += b
+            return X
+        return run(X, scale, B, input_mean, input_var)
+
     def run(X, scale, B, input_mean, input_var):
         _check_float(X, "BatchNormalization", "X")
         if X.ndim < 1:
             raise ValueError("BatchNormalization: input 'X' must have rank >= 1")
         cdt = _cdt(X.dtype)
         if not training:
-            key = (X.ndim, X.shape[1:] if not spatial else None, cdt)
-            ab = pre.get(key) if pre is not None else None
-            if ab is None:
-                ab = affine(X, scale, B, input_mean, input_var, cdt)
-                if pre is not None:
-                    pre[key] = ab
-            a, b = ab
+            a, b = folded(X, scale, B, input_mean, input_var, cdt)
             y = np.multiply(X, a, dtype=cdt)
             y += b
             return y.astype(X.dtype, copy=False)
@@ -303,6 +314,8 @@ def batch_normalization(ctx: KernelContext):
             return Y, run_mean, run_var
         return Y, run_mean, run_var, cm.astype(m_dt, copy=False), cv.astype(v_dt, copy=False)
 
+    if not training:
+        run.inplace = {0: into_x}
     return run
 
 

@@ -19,6 +19,7 @@ kernels run one after the other, so the fusion never changes a result or an erro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -154,19 +155,36 @@ class FusedChain:
                           [op.value.reshape(())[()] if op.kind == CONST and op.value is not None else None
                            for op in link.operands])
                          for link in self.links]
+        # The plan's in-place variants: the chain may write into an input that only its first link
+        # reads (every later link reads the running value, already written over that input).
+        later = {op.index for link in self.links[1:] for op in link.operands if op.kind == INPUT}
+        head = {op.index for op in self.links[0].operands if op.kind == INPUT} if self.links else set()
+        self.inplace = {i: functools.partial(self._run, i) for i in sorted(head - later)}
 
     def __call__(self, *inputs: Any) -> np.ndarray:
+        return self._run(None, *inputs)
+
+    def _run(self, into: int | None, *inputs: Any) -> np.ndarray:
+        """The chain on ``inputs``; its result goes into ``inputs[into]`` when that has the result's
+        shape and is C-contiguous."""
         layout = self._layout(inputs)
         if layout is None:
             return self._unfused(inputs)
         shape, rows, inner = layout
-        out = np.empty(shape, dtype=inputs[0].dtype)
+        if into is not None and inputs[into].shape == shape and inputs[into].flags.c_contiguous:
+            out = inputs[into]
+        else:
+            out = np.empty(shape, dtype=inputs[0].dtype)
+            into = None
         links = self.prepared
 
         def run_block(*blocks: np.ndarray) -> None:
             out_block = blocks[-1]
             for apply, operands, scalars in links:
-                args = [out_block if op.kind == CHAIN else blocks[op.index] if op.kind == INPUT else scalars[i]
+                # the input written over is handed over as the output block itself, so that a link
+                # sees the two are one (an activation then skips its copy)
+                args = [out_block if op.kind == CHAIN or (op.kind == INPUT and op.index == into)
+                        else blocks[op.index] if op.kind == INPUT else scalars[i]
                         for i, op in enumerate(operands)]
                 apply(args, out_block)
 

@@ -18,6 +18,7 @@ a function body):
 from __future__ import annotations
 
 import contextvars
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -44,6 +45,9 @@ class Step:
     op_type: str
     name: str
     subplans: tuple = ()  # planned bodies of this node's GRAPH attributes (control flow)
+    # (input position, kernel variant that may write its result into that input's array): set where
+    # the kernel offers one (``kernel.inplace``) and the value dies at this step (_assign_donations)
+    donate: tuple[int, Callable[..., Any]] | None = None
 
 
 @dataclass
@@ -152,6 +156,7 @@ class GraphPlan:
         for slot, array in template.items():
             self._template[slot] = array
         self._assign_release_points()
+        self._assign_donations()
         self._build_dependencies()
         # Set by the session on its top-level plans for ExecutionMode.ORT_PARALLEL (never on subgraph
         # plans: a body run from a pool thread must not wait on the same pool).
@@ -440,6 +445,29 @@ class GraphPlan:
         for step, rel in zip(self.steps, releases):
             step.release = tuple(rel)
 
+    def _assign_donations(self) -> None:
+        """In-place work where an input dies: a kernel may offer variants that write their result
+        into the array of one input (``kernel.inplace``: {input position: variant}). A step gets one
+        when that input's value dies at the step, the step reads it once, and it is neither a feed, a
+        captured outer value, a constant nor a graph output. Whether the array itself may be
+        overwritten (no view of it, no other holder) is checked on every run (_donating_call)."""
+        if sys.implementation.name != "cpython":  # the run-time check counts references
+            return
+        protected = (set(self.input_slots) | set(self.captured_slots) | set(self.output_slots)
+                     | {slot for slot, value in enumerate(self._template) if value is not None}
+                     | {NONE_SLOT, DISCARD_SLOT})
+        for step in self.steps:
+            variants = getattr(step.kernel, "inplace", None)
+            step.donate = None
+            if not variants:
+                continue
+            for position, slot in enumerate(step.inputs):
+                variant = variants.get(position)
+                if (variant is not None and slot in step.release and slot not in protected
+                        and step.inputs.count(slot) == 1):
+                    step.donate = (position, variant)
+                    break
+
     def _build_dependencies(self) -> None:
         """Step-level dependencies for parallel execution: who waits for whom, who reads each slot."""
         writer: dict[int, int] = {}
@@ -485,7 +513,11 @@ class GraphPlan:
             for step in self.steps:
                 if check_terminate and run_options.terminate:
                     raise Terminated()
-                result = step.kernel(*[values[i] for i in step.inputs])
+                if step.donate is None:
+                    result = step.kernel(*[values[i] for i in step.inputs])
+                else:
+                    result = None  # it may hold the previous step's output: the array to donate
+                    result = _donating_call(step, [values[i] for i in step.inputs], values)
                 outs = step.outputs
                 if len(outs) == 1:
                     values[outs[0]] = result[0] if type(result) is tuple else result
@@ -592,6 +624,25 @@ class GraphPlan:
                 raise error
             raise failure from error
         return self._outputs(values)
+
+
+def _donating_call(step: Step, args: list[Any], values: list[Any]) -> Any:
+    """Run a step whose donated input dies here: through its in-place variant when the array is
+    the run's alone to overwrite, else through its kernel."""
+    position, variant = step.donate
+    values[step.inputs[position]] = None  # released after this step anyway
+    x = args[position]
+    # Its holders now: ``args``, ``x`` and getrefcount's argument: a view of it would hold it as its
+    # base, another slot, a cache or the caller would hold it too. A view (a reshaped MatMul result,
+    # say) qualifies when it alone holds its base (getrefcount: the .base reference and its argument).
+    if type(x) is np.ndarray and x.flags.writeable and sys.getrefcount(x) == 3:
+        base = x.base
+        if base is None or (type(base) is np.ndarray and base.flags.owndata and sys.getrefcount(base) == 3):
+            del x, base
+            return variant(*args)
+        del base
+    del x
+    return step.kernel(*args)
 
 
 def _node_failure(step: Step, error: BaseException) -> BaseException:

@@ -78,6 +78,9 @@ class Profiler:
         """Wrap every step's kernel (and those of subgraph plans) so each call is recorded."""
         for step in plan.steps:
             step.kernel = self._timed(step.kernel, step, plan)
+            if step.donate is not None:
+                position, variant = step.donate
+                step.donate = (position, self._timed(variant, step, plan))
             for sub in getattr(step, "subplans", ()):
                 self.instrument(sub)
 
