@@ -227,12 +227,18 @@ def _inverted_residual(n: int, dw_stride: int, extra_reader: bool, expand_k: int
 def _output_layouts(sess, feeds) -> list[bool]:
     """Per planned step, whether its first output came out channels-last."""
     layouts = []
-    for step in sess._plan.steps:
-        def record(*args, _kernel=step.kernel):
-            result = _kernel(*args)
+
+    def recording(kernel):
+        def record(*args):
+            result = kernel(*args)
             layouts.append(result.ndim == 4 and conv._is_channels_last(result[0]))
             return result
-        step.kernel = record
+        return record
+
+    for step in sess._plan.steps:
+        step.kernel = recording(step.kernel)
+        if step.donate is not None:  # a step running in place calls its variant instead
+            step.donate = (step.donate[0], recording(step.donate[1]))
     sess.run(None, feeds)
     return layouts
 
