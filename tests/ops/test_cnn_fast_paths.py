@@ -104,6 +104,38 @@ def test_pools_match_onnxruntime(op_type, attrs):
     np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("op_type,attrs", [
+    ("MaxPool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    ("MaxPool", dict(kernel_shape=[1, 3], pads=[0, 1, 0, 1])),
+    ("MaxPool", dict(kernel_shape=[3, 1], ceil_mode=1)),
+    ("MaxPool", dict(kernel_shape=[2, 2])),
+    ("AveragePool", dict(kernel_shape=[3, 3], pads=[0, 1, 2, 1])),
+    ("AveragePool", dict(kernel_shape=[3, 3], pads=[0, 1, 2, 1], count_include_pad=1)),
+    ("AveragePool", dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2])),
+    ("AveragePool", dict(kernel_shape=[7, 7])),
+])
+@pytest.mark.parametrize("shape", [(2, 40, 7, 7), (1, 37, 40, 41)])  # the second spans blocks of channels
+def test_stride_one_pools_over_the_flattened_image(op_type, attrs, shape):
+    from onnxrt.ops.pool import _Geometry
+    if min(shape[2:]) < attrs["kernel_shape"][0] + 1:
+        attrs = {**attrs, "kernel_shape": [2, 2]}
+    assert _Geometry(op_type, shape[2:], attrs).flat
+    x = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
+    a, r = _run_both(op_type, x, {}, **attrs)
+    np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
+
+
+def test_stride_one_max_pool_of_integers():
+    x = np.random.default_rng(3).integers(-128, 127, (1, 3, 9, 8)).astype(np.int8)
+    node = helper.make_node("MaxPool", ["X"], ["Y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.INT8, x.shape)],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT8, None)])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-128)
+    expected = np.max([xp[:, :, i:i + 9, j:j + 8] for i in range(3) for j in range(3)], axis=0)
+    np.testing.assert_array_equal(onnxrt.InferenceSession(data).run(None, {"X": x})[0], expected)
+
+
 def _ctx(attrs, consts):
     return KernelContext(op_type="FusedConv", domain="com.microsoft", name="", opset=1, since_version=1,
                          attrs=attrs, num_inputs=len(consts), num_outputs=1, input_names=[""] * len(consts),

@@ -14,9 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from onnxrt.ops._common import thread_scratch
+from onnxrt.ops._common import thread_scratch, thread_scratch_flat
 from onnxrt.ops.conv import inside_range, pad_spatial, resolve_pads, spatial_list, window_view
 from onnxrt.ops.registry import KernelContext, op, op_factory
+
+
+# Values per block of channels in flat_reduce: its three buffers (bordered image, row and column
+# reductions) stay in the 2 MB L2. Measured 32K / 64K / 128K on inception's pools: 172 / 164 / 191 us
+# (192x28x28 average), 289 / 272 / 311 us (320x28x28 max).
+_FLAT_BLOCK = 1 << 16
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -79,6 +85,8 @@ class _Geometry:
             regions = (inside_range(out[i], length, t * self.dilations[i] - b, self.strides[i])
                        for t in range(self.kernel[i]))
             self.axis_taps.append([r for r in regions if r is not None])
+        # 2-D stride-1 windows reduce over the flattened padded image instead (flat_reduce)
+        self.flat = n == 2 and self.strides == [1, 1] and self.dilations == [1, 1] and min(self.begin + self.end) >= 0
 
     def padded(self, x: np.ndarray, value: Any) -> np.ndarray:
         """x in a reused per-thread buffer padded with ``value`` (pads and the extra end padding);
@@ -92,6 +100,61 @@ class _Geometry:
         buf = thread_scratch(key, lambda: np.full(shape, value, dtype=x.dtype))
         buf[(slice(None), slice(None)) + tuple(slice(b, b + d) for b, d in zip(begin, x.shape[2:]))] = x
         return buf
+
+    def flat_reduce(self, x: np.ndarray, ufunc: np.ufunc, value: Any, scale: Any = None) -> np.ndarray:
+        """A 2-D stride-1 pool of x (N, C, H, W), times ``scale`` when given, a block of channels
+        at a time over the flattened zero-bordered (here: ``value``-bordered) image.
+
+        Flattened, a window's rows are Wp apart and its columns 1 apart, so every tap of the
+        separable reduction is one long contiguous ufunc call over the whole block (SIMD loops),
+        where per-row views make inner loops only W long (7-56 values in CNNs): inception's 3x3
+        average pools 256 -> 165 us (576x14x14), 275 -> 164 us (192x28x28). Positions whose
+        window runs off a row's end are computed and dropped; the outputs are a strided view of
+        the result, copied out (and scaled) into the output."""
+        N, C, H, W = x.shape
+        (kh, kw), (b0, b1) = self.kernel, self.begin
+        e0, e1 = self.end[0] + self.extra[0], self.end[1] + self.extra[1]
+        hp, wp = H + b0 + e0, W + b1 + e1
+        ho, wo = self.out
+        plane = hp * wp
+        cb = max(1, min(C, _FLAT_BLOCK // plane))
+        bordered = bool(b0 or b1 or e0 or e1)
+        if bordered:
+            key = ("pool_flat", cb, hp, wp, b0, b1, x.dtype.str, float(value))
+            buf = thread_scratch(key, lambda: np.full((cb, hp, wp), value, dtype=x.dtype))
+        rows = thread_scratch_flat(("pool_flat_rows", x.dtype.str), cb * plane, x.dtype)
+        cols = thread_scratch_flat(("pool_flat_cols", x.dtype.str), cb * plane, x.dtype)
+        y = np.empty((N, C, ho, wo), dtype=x.dtype)
+        item = x.dtype.itemsize
+        for n in range(N):
+            for c0 in range(0, C, cb):
+                m = min(cb, C - c0)
+                if bordered:
+                    buf[:m, b0:b0 + H, b1:b1 + W] = x[n, c0:c0 + m]
+                    flat = buf.reshape(-1)[:m * plane]
+                else:
+                    flat = np.ascontiguousarray(x[n, c0:c0 + m]).reshape(-1)
+                length = m * plane - (kh - 1) * wp  # every window's top row starts before this
+                r = flat[:length]
+                if kh > 1:
+                    r = rows[:length]
+                    ufunc(flat[:length], flat[wp:wp + length], out=r)
+                    for i in range(2, kh):
+                        ufunc(r, flat[i * wp:i * wp + length], out=r)
+                length -= kw - 1
+                c = r[:length]
+                if kw > 1:
+                    c = cols[:length]
+                    ufunc(r[:length], r[1:1 + length], out=c)
+                    for j in range(2, kw):
+                        ufunc(c, r[j:j + length], out=c)
+                windows = np.lib.stride_tricks.as_strided(c, (m, ho, wo), (plane * item, wp * item, item),
+                                                          writeable=False)
+                if scale is None:
+                    y[n, c0:c0 + m] = windows
+                else:
+                    np.multiply(windows, scale, out=y[n, c0:c0 + m])
+        return y
 
     def tap_reduce(self, x: np.ndarray, ufunc: np.ufunc, value: Any) -> np.ndarray:
         """ufunc-accumulate of the kernel taps of x (padded with ``value``, the ufunc's identity) into
@@ -216,8 +279,11 @@ def average_pool_factory(ctx: KernelContext):
             raise TypeError(f"AveragePool: input 'X' must be a float tensor, got {X.dtype}")
         geo = geometry(X.shape[2:])
         cdt = _compute_dtype(X.dtype)
-        s = geo.tap_reduce(X.astype(cdt, copy=False), np.add, 0)
-        s *= geo.cached_reciprocal(include_pad, cdt)
+        if geo.flat and X.ndim == 4 and X.size:
+            s = geo.flat_reduce(X.astype(cdt, copy=False), np.add, 0, geo.cached_reciprocal(include_pad, cdt))
+        else:
+            s = geo.tap_reduce(X.astype(cdt, copy=False), np.add, 0)
+            s *= geo.cached_reciprocal(include_pad, cdt)
         return s.astype(X.dtype, copy=False)
 
     return average_pool
@@ -287,7 +353,10 @@ def max_pool_factory(ctx: KernelContext):
         x = X if X.dtype.kind in "fiu" else X.astype(np.float32)
         if not want_indices:
             # NaN propagates like the reference's max (np.maximum keeps NaN)
-            y = geo.tap_reduce(x, np.maximum, _lowest(x.dtype))
+            if geo.flat and x.ndim == 4 and x.size:
+                y = geo.flat_reduce(x, np.maximum, _lowest(x.dtype))
+            else:
+                y = geo.tap_reduce(x, np.maximum, _lowest(x.dtype))
             return y if y.dtype == X.dtype else y.astype(X.dtype)
         w = geo.windows(x, _lowest(x.dtype))
         flat = np.ascontiguousarray(w).reshape(w.shape[:2 + n] + (-1,))
