@@ -334,3 +334,17 @@ def test_in_place_variants_agree_with_their_kernels(case):
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
     # the variant ran; where the result does not fit the donated array it made a new one
     assert calls == {"op": 1}
+
+
+def test_a_view_of_a_feed_is_never_written_over():
+    # r is a view of the feed x, and dies at relu; the caller's dict is the array's only other holder
+    nodes = [h.make_node("Reshape", ["x", "shape"], ["r"], name="reshape"), h.make_node("Relu", ["r"], ["y"], name="relu")]
+    shape = h.make_tensor("shape", T.INT64, [2], [3, 2])
+    session = _basic_session(nodes, [f32("x", [2, 3])], [f32("y", [3, 2])], [shape])
+    calls = _count_in_place(session)
+    assert calls == {"relu": 0}
+    feeds = {"x": np.array([[1, -2, 3], [-4, 5, -6]], np.float32)}
+    y = session.run(None, feeds)[0]
+    np.testing.assert_array_equal(feeds["x"], [[1, -2, 3], [-4, 5, -6]])
+    np.testing.assert_array_equal(y, [[1, 0], [3, 0], [5, 0]])
+    assert calls == {"relu": 0}

@@ -635,6 +635,7 @@ def _donating_call(step: Step, args: list[Any], values: list[Any]) -> Any:
     # Its holders now: ``args``, ``x`` and getrefcount's argument: a view of it would hold it as its
     # base, another slot, a cache or the caller would hold it too. A view (a reshaped MatMul result,
     # say) qualifies when it alone holds its base (getrefcount: the .base reference and its argument).
+    # A feed or captured value, or a view of one, never passes: _execute's own arguments hold those.
     if type(x) is np.ndarray and x.flags.writeable and sys.getrefcount(x) == 3:
         base = x.base
         if base is None or (type(base) is np.ndarray and base.flags.owndata and sys.getrefcount(base) == 3):
