@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxrt.ops._common import contiguous_copy
+from onnxrt.ops._common import RowVector, contiguous_copy, relu_into
 
 
 @pytest.mark.parametrize("make", [
@@ -24,3 +24,31 @@ def test_contiguous_copy_equals_its_input(make):
 def test_contiguous_copy_returns_a_contiguous_array_itself():
     a = np.ones((3, 4), np.float32)
     assert contiguous_copy(a) is a
+
+
+def test_relu_into_matches_maximum_in_every_layout():
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((96, 20000)).astype(np.float32)
+    big[3, 5] = np.nan
+    for x in (big, big[:, :4096], big.T[:, :50], big[:7, :16384], big[0, :5], np.asarray(np.float32(-2))):
+        expected = np.maximum(x, 0)
+        np.testing.assert_array_equal(relu_into(x), expected)
+        y = x.copy()
+        assert relu_into(y, y) is y
+        np.testing.assert_array_equal(y, expected)
+
+
+def test_row_vector_adds_to_contiguous_and_strided_rows():
+    rng = np.random.default_rng(1)
+    vec = rng.standard_normal(96).astype(np.float32)
+    row = RowVector(vec)
+    for rows in (0, 5, 86, 4096):  # fewer rows than one tile, a tile and a tail, many tiles
+        y = rng.standard_normal((rows, 96)).astype(np.float32)
+        expected = y + vec
+        row.add_to(y)
+        np.testing.assert_array_equal(y, expected)
+    wide = rng.standard_normal((300, 200)).astype(np.float32)
+    view = wide[:, :96]  # rows of a wider array: not C-contiguous
+    expected = view + vec
+    row.add_to(view)
+    np.testing.assert_array_equal(view, expected)

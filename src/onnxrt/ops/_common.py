@@ -120,7 +120,10 @@ class RowVector:
         self.tiled = tiled
 
     def add_to(self, y: np.ndarray) -> None:
-        """y (rows, n) C-contiguous += the vector, in place."""
+        """y (rows, n) += the vector, in place (the tiled rows when y is C-contiguous)."""
+        if not y.flags.c_contiguous:
+            np.add(y, self.vec, out=y)
+            return
         whole = y.shape[0] - y.shape[0] % self.times
         if whole:
             block = y[:whole].reshape(-1, self.tiled.size)
