@@ -85,7 +85,7 @@ def bench_model(sidecar: dict[str, Any], cache_dir: str, args: argparse.Namespac
     path = os.path.join(cache_dir, sidecar["file"])
     inputs = bench.model_inputs(path)
     # through the recipe loader: it resolves 'file' inputs beside the sidecar
-    recipes, dims = bench._load_recipe(make_models.sidecar_path(cache_dir, sidecar["name"]))
+    recipes, dims = bench.load_recipe(make_models.sidecar_path(cache_dir, sidecar["name"]))
     feeds, unresolved = bench.make_inputs(inputs, dims, recipes, seed=args.seed)
     record: dict[str, Any] = {
         "model": sidecar["name"],

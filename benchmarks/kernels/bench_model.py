@@ -29,7 +29,7 @@ def _feeds(session, model_path: str) -> dict:
     from onnxrt.tools import bench
 
     sidecar = os.path.splitext(model_path)[0] + ".json"
-    recipes, dims = bench._load_recipe(sidecar if os.path.isfile(sidecar) else None)
+    recipes, dims = bench.load_recipe(sidecar if os.path.isfile(sidecar) else None)
     feeds, _ = bench.make_inputs(session.get_inputs(), dims, recipes)
     return feeds
 

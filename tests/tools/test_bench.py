@@ -61,7 +61,7 @@ def test_recipe_file_fill_reads_a_npy_beside_the_recipe(tmp_path):
     np.save(tmp_path / "page.npy", page)
     recipe_path = tmp_path / "m.json"
     recipe_path.write_text(json.dumps({"inputs": {"x": {"shape": [1, 3, 4], "dtype": "float32", "fill": "file", "file": "page.npy"}}}))
-    recipes, _ = bench._load_recipe(str(recipe_path))
+    recipes, _ = bench.load_recipe(str(recipe_path))
     feeds, _ = bench.make_inputs([bench.InputInfo("x", "tensor(float)", [1, 3, 4])], recipes=recipes)
     assert np.array_equal(feeds["x"], page)
     with pytest.raises(ValueError, match=r"holds shape \(1, 3, 4\), expected \(1, 3, 5\)"):
@@ -69,7 +69,7 @@ def test_recipe_file_fill_reads_a_npy_beside_the_recipe(tmp_path):
                           recipes={"x": {**recipes["x"], "shape": [1, 3, 5]}})
     recipe_path.write_text(json.dumps({"inputs": {"x": {"fill": "file", "file": "../elsewhere.npy"}}}))
     with pytest.raises(ValueError, match="outside the recipe's folder"):
-        bench._load_recipe(str(recipe_path))
+        bench.load_recipe(str(recipe_path))
 
 
 def test_make_inputs_is_deterministic_per_seed():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Callable
 
@@ -31,11 +32,12 @@ def thread_scratch(key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
     return buf
 
 
-def thread_scratch_flat(key: tuple, size: int, dtype: np.dtype) -> np.ndarray:
-    """A 1-D buffer of at least ``size`` elements owned by the calling thread and shared by every
-    call with ``key`` whatever size it asks for (it grows to the largest asked), so kernels of many
-    shapes that run one after the other hold one buffer instead of one per shape. The contents are
-    whatever the last user left."""
+def thread_scratch_flat(key: tuple, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A C-contiguous array of ``shape``, the front of a flat buffer owned by the calling thread and
+    shared by every call with ``key`` whatever shape it asks for (the buffer grows to the largest
+    asked), so kernels of many shapes that run one after the other hold one buffer instead of one
+    per shape. The contents are whatever the last user left."""
+    size = math.prod(shape)
     cache = getattr(_SCRATCH, "bufs", None)
     buf = None if cache is None else cache.get(key)
     if buf is None or buf.size < size:
@@ -43,7 +45,7 @@ def thread_scratch_flat(key: tuple, size: int, dtype: np.dtype) -> np.ndarray:
             del cache[key]
             _SCRATCH.nbytes -= buf.nbytes
         buf = thread_scratch(key, lambda: np.empty(size, dtype=dtype))
-    return buf
+    return buf[:size].reshape(shape)
 
 
 # Columns per band of contiguous_copy (measured on a 4096 x 25088 float32 transpose in a fresh process:

@@ -357,7 +357,7 @@ def _with_ones_row(x: np.ndarray, cdt: np.dtype) -> np.ndarray:
     """x (C, *sp) (a view, strided or not) copied into a reused per-thread (C + 1, prod(sp)) buffer
     whose last row is ones, for a weight with a bias column."""
     C, P = x.shape[0], math.prod(x.shape[1:])
-    cols = thread_scratch_flat(("ones_row_cols", cdt.str), (C + 1) * P, cdt)[:(C + 1) * P].reshape(C + 1, P)
+    cols = thread_scratch_flat(("ones_row_cols", cdt.str), (C + 1, P), cdt)
     np.copyto(cols[:C].reshape(x.shape), x)
     cols[C] = 1
     return cols
@@ -396,8 +396,7 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
     depth = K + (1 if with_ones else 0)
     # one buffer per thread for every tiled conv (they run one after the other): up to
     # _IM2COL_BLOCK_BYTES, not that much per conv shape
-    buf = thread_scratch_flat(("im2col_rows", cdt.str), depth * rows * row_len, cdt)
-    buf = buf[:depth * rows * row_len].reshape(depth, rows, row_len)
+    buf = thread_scratch_flat(("im2col_rows", cdt.str), (depth, rows, row_len), cdt)
     if with_ones:
         buf[-1] = 1
     sp = xp.strides[1:]
@@ -617,8 +616,7 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
     """Depthwise conv of one image x (C, H, W), of any strides, into ``out`` (Ho, Wo, C) C-contiguous,
     bias added. The zero-bordered (Hp, Wp, C) copy of x lives in a per-thread buffer shared by every
     such conv; from a channels-last x it is a copy of contiguous rows."""
-    size = math.prod(cl.pshape)
-    xp = thread_scratch_flat(("dwcl_pad", cdt.str), size, cdt)[:size].reshape(cl.pshape)
+    xp = thread_scratch_flat(("dwcl_pad", cdt.str), cl.pshape, cdt)
     _zero_border(xp, *cl.dst)
     xp[cl.dst] = x.transpose(1, 2, 0)
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
@@ -652,8 +650,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     C = geo.C
     # the padded image, the gathered columns and the output tiles live in per-thread buffers shared by
     # every banded depthwise conv (one per conv shape held ~30 MB in PP-OCR's recognizer)
-    size = math.prod(bd.pshape)
-    xp = thread_scratch_flat(("dwband_pad", cdt.str), size, cdt)[:size].reshape(bd.pshape)
+    xp = thread_scratch_flat(("dwband_pad", cdt.str), bd.pshape, cdt)
     _zero_border(xp.transpose(1, 2, 0), *bd.dst[1:])
     xp[bd.dst] = x
     (kh, _), (sh, sw), (dh, _) = geo.kernel, geo.strides, geo.dilations
@@ -666,8 +663,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     def block(sl: slice) -> None:
         c0, c1 = sl.start, sl.stop
         n = c1 - c0
-        a = thread_scratch_flat(("dwband_cols", cdt.str), n * bd.rows * depth, cdt)[:n * bd.rows * depth]
-        a = a.reshape(n, bd.rows, depth)
+        a = thread_scratch_flat(("dwband_cols", cdt.str), (n, bd.rows, depth), cdt)
         if depth > bd.depth:
             a[:, :, -1] = 1
         src = np.lib.stride_tricks.as_strided(
@@ -677,8 +673,7 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
             out = y[c0:c1].reshape(n, bd.rows, tw)
             np.matmul(a, band[c0:c1], out=out)
         else:
-            tmp = thread_scratch_flat(("dwband_out", cdt.str), n * bd.rows * tw, cdt)[:n * bd.rows * tw]
-            tmp = tmp.reshape(n, bd.rows, tw)
+            tmp = thread_scratch_flat(("dwband_out", cdt.str), (n, bd.rows, tw), cdt)
             np.matmul(a, band[c0:c1], out=tmp)
             out = y[c0:c1]
             out[...] = tmp.reshape(n, ho, tiles * tw)[:, :, :wo]
@@ -892,8 +887,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 if channels_last_out:
                     o = y_last[i]
                 else:
-                    size = geo.P * M
-                    o = thread_scratch_flat(("dwcl_out", cdt.str), size, cdt)[:size].reshape(geo.osp + (M,))
+                    o = thread_scratch_flat(("dwcl_out", cdt.str), geo.osp + (M,), cdt)
                 _depthwise_channels_last(geo, cl, x[i], wts, o, cdt)
                 if activation is not None and Z is None:
                     activation(o)  # on the contiguous channels-last block, before any transpose

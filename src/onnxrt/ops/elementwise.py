@@ -425,23 +425,21 @@ def _register_binary(op_name: str, fn: Callable, allowed: frozenset, versions, l
                 raise
             return r if type(r) is np.ndarray else np.asarray(r)
 
-        # the plan's in-place variants (the input dies here and is the run's to overwrite): the
-        # result goes into that input when it already has the result's shape
-        def into_a(A, B):
-            if (type(A) is np.ndarray and type(B) is np.ndarray and A.dtype is dt and B.dtype is dt
-                    and A.ndim and _broadcasts_into(B.shape, A.shape)):
-                return fn(A, B, out=A)
-            return fast(A, B)
+        def writing_into(position: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+            """The plan's in-place variant for input ``position`` (it dies here and is the run's to
+            overwrite): the result goes into that input when it already has the result's shape."""
+            def run(A, B):
+                dst, other = (A, B) if position == 0 else (B, A)
+                if (type(dst) is np.ndarray and type(other) is np.ndarray and dst.dtype is dt
+                        and other.dtype is dt and dst.ndim and _broadcasts_into(other.shape, dst.shape)):
+                    return fn(A, B, out=dst)
+                return fast(A, B)
 
-        def into_b(A, B):
-            if (type(A) is np.ndarray and type(B) is np.ndarray and A.dtype is dt and B.dtype is dt
-                    and B.ndim and _broadcasts_into(A.shape, B.shape)):
-                return fn(A, B, out=B)
-            return fast(A, B)
+            return run
 
         fast.__name__ = op_name.lower()
         if isinstance(fn, np.ufunc) and result is None:
-            fast.inplace = {0: into_a, 1: into_b}
+            fast.inplace = {0: writing_into(0), 1: writing_into(1)}
         return fast
 
     op_factory(op_name, *versions)(factory)

@@ -11,8 +11,6 @@ from onnxrt.ops._common import sorted_unique
 from onnxrt.ops.registry import ML_DOMAIN, KernelContext, op, op_factory
 from onnxrt.runtime import threads
 
-ML = ML_DOMAIN
-
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -120,7 +118,7 @@ def _post_transform(scores: np.ndarray, code: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-@op("ArrayFeatureExtractor", 1, domain=ML)
+@op("ArrayFeatureExtractor", 1, domain=ML_DOMAIN)
 def array_feature_extractor(X, Y):
     X = np.asarray(X)
     idx = np.asarray(Y)
@@ -144,7 +142,7 @@ def array_feature_extractor(X, Y):
     return out
 
 
-@op("Binarizer", 1, domain=ML)
+@op("Binarizer", 1, domain=ML_DOMAIN)
 def binarizer(X, *, threshold=0.0):
     X = np.asarray(X)
     if X.dtype.kind not in "fiu":
@@ -211,7 +209,7 @@ class _Mapper:
         return out.reshape(X.shape)
 
 
-@op_factory("LabelEncoder", 1, domain=ML)
+@op_factory("LabelEncoder", 1, domain=ML_DOMAIN)
 def label_encoder_1(ctx: KernelContext):
     classes = np.array(_attr(ctx, "classes_strings", []), dtype=object)
     default_int = int(_attr(ctx, "default_int64", -1))
@@ -239,7 +237,7 @@ def _label_encoder_side(ctx: KernelContext, prefix: str) -> np.ndarray | None:
     return None
 
 
-@op_factory("LabelEncoder", 2, 4, domain=ML)
+@op_factory("LabelEncoder", 2, 4, domain=ML_DOMAIN)
 def label_encoder(ctx: KernelContext):
     where = ctx.describe()
     keys = _label_encoder_side(ctx, "keys")
@@ -681,7 +679,7 @@ def _tree_input(X: Any, op_name: str) -> np.ndarray:
     return X.astype(np.float32 if X.dtype in (np.float16, np.float32) else np.float64, copy=False)
 
 
-@op_factory("TreeEnsembleRegressor", 1, 3, domain=ML)
+@op_factory("TreeEnsembleRegressor", 1, 3, domain=ML_DOMAIN)
 def tree_ensemble_regressor(ctx: KernelContext):
     where = ctx.describe()
     agg_name = _attr(ctx, "aggregate_function", "SUM")
@@ -715,7 +713,7 @@ def _string_or_int_attr(ctx: KernelContext, strings_name: str, ints_name: str) -
     return np.array(strings, dtype=object) if strings is not None else np.array(ints, dtype=np.int64)
 
 
-@op_factory("TreeEnsembleClassifier", 1, 3, domain=ML)
+@op_factory("TreeEnsembleClassifier", 1, 3, domain=ML_DOMAIN)
 def tree_ensemble_classifier(ctx: KernelContext):
     where = ctx.describe()
     labels = _string_or_int_attr(ctx, "classlabels_strings", "classlabels_int64s")
@@ -813,7 +811,7 @@ def _finish_classifier(s, has, labels, base, post, binary, all_positive):
     return label, z.astype(np.float32)
 
 
-@op_factory("TreeEnsemble", 5, domain=ML)
+@op_factory("TreeEnsemble", 5, domain=ML_DOMAIN)
 def tree_ensemble(ctx: KernelContext):
     where = ctx.describe()
     a = ctx.attrs
@@ -890,7 +888,7 @@ def _numeric(X: Any, op_name: str) -> np.ndarray:
     return X
 
 
-@op_factory("Scaler", 1, domain=ML)
+@op_factory("Scaler", 1, domain=ML_DOMAIN)
 def scaler(ctx: KernelContext):
     offset = np.asarray(_attr(ctx, "offset", [0.0]), dtype=np.float32)
     scale = np.asarray(_attr(ctx, "scale", [1.0]), dtype=np.float32)
@@ -906,7 +904,7 @@ def scaler(ctx: KernelContext):
     return run
 
 
-@op("Normalizer", 1, domain=ML)
+@op("Normalizer", 1, domain=ML_DOMAIN)
 def normalizer(X, *, norm="MAX"):
     X = _numeric(X, "Normalizer")
     x = X.astype(np.float32)
@@ -929,7 +927,7 @@ def normalizer(X, *, norm="MAX"):
     return out.reshape(x.shape).astype(np.float32)
 
 
-@op_factory("Imputer", 1, domain=ML)
+@op_factory("Imputer", 1, domain=ML_DOMAIN)
 def imputer(ctx: KernelContext):
     fl = _floats(ctx, "imputed_value_floats")
     il = _ints(ctx, "imputed_value_int64s")
@@ -961,7 +959,7 @@ def imputer(ctx: KernelContext):
     return run
 
 
-@op_factory("OneHotEncoder", 1, domain=ML)
+@op_factory("OneHotEncoder", 1, domain=ML_DOMAIN)
 def one_hot_encoder(ctx: KernelContext):
     cats = _string_or_int_attr(ctx, "cats_strings", "cats_int64s")
     zeros = int(_attr(ctx, "zeros", 1))
@@ -998,7 +996,7 @@ def one_hot_encoder(ctx: KernelContext):
     return run
 
 
-@op_factory("CategoryMapper", 1, domain=ML)
+@op_factory("CategoryMapper", 1, domain=ML_DOMAIN)
 def category_mapper(ctx: KernelContext):
     cs = np.array(_attr(ctx, "cats_strings", []), dtype=object)
     ci = np.array(_attr(ctx, "cats_int64s", []), dtype=np.int64)
@@ -1018,7 +1016,7 @@ def category_mapper(ctx: KernelContext):
     return run
 
 
-@op_factory("FeatureVectorizer", 1, domain=ML)
+@op_factory("FeatureVectorizer", 1, domain=ML_DOMAIN)
 def feature_vectorizer(ctx: KernelContext):
     dims = [int(d) for d in _attr(ctx, "inputdimensions", [])]
 
@@ -1050,7 +1048,7 @@ def feature_vectorizer(ctx: KernelContext):
 # --------------------------------------------------------------------------------------------
 
 
-@op_factory("LinearRegressor", 1, domain=ML)
+@op_factory("LinearRegressor", 1, domain=ML_DOMAIN)
 def linear_regressor(ctx: KernelContext):
     targets = int(_attr(ctx, "targets", 1))
     coef = np.asarray(_attr(ctx, "coefficients", []), dtype=np.float32)
@@ -1075,7 +1073,7 @@ def linear_regressor(ctx: KernelContext):
     return run
 
 
-@op_factory("LinearClassifier", 1, domain=ML)
+@op_factory("LinearClassifier", 1, domain=ML_DOMAIN)
 def linear_classifier(ctx: KernelContext):
     where = ctx.describe()
     labels = _string_or_int_attr(ctx, "classlabels_strings", "classlabels_ints")
@@ -1117,7 +1115,7 @@ def linear_classifier(ctx: KernelContext):
     return run
 
 
-@op_factory("ZipMap", 1, domain=ML)
+@op_factory("ZipMap", 1, domain=ML_DOMAIN)
 def zipmap(ctx: KernelContext):
     labels = _string_or_int_attr(ctx, "classlabels_strings", "classlabels_int64s").tolist()
 
@@ -1237,7 +1235,7 @@ def _class_labels(ctx: KernelContext, int_name: str) -> np.ndarray:
     raise InvalidGraph(f"{ctx.describe()}: one of classlabels_strings and {int_name} is required")
 
 
-@op_factory("SVMClassifier", 1, domain=ML)
+@op_factory("SVMClassifier", 1, domain=ML_DOMAIN)
 def svm_classifier(ctx: KernelContext):
     where = ctx.describe()
     labels = _class_labels(ctx, "classlabels_ints")
@@ -1353,7 +1351,7 @@ def svm_classifier(ctx: KernelContext):
     return run_linear
 
 
-@op_factory("SVMRegressor", 1, domain=ML)
+@op_factory("SVMRegressor", 1, domain=ML_DOMAIN)
 def svm_regressor(ctx: KernelContext):
     where = ctx.describe()
     coef = np.asarray(_attr(ctx, "coefficients", []), dtype=np.float32).reshape(-1).astype(np.float64)
@@ -1434,7 +1432,7 @@ def _map_input(value: Any, op_name: str) -> list[dict]:
     raise TypeError(f"{op_name}: input 'X' must be a map (dict) or a list of dicts, got {type(value).__name__}")
 
 
-@op_factory("DictVectorizer", 1, domain=ML)
+@op_factory("DictVectorizer", 1, domain=ML_DOMAIN)
 def dict_vectorizer(ctx: KernelContext):
     where = ctx.describe()
     vs = ctx.attrs.get("string_vocabulary")
@@ -1474,7 +1472,7 @@ def dict_vectorizer(ctx: KernelContext):
     return run
 
 
-@op_factory("CastMap", 1, domain=ML)
+@op_factory("CastMap", 1, domain=ML_DOMAIN)
 def cast_map(ctx: KernelContext):
     where = ctx.describe()
     cast_to = _attr(ctx, "cast_to", "TO_FLOAT")

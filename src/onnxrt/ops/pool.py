@@ -119,21 +119,16 @@ class _Geometry:
         plane = hp * wp
         cb = max(1, min(C, _FLAT_BLOCK // plane))
         bordered = bool(b0 or b1 or e0 or e1)
-        if bordered:
-            key = ("pool_flat", cb, hp, wp, b0, b1, x.dtype.str, float(value))
-            buf = thread_scratch(key, lambda: np.full((cb, hp, wp), value, dtype=x.dtype))
-        rows = thread_scratch_flat(("pool_flat_rows", x.dtype.str), cb * plane, x.dtype)
-        cols = thread_scratch_flat(("pool_flat_cols", x.dtype.str), cb * plane, x.dtype)
+        rows = thread_scratch_flat(("pool_flat_rows", x.dtype.str), (cb * plane,), x.dtype)
+        cols = thread_scratch_flat(("pool_flat_cols", x.dtype.str), (cb * plane,), x.dtype)
         y = np.empty((N, C, ho, wo), dtype=x.dtype)
         item = x.dtype.itemsize
         for n in range(N):
             for c0 in range(0, C, cb):
                 m = min(cb, C - c0)
-                if bordered:
-                    buf[:m, b0:b0 + H, b1:b1 + W] = x[n, c0:c0 + m]
-                    flat = buf.reshape(-1)[:m * plane]
-                else:
-                    flat = np.ascontiguousarray(x[n, c0:c0 + m]).reshape(-1)
+                block = x[n:n + 1, c0:c0 + m]
+                # padded(): the block in a per-thread buffer whose border was filled when it was made
+                flat = (self.padded(block, value) if bordered else np.ascontiguousarray(block)).reshape(-1)
                 length = m * plane - (kh - 1) * wp  # every window's top row starts before this
                 r = flat[:length]
                 if kh > 1:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxrt.ops.registry import ML_DOMAIN
 from onnxrt.optimizer import _ir
 
 # An output at most this many elements may always be folded; above it, only when it is no bigger than
@@ -39,7 +40,7 @@ _NEVER_FOLD = frozenset({
     "If", "Loop", "Scan", "SequenceMap", "Optional", "OptionalGetElement", "OptionalHasElement",
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",  # kept so quantized graphs stay recognisable
 })
-_FOLDABLE_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+_FOLDABLE_DOMAINS = frozenset({"", "ai.onnx", ML_DOMAIN, "com.microsoft"})
 
 
 def fold_constants(model: ir.Model) -> int:

@@ -240,13 +240,7 @@ def _rowwise(fn: Callable[..., None], out: np.ndarray, inputs: list[np.ndarray])
     one column (a value per row) gives the matching rows of that column. A row longer than a block
     is cut into column blocks (a chain without per-row inputs is one row). Blocks are shared out over
     the intra-op pool when the work is large."""
-    rows, inner = out.shape
-    if inner >= CHAIN_BLOCK:
-        cuts = [(r, slice(c, min(inner, c + CHAIN_BLOCK))) for r in range(rows) for c in range(0, inner, CHAIN_BLOCK)]
-        blocks = [(slice(r, r + 1), cols) for r, cols in cuts]
-    else:
-        per = max(1, CHAIN_BLOCK // inner)
-        blocks = [(slice(r, min(rows, r + per)), slice(None)) for r in range(0, rows, per)]
+    blocks = _row_blocks(*out.shape)
 
     def run(sl: slice) -> None:
         for rs, cs in blocks[sl]:
@@ -256,6 +250,16 @@ def _rowwise(fn: Callable[..., None], out: np.ndarray, inputs: list[np.ndarray])
         threads.parallel_for(run, len(blocks))
     else:
         run(slice(0, len(blocks)))
+
+
+@functools.lru_cache(maxsize=256)
+def _row_blocks(rows: int, inner: int) -> tuple[tuple[slice, slice], ...]:
+    """(row slice, column slice) of every block of a (rows, inner) chain output, made once per shape."""
+    if inner >= CHAIN_BLOCK:
+        return tuple((slice(r, r + 1), slice(c, min(inner, c + CHAIN_BLOCK)))
+                     for r in range(rows) for c in range(0, inner, CHAIN_BLOCK))
+    per = max(1, CHAIN_BLOCK // inner)
+    return tuple((slice(r, min(rows, r + per)), slice(None)) for r in range(0, rows, per))
 
 
 def _link(step: Any, chain_slot: int | None, constants: dict[int, Any], externals: list[int],

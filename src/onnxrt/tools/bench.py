@@ -131,7 +131,7 @@ def _fill(recipe: Mapping[str, Any], shape: tuple[int, ...], dtype: np.dtype, rn
             raise ValueError(f"input {name!r}: fill 'value' needs a 'value' entry")
         data = np.full(shape, recipe["value"])
     elif kind == "file":
-        # a .npy next to the recipe (a real image, say), resolved by _load_recipe
+        # a .npy next to the recipe (a real image, say), resolved by load_recipe
         if "path" not in recipe:
             raise ValueError(f"input {name!r}: fill 'file' needs a 'file' entry naming a .npy beside the recipe")
         data = np.load(recipe["path"], allow_pickle=False)
@@ -628,7 +628,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE ('-' for stdout)")
 
 
-def _load_recipe(path: str | None) -> tuple[dict[str, Any], dict[str, int]]:
+def load_recipe(path: str | None) -> tuple[dict[str, Any], dict[str, int]]:
     if not path:
         return {}, {}
     with open(path, encoding="utf-8") as f:
@@ -649,7 +649,7 @@ def _load_recipe(path: str | None) -> tuple[dict[str, Any], dict[str, int]]:
 def main(args: argparse.Namespace) -> int:
     if args.runs < 1 or args.warmup < 0:
         raise ValueError("--runs must be at least 1 and --warmup at least 0")
-    recipes, recipe_dims = _load_recipe(args.recipe)
+    recipes, recipe_dims = load_recipe(args.recipe)
     dims = {**recipe_dims, **parse_dims(args.dim)}
     inputs = model_inputs(args.model)
     feeds, unresolved = make_inputs(inputs, dims, recipes, load_given_inputs(args.input), seed=args.seed)
