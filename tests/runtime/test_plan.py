@@ -23,6 +23,12 @@ def f32(name, shape):
     return h.make_tensor_value_info(name, T.FLOAT, shape)
 
 
+def _basic_session(nodes, inputs, outputs, initializers=()):
+    options = onnxrt.SessionOptions()  # basic level: no elementwise chains, one step per node
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return onnxrt.InferenceSession(_model(nodes, inputs, outputs, initializers), options)
+
+
 def test_nodes_out_of_order_are_sorted():
     nodes = [h.make_node("Relu", ["t"], ["y"]), h.make_node("Neg", ["x"], ["t"])]
     session = onnxrt.InferenceSession(_model(nodes, [f32("x", [3])], [f32("y", [3])]))
@@ -48,9 +54,7 @@ def test_values_are_released_after_their_last_use():
         h.make_node("Add", ["a", "b"], ["c"], name="n2"),
         h.make_node("Neg", ["c"], ["y"], name="n3"),
     ]
-    options = onnxrt.SessionOptions()  # basic level: at extended, the Neg/Add chain runs as one step
-    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = onnxrt.InferenceSession(_model(nodes, [f32("x", [3])], [f32("y", [3])]), options)
+    session = _basic_session(nodes, [f32("x", [3])], [f32("y", [3])])  # at extended: one chain step
     plan = session._plan
     released = {step.name: {name for name, slot in plan._slot_of.items() if slot in step.release} for step in plan.steps}
     assert released == {"n0": {"x"}, "n1": set(), "n2": {"a", "b"}, "n3": {"c"}}
@@ -209,12 +213,6 @@ def test_evaluate_runs_one_node_outside_a_schedule():
                                                                     np.array([2, 2], np.int64)])
     with pytest.raises(onnxrt.InvalidGraph, match="does not import"):
         plan.evaluate(ir.Node("custom.domain", "Op", [a]), [np.zeros(1)])
-
-
-def _basic_session(nodes, inputs, outputs, initializers=()):
-    options = onnxrt.SessionOptions()  # basic level: no elementwise chains, one step per node
-    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return onnxrt.InferenceSession(_model(nodes, inputs, outputs, initializers), options)
 
 
 def _count_in_place(session):
