@@ -322,3 +322,87 @@ def test_conv_1x1_expansion_with_residual_and_activation_blockwise():
     z = _f32(*expected.shape)
     _check(conv._conv_run("Conv", geo, x, wts), expected)
     _check(conv._conv_run("Conv", geo, x, wts, lambda y: np.maximum(y, 0, out=y), z), np.maximum(expected + z, 0))
+
+
+def _fused_conv_ctx(attrs, consts):
+    from onnxrt.ops.registry import KernelContext
+
+    return KernelContext(op_type="FusedConv", domain="com.microsoft", name="", opset=1, since_version=1,
+                         attrs=attrs, num_inputs=len(consts), num_outputs=1, input_names=[""] * len(consts),
+                         output_names=["Y"], const_inputs=consts, input_types=[None] * len(consts),
+                         output_types=[None], num_captured=0, session=None)
+
+
+SMALL_CASES = [
+    # one image, ungrouped, small enough for the prepared run: gather (1-D, 2-D, 3-D, strided,
+    # dilated, asymmetric pads), 1x1 with the bias as a weight column (an expansion) and without
+    ((1, 5, 23), (2, 5, 4), dict(pads=[2, 1])),
+    ((1, 129, 3), (128, 129, 3), dict(pads=[1, 1])),  # silero_vad's first encoder conv
+    ((1, 1, 576), (258, 1, 256), dict(strides=[128])),  # its STFT
+    ((1, 6, 11, 9), (4, 6, 3, 2), dict(pads=[2, 0, 1, 1], dilations=[2, 1])),
+    ((1, 4, 9, 8), (6, 4, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    ((1, 4, 5, 6, 7), (3, 4, 2, 3, 2), dict(pads=[1, 0, 1, 0, 1, 1])),
+    ((1, 50, 1, 1), (200, 50, 1, 1), {}),  # squeeze-excitation expansion: bias column
+    ((1, 200, 1, 1), (50, 200, 1, 1), {}),
+    ((1, 8, 5, 7), (3, 8, 1, 1), {}),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", SMALL_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_small_conv_prepared_run(xs, ws, attrs, bias, monkeypatch):
+    """After the first call of a shape, a small conv runs through its prepared numpy calls (the
+    general path is not entered again) and still gives onnxruntime's result, with the activation,
+    for a strided or channels-last input of that shape, and for float64 (its own preparation)."""
+    from onnxrt.ops import conv
+
+    x, w = _f32(*xs), _f32(*ws)
+    b = _f32(ws[0]) if bias else None
+    inputs = [("X", x), ("W", w)] + ([("B", b)] if bias else [])
+    expected = _run_both("Conv", inputs, initializers=("W", "B"), **attrs)[1][0]
+    relu = lambda y: np.maximum(y, 0, out=y)  # noqa: E731
+    consts = [None, w] + ([b] if bias else [])
+    run = conv.conv_kernel(_fused_conv_ctx(attrs, consts), relu)
+    args = (w, b) if bias else (w,)
+    _check([run(x, *args)], [np.maximum(expected, 0)])  # general path; prepares the small run
+    general = conv._conv_run
+    monkeypatch.setattr(conv, "_conv_run", lambda *a, **k: pytest.fail("took the general path"))
+    _check([run(x, *args)], [np.maximum(expected, 0)])
+    strided = np.repeat(x, 2, axis=-1)[..., ::2]
+    assert not strided.flags.c_contiguous
+    _check([run(strided, *args)], [np.maximum(expected, 0)])
+    if x.ndim == 4 and x.shape[2] * x.shape[3] > 1:
+        last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        _check([run(last, *args)], [np.maximum(expected, 0)])
+    monkeypatch.setattr(conv, "_conv_run", general)
+    out64 = run(x.astype(np.float64), *args)
+    assert out64.dtype == np.float64
+    _check([out64.astype(np.float32)], [np.maximum(expected, 0)])
+
+
+def test_small_conv_not_for_batches_groups_or_runtime_weights():
+    """Two images, a grouped conv or a weight that is not the node's constant take the general path
+    on every call."""
+    from onnxrt.ops import conv
+
+    calls = []
+    general = conv._conv_run
+
+    def counting(*a, **k):
+        calls.append(1)
+        return general(*a, **k)
+
+    cases = [((2, 4, 6), (3, 4, 3), {}, True), ((1, 4, 6), (4, 2, 3), {"group": 2}, True),
+             ((1, 4, 6), (3, 4, 3), {}, False)]
+    for xs, ws, attrs, const_w in cases:
+        x, w = _f32(*xs), _f32(*ws)
+        expected = _run_both("Conv", [("X", x), ("W", w)], initializers=("W",), **attrs)[1][0]
+        run = conv.conv_kernel(_fused_conv_ctx(attrs, [None, w if const_w else None]))
+        calls.clear()
+        conv._conv_run = counting
+        try:
+            for _ in range(3):
+                _check([run(x, w.copy() if not const_w else w)], [expected])
+        finally:
+            conv._conv_run = general
+        assert len(calls) == 3

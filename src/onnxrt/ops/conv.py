@@ -443,6 +443,53 @@ def _conv_gather(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np
         post(out, slice(0, geo.P))
 
 
+def _small_conv(geo: _ConvGeometry, wts: "_ConvWeights", activation: Callable[[np.ndarray], Any] | None,
+                dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A run of this conv for one image of this shape and dtype with everything but the numpy calls
+    decided beforehand, when the conv is small enough that the general path's bookkeeping (layout
+    checks, blocks, epilogue closures: 10-20 us) is most of its time: an ungrouped conv whose column
+    matrix is the image itself (1x1, stride 1) or one np.take through a prepared index, of at most
+    _GATHER_MAX_COLUMNS values. silero_vad's encoder and decoder, PP-OCR's squeeze-excitation convs.
+    None for any other conv."""
+    if geo.N != 1 or geo.g != 1 or compute_dtype(dtype) != dtype:
+        return None
+    C, M, P = geo.C, geo.M, geo.P
+    out_shape = (1, M) + geo.osp
+    with_ones = wts.gemm_bias is not None  # the bias is the weight's last column: columns end in a ones row
+    w = wts.gemm_bias[0] if with_ones else wts.gemm[0]
+    bias = None if with_ones or wts.bias is None else wts.bias.reshape(M, 1)
+    if geo.kind == "1x1" and all(s == 1 for s in geo.strides) and C * P <= _GATHER_MAX_COLUMNS:
+        ones_row = np.ones((1, P), dtype=dtype)
+
+        def columns(X: np.ndarray) -> np.ndarray:
+            x = X.reshape(C, P)
+            return np.concatenate((x, ones_row)) if with_ones else x
+    elif geo.gather is not None:
+        # one take from the flattened image followed by a 0 (what the padding reads) and a 1 (the
+        # ones row): the gather path's (K, P) index offset per channel
+        size = math.prod(geo.in_sp)
+        tap = geo.gather.reshape(geo.K, P)  # position in one channel's image, ``size`` in the padding
+        index = np.where(tap < size, np.arange(C).reshape(C, 1, 1) * size + tap, C * size).reshape(C * geo.K, P)
+        if with_ones:
+            index = np.concatenate((index, np.full((1, P), C * size + 1)))
+        zero_one = np.array([0, 1], dtype=dtype)
+
+        def columns(X: np.ndarray) -> np.ndarray:
+            return np.take(np.concatenate((X.reshape(-1), zero_one)), index)
+    else:
+        return None
+
+    def run(X: np.ndarray) -> np.ndarray:
+        y = np.dot(w, columns(X))
+        if bias is not None:
+            y += bias
+        if activation is not None:
+            activation(y)
+        return y.reshape(out_shape)
+
+    return run
+
+
 def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray,
                   bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype) -> None:
     """Ungrouped stride-1 conv of one image x (C, *in_sp) into out (M, P) without an im2col matrix.
@@ -928,8 +975,9 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
 
 
 def _is_channels_last(x: np.ndarray) -> bool:
-    """Whether the (C, H, W) image x is a transposed view of a C-contiguous (H, W, C) array."""
-    return x.ndim == 3 and x.shape[0] > 1 and x.transpose(1, 2, 0).flags.c_contiguous
+    """Whether the (C, H, W) image x is a transposed view of a C-contiguous (H, W, C) array (a
+    one-pixel image, both layouts at once, counts as channel-first)."""
+    return x.ndim == 3 and x.shape[0] > 1 and x.shape[1] * x.shape[2] > 1 and x.transpose(1, 2, 0).flags.c_contiguous
 
 
 def _check_bias(op_name: str, B: np.ndarray | None, M: int) -> None:
@@ -953,8 +1001,13 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     prepared: dict[str, _ConvWeights] = {}  # by compute dtype, for constant W (and B)
     readers = _channels_last_readers(ctx)
     layouts: dict[tuple, bool] = {}  # by (X shape, X channels-last): whether the output goes channels-last
+    small: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}  # by (X shape, dtype): see _small_conv
 
     def conv(X, W, B=None, Z=None):
+        if small and W is W_const and B is B_const and Z is None and type(X) is np.ndarray:
+            run_small = small.get((X.shape, X.dtype))
+            if run_small is not None:
+                return run_small(X)
         check_float(op_name, "X", X)
         check_float(op_name, "W", W)
         key = (X.shape, W.shape)
@@ -976,6 +1029,11 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
             channels_last_out = layouts.get((X.shape, x_last))
             if channels_last_out is None:
                 channels_last_out = layouts[(X.shape, x_last)] = _output_channels_last(geo, x_last, readers)
+        if (W is W_const and B is B_const and Z is None and not x_last and not channels_last_out
+                and len(small) < 8):
+            run_small = _small_conv(geo, wts, activation, X.dtype)
+            if run_small is not None:
+                small[(X.shape, X.dtype)] = run_small
         return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out)
 
     return conv
