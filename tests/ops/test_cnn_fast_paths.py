@@ -208,6 +208,12 @@ def test_banded_depthwise_shares_buffers_across_shapes(depthwise_path):
     ((6, 40), 5, [2, 1], [2, 2, 2, 2], [1, 1]),    # PP-OCR's strips, stride along the height only
     ((15, 13), 3, [2, 2], [1, 0, 0, 1], [1, 1]),   # strided along the width: one einsum axis per axis
     ((12, 11), 3, [1, 2], [2, 2, 2, 2], [2, 2]),   # dilated
+    # short maps, wide rows: each output row only over the kernel rows inside the image
+    ((2, 96), 5, [1, 1], [2, 2, 2, 2], [1, 1]),    # PP-OCR's recognizer: 40% of the rows inside
+    ((3, 50), 5, [1, 1], [2, 1, 2, 3], [1, 1]),
+    ((3, 50), 3, [1, 1], [2, 1, 4, 1], [2, 1]),    # dilated
+    ((3, 50), 3, [1, 1], [1, 1, 4, 1], [1, 1]),    # the last rows read nothing but padding
+    ((4, 50), 5, [2, 1], [2, 2, 2, 2], [1, 1]),
 ])
 def test_channels_last_depthwise_takes_either_layout(hw, k, strides, pads, dil):
     """The channels-last path is chosen for these shapes by default, and gives onnxruntime's output

@@ -606,8 +606,13 @@ class _BandedDepthwise:
 #   at 56x56 (144 channels stride 2: 845 vs 795) nor 112x112 (96 channels: 2322 vs 1820);
 # * channels-last input (no transpose in): stride 1 with a 3x3 kernel at any width (16x320x320: 3992
 #   vs 5288) or any kernel up to 40 columns; strided up to 16384 pixels (96x112x112: 1456 vs 1820,
-#   but 32x320x320: 6498 vs 4871).
+#   but 32x320x320: 6498 vs 4871);
+# * any input at stride 1 whose kernel rows mostly fall in the top and bottom padding (the banded path
+#   computes them all; this one skips them): at most 60% of the (output row, kernel row) pairs inside
+#   the image (200x2x96 5x5: 40%, 279 vs 372; 88x3x96 5x5: 60%, 210 vs 240; but 32x6x96 3x3: 89%,
+#   120 vs 111).
 _CHANNELS_LAST_MAX_WIDTH = 40
+_CHANNELS_LAST_MAX_INSIDE_ROWS = 0.6
 _CHANNELS_LAST_MAX_KERNEL = 5
 _CHANNELS_LAST_MAX_STRIDED_PIXELS = 2048
 _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS = 16384
@@ -628,11 +633,17 @@ class _ChannelsLastDepthwise:
         self.pshape = (geo.in_sp[0] + geo.begin[0] + geo.end[0], geo.in_sp[1] + geo.begin[1] + geo.end[1], geo.C)
         self.dst = (slice(geo.begin[0], geo.begin[0] + geo.in_sp[0]), slice(geo.begin[1], geo.begin[1] + geo.in_sp[1]))
         self.tiled = geo.strides[1] == 1
+        groups = _valid_kernel_rows(geo)
+        inside = sum((h1 - h0) * (r1 - r0) for h0, h1, r0, r1 in groups) / (geo.osp[0] * geo.kernel[0])
+        # (output rows, kernel rows) per einsum call: those inside the image on a short map, else all
+        # in one call (an einsum call costs more than the few border taps it would skip)
+        short = inside <= _CHANNELS_LAST_MAX_INSIDE_ROWS
+        self.row_groups = groups if short else [(0, geo.osp[0], 0, geo.kernel[0])]
         pixels, width = geo.in_sp[0] * geo.in_sp[1], geo.in_sp[1]
         kw = geo.kernel[1]
         if geo.strides == [1, 1]:
             # a row no wider than the kernel is one short tile for the banded path, whatever the kernel
-            narrow = (kw <= _CHANNELS_LAST_MAX_KERNEL and width <= _CHANNELS_LAST_MAX_WIDTH) or width <= kw
+            narrow = (kw <= _CHANNELS_LAST_MAX_KERNEL and width <= _CHANNELS_LAST_MAX_WIDTH) or width <= kw or short
             self.from_channels_first = narrow
             self.from_channels_last = kw <= _CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL or narrow
         else:
@@ -658,6 +669,24 @@ class _ChannelsLastDepthwise:
         return w
 
 
+def _valid_kernel_rows(geo: _ConvGeometry) -> list[tuple[int, int, int, int]]:
+    """Output rows grouped by the kernel rows that read the image rather than its top or bottom
+    padding: (first row, end row, first kernel row, end kernel row) per run of output rows. A short
+    map (PP-OCR's 2- and 3-row recognizer features under a 5x5 kernel) then skips the taps that
+    only multiply zeros; a tall one has three runs (top border, inside, bottom border)."""
+    kh, sh, dh, top, height = geo.kernel[0], geo.strides[0], geo.dilations[0], geo.begin[0], geo.in_sp[0]
+    groups: list[tuple[int, int, int, int]] = []
+    for h in range(geo.osp[0]):
+        above = top - h * sh  # kernel row r reads image row r * dh - above
+        r0 = min(kh, max(0, -(-above // dh)))
+        r1 = max(r0, min(kh, (height - 1 + above) // dh + 1))
+        if groups and groups[-1][2:] == (r0, r1):
+            groups[-1] = (groups[-1][0], h + 1, r0, r1)
+        else:
+            groups.append((h, h + 1, r0, r1))
+    return groups
+
+
 def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: np.ndarray, wts: "_ConvWeights",
                              out: np.ndarray, cdt: np.dtype) -> None:
     """Depthwise conv of one image x (C, H, W), of any strides, into ``out`` (Ho, Wo, C) C-contiguous,
@@ -670,14 +699,19 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
     ho, wo = geo.osp
     s0, s1, s2 = xp.strides
     w = cl.weights(wts, geo)
-    if cl.tiled:
-        taps = np.lib.stride_tricks.as_strided(xp, (ho, kh, kw, wo * geo.C), (s0 * sh, s0 * dh, s1 * dw, s2),
-                                               writeable=False)
-        np.einsum("hrsj,rsj->hj", taps, w, out=out.reshape(ho, wo * geo.C))
-    else:
-        taps = np.lib.stride_tricks.as_strided(xp, (ho, wo, kh, kw, geo.C), (s0 * sh, s1 * sw, s0 * dh, s1 * dw, s2),
-                                               writeable=False)
-        np.einsum("hwrsc,rsc->hwc", taps, w, out=out)
+    for h0, h1, r0, r1 in cl.row_groups:  # each run of output rows over the kernel rows inside the image
+        if r0 == r1:
+            out[h0:h1] = 0
+            continue
+        start = xp[h0 * sh + r0 * dh]
+        if cl.tiled:
+            taps = np.lib.stride_tricks.as_strided(start, (h1 - h0, r1 - r0, kw, wo * geo.C),
+                                                   (s0 * sh, s0 * dh, s1 * dw, s2), writeable=False)
+            np.einsum("hrsj,rsj->hj", taps, w[r0:r1], out=out[h0:h1].reshape(h1 - h0, wo * geo.C))
+        else:
+            taps = np.lib.stride_tricks.as_strided(start, (h1 - h0, wo, r1 - r0, kw, geo.C),
+                                                   (s0 * sh, s1 * sw, s0 * dh, s1 * dw, s2), writeable=False)
+            np.einsum("hwrsc,rsc->hwc", taps, w[r0:r1], out=out[h0:h1])
     if wts.bias is not None:
         wts.bias_row().add_to(out.reshape(-1, geo.C))
 
