@@ -363,6 +363,16 @@ def _with_ones_row(x: np.ndarray, cdt: np.dtype) -> np.ndarray:
     return cols
 
 
+def _with_ones_column(pixels: np.ndarray, cdt: np.dtype) -> np.ndarray:
+    """(P, C) pixels (any layout) copied into a reused per-thread (P, C + 1) buffer whose last
+    column is ones: the channels-last counterpart of :func:`_with_ones_row`."""
+    P, C = pixels.shape
+    rows = thread_scratch_flat(("ones_column_rows", cdt.str), (P, C + 1), cdt)
+    np.copyto(rows[:, :C], pixels)
+    rows[:, C] = 1
+    return rows
+
+
 def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
                   tail: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """x (C, *in_sp) copied into a reused per-thread zero-bordered buffer: (flat (C, prod(padded) +
@@ -947,6 +957,11 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 # a channels-last image is the (P, C) matrix transposed: BLAS reads either as it lies
                 pixels_by_channel = (xi.transpose(1, 2, 0).reshape(geo.P, geo.C) if xi_last
                                      else np.ascontiguousarray(xi).reshape(geo.C, geo.P).T)
+                if channels_last_out and wts.gemm_bias is not None:
+                    # an expansion: a ones column on the (narrower) input adds the bias inside the GEMM
+                    _gemm_rows_into(_with_ones_column(pixels_by_channel, cdt), wts.gemm_bias[0].T,
+                                    y_last[i].reshape(geo.P, M), None, activation)
+                    continue
                 if channels_last_out:
                     bias_row = None if wts.bias is None else wts.bias_row()
                     _gemm_rows_into(pixels_by_channel, wts.gemm[0].T, y_last[i].reshape(geo.P, M), bias_row,
