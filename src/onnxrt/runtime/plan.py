@@ -28,7 +28,7 @@ import onnx_ir as ir
 
 from onnxrt.errors import Fail, InvalidGraph, NotImplemented, OrtError, RuntimeException
 from onnxrt.ops import registry
-from onnxrt.runtime import elementwise_chains
+from onnxrt.runtime import elementwise_chains, shape_memo
 from onnxrt.runtime.values import sparse_to_dense, tensor_to_numpy
 
 NONE_SLOT = 0
@@ -155,6 +155,7 @@ class GraphPlan:
         self._template: list[Any] = [None] * self._n_slots
         for slot, array in template.items():
             self._template[slot] = array
+        self.shape_steps = shape_memo.wrap(self.steps, set(template) - set(self.input_slots), NONE_SLOT)
         self._assign_release_points()
         self._assign_donations()
         self._build_dependencies()
