@@ -254,6 +254,7 @@ class InferenceSession:
         # Everything needed from the parsed protobuf has been copied out; dropping it frees the
         # protobuf's copy of the weights (the IR holds its own numpy arrays).
         loaded.proto = None  # type: ignore[assignment]
+        memory.return_freed_memory()
 
     def _parallel_pool(self) -> Any:
         """The inter-op thread pool for ExecutionMode.ORT_PARALLEL (None when sequential)."""

@@ -20,6 +20,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxrt.errors import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
+from onnxrt.model import weights_aside
 from onnxrt.ops.registry import ML_DOMAIN
 
 ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview, onnx.ModelProto]
@@ -117,6 +118,19 @@ def read_model_proto(source: ModelSource) -> tuple[onnx.ModelProto, str | None, 
             raise InvalidArgument("No graph was found in the protobuf.")
         raise InvalidProtobuf(f"Load model from {where} failed:No graph was found in the protobuf.")
     return proto, base_dir, path
+
+
+def _read_source(source: ModelSource) -> tuple[onnx.ModelProto, str | None, str | None, dict[str, np.ndarray]]:
+    """read_model_proto's (proto, base_dir, path), and the values of the initializers a model file's
+    proto comes without (see weights_aside: each large weight read into its own array, so the
+    file's bytes and protobuf's copy of it are never held next to the arrays)."""
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+        found = weights_aside.read(os.fspath(source), _INFERENCE_DATA_LIMIT)
+        if found is not None and found[0].HasField("graph"):
+            path = os.fspath(source)
+            return found[0], str(Path(path).resolve().parent), path, found[1]
+    proto, base_dir, path = read_model_proto(source)
+    return proto, base_dir, path, {}
 
 
 def _iter_tensors(graph: onnx.GraphProto):
@@ -297,8 +311,11 @@ def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _restore_stubs(original: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
-    """Put the Constant values that :func:`_light_graph` stubbed back into ``inferred``'s nodes
-    (which match ``original``'s one for one), subgraphs included."""
+    """Put the Constant values and initializers that :func:`_light_graph` stubbed back into
+    ``inferred``'s nodes and initializers (which match ``original``'s one for one), subgraphs included."""
+    for tensor, done_tensor in zip(original.initializer, inferred.initializer):
+        if _heavy(tensor):
+            done_tensor.CopyFrom(tensor)
     for node, done in zip(original.node, inferred.node):
         if _is_heavy_constant(node):
             done.CopyFrom(node)
@@ -368,7 +385,11 @@ def apply_free_dimension_overrides(proto: onnx.ModelProto, by_name: dict[str, in
 def _as_array_tensor(tensor: ir.TensorProtocol) -> ir.TensorProtocol:
     if not isinstance(tensor, ir.TensorProtoTensor):
         return tensor
-    array = tensor.numpy()
+    try:
+        array = tensor.numpy()
+    except ValueError as e:  # data that does not fill the dims (a raw_data of the wrong length)
+        raise InvalidGraph(f"This is an invalid model. Tensor '{tensor.name}' of shape {list(tensor.shape)} and type "
+                           f"{tensor.dtype.name}: its data does not match: {e}") from None
     if tensor.dtype == ir.DataType.STRING:
         return ir.StringTensor(array.reshape(-1).tolist() if array.ndim else [array.item()],
                                shape=ir.Shape(array.shape), name=tensor.name)
@@ -493,7 +514,7 @@ def load(
     free_dims_by_name: dict[str, int] | None = None,
     free_dims_by_denotation: dict[str, int] | None = None,
 ) -> LoadedModel:
-    proto, base_dir, path = read_model_proto(source)
+    proto, base_dir, path, aside = _read_source(source)
     check_versions(proto)
     has_external_data = check_external_data(proto, base_dir)
     proto = apply_free_dimension_overrides(proto, free_dims_by_name or {}, free_dims_by_denotation or {})
@@ -513,6 +534,10 @@ def load(
     except Exception as e:  # a proto that parses but is not a coherent model
         raise InvalidGraph(f"This is an invalid model. {type(e).__name__}: {e}") from None
     _restore_large_attributes(model.graph, taken)
+    for name, values in aside.items():  # the weights read straight from the file
+        value = model.graph.initializers.get(name)
+        if value is not None:
+            value.const_value = ir.Tensor(values, name=name)
     if base_dir is not None and has_external_data:  # set_base_dir walks every tensor of every graph
         ir.external_data.set_base_dir(model.graph, base_dir)
     detach_from_proto(model)

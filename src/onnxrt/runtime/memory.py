@@ -56,3 +56,21 @@ def _configure_glibc() -> bool:
     ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     _log.debug("malloc keeps freed blocks up to %d MB: %s", MMAP_THRESHOLD >> 20, ok)
     return ok
+
+
+def return_freed_memory() -> bool:
+    """Hand the heap's free pages back to the operating system (glibc's malloc_trim).
+
+    Once a session has dropped the parsed protobuf, its copy of the weights is free heap memory, but
+    with the arena's settings (and glibc's own when the weights came from the heap) it stays resident:
+    ViT-Base's session held 711 MB where its weights are 344 MB. Returns whether it ran."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim.restype = ctypes.c_int
+    malloc_trim(0)
+    return True
