@@ -705,7 +705,7 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
     xp = thread_scratch_flat(("dwcl_pad", cdt.str), cl.pshape, cdt)
     _zero_border(xp, *cl.dst)
     xp[cl.dst] = x.transpose(1, 2, 0)
-    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
+    kw, (sh, sw), (dh, dw) = geo.kernel[1], geo.strides, geo.dilations
     ho, wo = geo.osp
     s0, s1, s2 = xp.strides
     w = cl.weights(wts, geo)

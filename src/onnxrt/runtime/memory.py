@@ -20,6 +20,7 @@ import ctypes
 import logging
 import platform
 import threading
+from typing import Any
 
 _log = logging.getLogger("onnxrt.memory")
 
@@ -44,15 +45,23 @@ def keep_freed_memory() -> bool:
         return _state
 
 
-def _configure_glibc() -> bool:
+def _glibc(name: str, argtypes: list) -> Any:
+    """glibc's function ``name`` through ctypes (returning int), or None elsewhere."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+        return None
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
+        return None
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function
+
+
+def _configure_glibc() -> bool:
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])
+    if mallopt is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     _log.debug("malloc keeps freed blocks up to %d MB: %s", MMAP_THRESHOLD >> 20, ok)
     return ok
@@ -64,13 +73,8 @@ def return_freed_memory() -> bool:
     Once a session has dropped the parsed protobuf, its copy of the weights is free heap memory, but
     with the arena's settings (and glibc's own when the weights came from the heap) it stays resident:
     ViT-Base's session held 711 MB where its weights are 344 MB. Returns whether it ran."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    malloc_trim = _glibc("malloc_trim", [ctypes.c_size_t])
+    if malloc_trim is None:
         return False
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    malloc_trim.argtypes = [ctypes.c_size_t]
-    malloc_trim.restype = ctypes.c_int
     malloc_trim(0)
     return True
