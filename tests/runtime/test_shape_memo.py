@@ -127,3 +127,20 @@ def test_feeds_and_data_are_never_memoized(level):
     x = np.ones(3, np.float32)
     for k in (1, 1, 5):
         assert session.run(None, {"x": x, "k": np.array(k, np.int64)})[0] == 3 + k
+
+
+def test_a_large_input_is_not_held_between_runs():
+    """A small result computed from a large derived value (here a ReduceSum of a ConstantOfShape) is
+    not kept: its key would hold the large input alive, and never match the next run's."""
+    model = _model(
+        [h.make_node("Shape", ["x"], ["n"], name="shape"), h.make_node("ConstantOfShape", ["n"], ["z"], name="zeros"),
+         h.make_node("ReduceSum", ["z"], ["total"], keepdims=0, name="total"),
+         h.make_node("Add", ["x", "total"], ["y"], name="add")],
+        [h.make_tensor_value_info("x", T.FLOAT, ["A", "B"])], [h.make_tensor_value_info("y", T.FLOAT, None)])
+    session = onnxrt.InferenceSession(model)
+    total = next(s.kernel for s in session._plan.steps if s.name == "total")
+    assert isinstance(total, ShapeMemo)
+    small, large = np.ones((2, 3), np.float32), np.ones((MAX_KEPT_ELEMENTS + 1, 1), np.float32)
+    for x in (small, large, small):
+        np.testing.assert_array_equal(session.run(None, {"x": x})[0], x)
+        assert all(a is None or a.size <= MAX_KEPT_ELEMENTS for a in total.last[0])

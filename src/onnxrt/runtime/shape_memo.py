@@ -57,15 +57,20 @@ class ShapeMemo:
             if last is not None and len(args) == len(last[0]) and all(a is b for a, b in zip(args, last[0])):
                 return last[1]
         result = self.kernel(*args)
-        if key is not None and _keep(result):
+        # identity keys hold their inputs: only small ones (a large input is made anew each run anyway)
+        if key is not None and (self.by_shape or all(a is None or _small(a) for a in args)) and _keep(result):
             self.last = (key, result)
         return result
+
+
+def _small(value: Any) -> bool:
+    return type(value) is np.ndarray and value.size <= MAX_KEPT_ELEMENTS and value.dtype != object
 
 
 def _keep(result: Any) -> bool:
     """Whether ``result`` (an array or a tuple of them) is small enough to hold; made read-only."""
     arrays = result if type(result) is tuple else (result,)
-    if not all(type(a) is np.ndarray and a.size <= MAX_KEPT_ELEMENTS and a.dtype != object for a in arrays):
+    if not all(_small(a) for a in arrays):
         return False
     for a in arrays:
         a.flags.writeable = False
