@@ -125,6 +125,7 @@ def _read_source(source: ModelSource) -> tuple[onnx.ModelProto, str | None, str 
     proto comes without (see weights_aside: each large weight read into its own array, so the
     file's bytes and protobuf's copy of it are never held next to the arrays)."""
     if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+        # shape inference's own limit: what is set aside is what inference gets stubbed anyway
         found = weights_aside.read(os.fspath(source), _INFERENCE_DATA_LIMIT)
         if found is not None and found[0].HasField("graph"):
             path = os.fspath(source)
