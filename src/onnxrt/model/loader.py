@@ -103,7 +103,7 @@ def read_model_proto(source: ModelSource) -> tuple[onnx.ModelProto, str | None, 
                 data = f.read()
         except OSError as e:
             raise NoSuchFile(f"Load model from {path} failed:{e.strerror}") from None
-        base_dir = str(Path(path).resolve().parent)
+        base_dir = _folder_of(path)
     else:
         raise TypeError(
             f"Unable to load from type '{type(source).__name__}': expected a path, bytes or onnx.ModelProto"
@@ -120,16 +120,21 @@ def read_model_proto(source: ModelSource) -> tuple[onnx.ModelProto, str | None, 
     return proto, base_dir, path
 
 
+def _folder_of(path: str) -> str:
+    """The folder external data is resolved (and confined) in: the model file's own."""
+    return str(Path(path).resolve().parent)
+
+
 def _read_source(source: ModelSource) -> tuple[onnx.ModelProto, str | None, str | None, dict[str, np.ndarray]]:
     """read_model_proto's (proto, base_dir, path), and the values of the initializers a model file's
     proto comes without (see weights_aside: each large weight read into its own array, so the
     file's bytes and protobuf's copy of it are never held next to the arrays)."""
     if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+        path = os.fspath(source)
         # shape inference's own limit: what is set aside is what inference gets stubbed anyway
-        found = weights_aside.read(os.fspath(source), _INFERENCE_DATA_LIMIT)
-        if found is not None and found[0].HasField("graph"):
-            path = os.fspath(source)
-            return found[0], str(Path(path).resolve().parent), path, found[1]
+        found = weights_aside.read(path, _INFERENCE_DATA_LIMIT)
+        if found is not None:
+            return found[0], _folder_of(path), path, found[1]
     proto, base_dir, path = read_model_proto(source)
     return proto, base_dir, path, {}
 

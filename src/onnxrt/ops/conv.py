@@ -262,17 +262,31 @@ class _ConvGeometry:
 
 
 def _gather_index(geo: "_ConvGeometry") -> np.ndarray:
-    """(K*P,) flat position in the image (C, prod(in_sp)) that each (kernel tap, output position)
-    reads, or prod(in_sp) (a zero column appended to the image) where it falls in the padding: the
-    geometry's per-tap regions, written into an index."""
+    """(C*K + 1, P) index into the flattened image (C * prod(in_sp) values) followed by a 0 and a 1:
+    the value each (channel, kernel tap; output position) of the column matrix reads, the 0 where it
+    falls in the padding; the last row reads the 1 (the ones row of a weight with a bias column).
+    The geometry's per-tap regions, written into an index."""
     size = math.prod(geo.in_sp)
     positions = np.arange(size).reshape(geo.in_sp)
-    index = np.full((geo.K,) + geo.osp, size, dtype=np.intp)
+    tap = np.full((geo.K,) + geo.osp, -1, dtype=np.intp)
     for t, regions in enumerate(geo.taps):
         if regions is not None:
             out_sl, in_sl = regions
-            index[(t,) + out_sl] = positions[in_sl]
-    return index.reshape(-1)
+            tap[(t,) + out_sl] = positions[in_sl]
+    tap = tap.reshape(geo.K, geo.P)
+    zero = geo.C * size
+    index = np.where(tap >= 0, np.arange(geo.C).reshape(geo.C, 1, 1) * size + tap, zero)
+    return np.concatenate((index.reshape(geo.C * geo.K, geo.P), np.full((1, geo.P), zero + 1)))
+
+
+def _gather_columns(geo: "_ConvGeometry", x: np.ndarray, with_ones: bool) -> np.ndarray:
+    """(C*K [+1], P) column matrix of image ``x`` (C, *in_sp): one np.take through the geometry's
+    index (``with_ones``: ending in a ones row)."""
+    index = geo.gather if with_ones else geo.gather[:-1]
+    return np.take(np.concatenate((x.reshape(-1), _ZERO_ONE), dtype=x.dtype), index)
+
+
+_ZERO_ONE = np.array([0.0, 1.0])  # what the gather index reads for the padding and the ones row
 
 
 # (output block, its slice): of output columns on the GEMM paths, of output channels on the depthwise ones
@@ -438,15 +452,10 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
 
 
 def _conv_gather(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray,
-                 bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype) -> None:
-    """Ungrouped conv of a small image x (C, *in_sp) into out (M, P): the image goes into a reused
-    buffer with a zero column after it, one np.take through the geometry's index makes the whole
-    (C*K, P) column matrix, one GEMM the output."""
-    size = math.prod(geo.in_sp)
-    flat = thread_scratch(("gather", geo.key, cdt.str), lambda: np.zeros((geo.C, size + 1), dtype=cdt))
-    flat[:, :size] = x.reshape(geo.C, size)
-    cols = np.take(flat, geo.gather, axis=1).reshape(geo.C * geo.K, geo.P)
-    np.matmul(wts.gemm[0], cols, out=out)
+                 bias_col: np.ndarray | None, post: Epilogue | None) -> None:
+    """Ungrouped conv of a small image x (C, *in_sp) into out (M, P): one np.take makes the whole
+    column matrix, one GEMM the output."""
+    np.matmul(wts.gemm[0], _gather_columns(geo, x, with_ones=False), out=out)
     if bias_col is not None:
         out += bias_col
     if post is not None:
@@ -469,23 +478,11 @@ def _small_conv(geo: _ConvGeometry, wts: "_ConvWeights", activation: Callable[[n
     w = wts.gemm_bias[0] if with_ones else wts.gemm[0]
     bias = None if with_ones or wts.bias is None else wts.bias.reshape(M, 1)
     if geo.kind == "1x1" and all(s == 1 for s in geo.strides) and C * P <= _GATHER_MAX_COLUMNS:
-        ones_row = np.ones((1, P), dtype=dtype)
-
         def columns(X: np.ndarray) -> np.ndarray:
-            x = X.reshape(C, P)
-            return np.concatenate((x, ones_row)) if with_ones else x
+            return _with_ones_row(X[0], dtype) if with_ones else X.reshape(C, P)
     elif geo.gather is not None:
-        # one take from the flattened image followed by a 0 (what the padding reads) and a 1 (the
-        # ones row): the gather path's (K, P) index offset per channel
-        size = math.prod(geo.in_sp)
-        tap = geo.gather.reshape(geo.K, P)  # position in one channel's image, ``size`` in the padding
-        index = np.where(tap < size, np.arange(C).reshape(C, 1, 1) * size + tap, C * size).reshape(C * geo.K, P)
-        if with_ones:
-            index = np.concatenate((index, np.full((1, P), C * size + 1)))
-        zero_one = np.array([0, 1], dtype=dtype)
-
         def columns(X: np.ndarray) -> np.ndarray:
-            return np.take(np.concatenate((X.reshape(-1), zero_one)), index)
+            return _gather_columns(geo, X[0], with_ones)
     else:
         return None
 
@@ -997,7 +994,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             else:
                 _depthwise(geo, x[i], wts.depthwise, wts.bias, y[i], cdt, post)
         elif geo.gather is not None:
-            _conv_gather(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
+            _conv_gather(geo, x[i], wts, y3[i, 0], bias_col, post)
         elif geo.shifted:
             _conv_shifted(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
         elif g == 1 and geo.padded_ok:

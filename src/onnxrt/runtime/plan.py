@@ -155,7 +155,9 @@ class GraphPlan:
         self._template: list[Any] = [None] * self._n_slots
         for slot, array in template.items():
             self._template[slot] = array
-        self.shape_steps = shape_memo.wrap(self.steps, set(template) - set(self.input_slots), NONE_SLOT)
+        # slots holding a value fixed at planning time (weights, folded results; not overridable inputs)
+        self._constant_slots = frozenset(template) - set(self.input_slots)
+        self.shape_steps = shape_memo.wrap(self.steps, self._constant_slots, NONE_SLOT)
         self._assign_release_points()
         self._assign_donations()
         self._build_dependencies()
@@ -455,8 +457,7 @@ class GraphPlan:
         if sys.implementation.name != "cpython":  # the run-time check counts references
             return
         protected = (set(self.input_slots) | set(self.captured_slots) | set(self.output_slots)
-                     | {slot for slot, value in enumerate(self._template) if value is not None}
-                     | {NONE_SLOT, DISCARD_SLOT})
+                     | self._constant_slots | {NONE_SLOT, DISCARD_SLOT})
         for step in self.steps:
             variants = getattr(step.kernel, "inplace", None)
             step.donate = None

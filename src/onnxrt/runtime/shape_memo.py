@@ -77,7 +77,7 @@ def _keep(result: Any) -> bool:
     return True
 
 
-def wrap(steps: Sequence[Any], constant_slots: set[int], absent_slot: int) -> int:
+def wrap(steps: Sequence[Any], constant_slots: frozenset[int], absent_slot: int) -> int:
     """Wrap, in place, the steps of ``steps`` (in execution order) that compute values from shapes
     and constants alone. Returns how many were wrapped."""
     derived: set[int] = set()
