@@ -5,7 +5,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxrt.optimizer.fold_constants import fold_constants
-from tests.optimizer.helpers import check_pass, const, make_model, op_counts, rand, vinfo
+from tests.optimizer.helpers import apply, check_pass, const, make_model, op_counts, rand, run_onnxrt, vinfo
 
 # the package re-exports the pass function under the module's name
 fold_constants_module = importlib.import_module("onnxrt.optimizer.fold_constants")
@@ -104,3 +104,34 @@ def test_a_folded_value_read_inside_a_subgraph_becomes_an_initializer():
                        [const("w", np.array([1.0, 2.0], np.float32))])
     out = check_pass(model, {"x": rand(2), "cond": np.array(True)}, fold_constants)
     assert "nw" in {t.name for t in out.graph.initializer}
+
+
+@pytest.mark.parametrize("value, shape", [
+    (None, [2, 3]),  # no attribute: float32 zeros
+    (helper.make_tensor("v", TensorProto.INT64, [1], [7]), [4]),
+    (helper.make_tensor("v", TensorProto.FLOAT16, [1], [0.5]), [2, 0, 3]),  # a zero dim
+    (helper.make_tensor("v", TensorProto.BOOL, [], [True]), [1]),  # a rank-0 value
+    (helper.make_tensor("v", TensorProto.DOUBLE, [1], [-1.25]), [3, 1]),
+])
+def test_constant_fills_fold_without_the_kernel_to_what_the_kernel_makes(monkeypatch, value, shape):
+    fill_kwargs = {} if value is None else {"value": value}
+    node = helper.make_node("ConstantOfShape", ["shape"], ["c"], **fill_kwargs)
+    dtype = TensorProto.FLOAT if value is None else value.data_type
+    model = make_model([node, helper.make_node("Identity", ["c"], ["y"])], [], [vinfo("y", shape, dtype)],
+                       [const("shape", np.array(shape, np.int64))])
+    expected = run_onnxrt(model, {})[0]
+    evaluated = []
+    monkeypatch.setattr(fold_constants_module, "_evaluate", lambda *a: evaluated.append(a) or None)
+    out = check_pass(model, {}, fold_constants)
+    assert not evaluated and "ConstantOfShape" not in op_counts(out)
+    folded = run_onnxrt(out, {})[0]
+    assert folded.dtype == expected.dtype and folded.shape == expected.shape
+    np.testing.assert_array_equal(folded, expected)
+
+
+def test_a_negative_fill_shape_is_left_to_fail_at_run_time():
+    node = helper.make_node("ConstantOfShape", ["shape"], ["c"])
+    model = make_model([node, helper.make_node("Identity", ["c"], ["y"])], [], [vinfo("y", None)],
+                       [const("shape", np.array([2, -1], np.int64))])
+    _, n = apply(model, fold_constants)
+    assert n == 0

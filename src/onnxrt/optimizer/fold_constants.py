@@ -15,11 +15,14 @@ fold too, so ``Shape -> Gather -> Concat -> Reshape`` chains collapse. Not folde
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx_ir as ir
 
 from onnxrt.ops.registry import ML_DOMAIN
 from onnxrt.optimizer import _ir
+from onnxrt.runtime.values import tensor_to_numpy
 
 # An output at most this many elements may always be folded; above it, only when it is no bigger than
 # the node's inputs put together, or when it is a weight (every reader takes it as a parameter input of
@@ -86,9 +89,11 @@ def fold_constants(model: ir.Model) -> int:
             continue
         if _too_big(node, arrays):
             continue
-        if evaluator is None:
-            evaluator = _evaluator(opsets)
-        results = _evaluate(evaluator, node, arrays)
+        results = _fill(node, arrays)
+        if results is None:
+            if evaluator is None:
+                evaluator = _evaluator(opsets)
+            results = _evaluate(evaluator, node, arrays)
         if results is None or not all(_storable(r) for r in results):
             continue
         computed.update(zip(node.outputs, results))
@@ -104,7 +109,7 @@ def _too_big(node: ir.Node, arrays: list) -> bool:
     for out in node.outputs:
         shape = _ir.static_shape(out)
         if shape is not None:
-            n = int(np.prod(shape, dtype=np.int64))
+            n = math.prod(shape)
             if n > GROWTH_LIMIT_ELEMENTS and n > in_size and not (n <= WEIGHT_LIMIT_ELEMENTS and _is_weight(out)):
                 return True
         elif node.op_type in ("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample"):
@@ -119,6 +124,23 @@ def _is_weight(value: ir.Value) -> bool:
         and (u.idx == 0 if u.node.op_type == "Gather" else u.idx >= 1)  # Gather's table is input 0
         for u in uses
     )
+
+
+def _fill(node: ir.Node, arrays: list) -> list[np.ndarray] | None:
+    """A ConstantOfShape's output made directly (None for anything unusual, which goes through the
+    kernel): light models store every weight as one, and planning a kernel per fill was half of
+    their folding time."""
+    if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx") or len(arrays) != 1:
+        return None
+    shape = arrays[0]
+    value = node.attributes.get("value")
+    if shape.dtype != np.int64 or shape.ndim != 1 or (shape < 0).any() or len(node.attributes) > 1 or (
+            value is not None and value.type != ir.AttributeType.TENSOR):
+        return None
+    fill = np.zeros((), np.float32) if value is None else tensor_to_numpy(value.value)
+    if fill.size != 1 or not _storable(fill):
+        return None
+    return [np.full(tuple(shape.tolist()), fill.reshape(()), dtype=fill.dtype)]
 
 
 def _evaluate(evaluator, node: ir.Node, arrays: list) -> list | None:
