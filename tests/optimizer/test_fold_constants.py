@@ -110,7 +110,7 @@ def test_a_folded_value_read_inside_a_subgraph_becomes_an_initializer():
     (None, [2, 3]),  # no attribute: float32 zeros
     (helper.make_tensor("v", TensorProto.INT64, [1], [7]), [4]),
     (helper.make_tensor("v", TensorProto.FLOAT16, [1], [0.5]), [2, 0, 3]),  # a zero dim
-    (helper.make_tensor("v", TensorProto.BOOL, [], [True]), [1]),  # a rank-0 value
+    (helper.make_tensor("v", TensorProto.BOOL, [1], [True]), [1]),
     (helper.make_tensor("v", TensorProto.DOUBLE, [1], [-1.25]), [3, 1]),
 ])
 def test_constant_fills_fold_without_the_kernel_to_what_the_kernel_makes(monkeypatch, value, shape):
