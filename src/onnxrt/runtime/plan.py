@@ -86,9 +86,13 @@ class GraphPlan:
         overridable_initializers: bool = True,
         extra_outputs: Sequence[str] = (),
         outer_constants: dict[str, Any] | None = None,
+        free_names: dict[int, set[str]] | None = None,
     ) -> None:
         self.graph = graph
         self.config = config
+        # each nested graph's free names, by id, shared with the subplans: computed once per build,
+        # not again at every level of nesting above the graph
+        self._free_names = {} if free_names is None else free_names
         # constants of the enclosing graphs: a body reads them as its own constants (so its kernels can
         # prepare with them and its constant-only nodes fold) instead of capturing them on every run
         self._outer_constants = outer_constants or {}
@@ -119,7 +123,7 @@ class GraphPlan:
                 self.constants[name] = array
         self.input_slots = [self._slot_of.get(n) or self._new_slot(n) for n in self.input_names]
 
-        nodes = self._topological_order(graph, outer_scope)
+        nodes = self._topological_order(graph, self._free_names)
         defined = set(self._slot_of)
         for node in nodes:
             defined.update(o.name for o in node.outputs if o.name)
@@ -132,6 +136,7 @@ class GraphPlan:
             step = self._plan_node(node, inner_scope, outer_scope)
             if not self._fold(step):
                 self.steps.append(step)
+        del self._free_names  # subplans are all built: the ids in it may be reused from here on
 
         missing = [n for n in self.output_names if n not in self._slot_of]
         if missing:
@@ -233,7 +238,7 @@ class GraphPlan:
         return slot
 
     @staticmethod
-    def _topological_order(graph: ir.Graph, outer_scope: frozenset[str]) -> list[ir.Node]:
+    def _topological_order(graph: ir.Graph, free_names: dict[int, set[str]]) -> list[ir.Node]:
         nodes = list(graph)
         producer: dict[str, int] = {}
         for i, node in enumerate(nodes):
@@ -245,7 +250,7 @@ class GraphPlan:
         deps: list[set[int]] = []
         for node in nodes:
             needed: set[int] = set()
-            for name in _names_read(node):
+            for name in _names_read(node, free_names):
                 j = producer.get(name)
                 if j is not None:
                     needed.add(j)
@@ -410,7 +415,7 @@ class GraphPlan:
             return tensor_to_numpy(attr.value)
         if t == A.GRAPH:
             sub = GraphPlan(attr.value, self.config, inner_scope, overridable_initializers=False,
-                            outer_constants={**self._outer_constants, **self.constants})
+                            outer_constants={**self._outer_constants, **self.constants}, free_names=self._free_names)
             subplans.append(sub)
             return sub
         if t in (A.FLOATS, A.INTS):
@@ -422,7 +427,8 @@ class GraphPlan:
             return [tensor_to_numpy(x) for x in attr.value]
         if t == A.GRAPHS:
             subs = [GraphPlan(g, self.config, inner_scope, overridable_initializers=False,
-                              outer_constants={**self._outer_constants, **self.constants}) for g in attr.value]
+                              outer_constants={**self._outer_constants, **self.constants}, free_names=self._free_names)
+                    for g in attr.value]
             subplans.extend(subs)
             return subs
         if t == A.SPARSE_TENSOR:
@@ -678,25 +684,29 @@ _NOT_FOLDED = frozenset({
 })
 
 
-def _names_read(node: ir.Node) -> list[str]:
-    """Every value name a node reads, including names its subgraphs read from outside themselves."""
+def _names_read(node: ir.Node, memo: dict[int, set[str]]) -> list[str]:
+    """Every value name a node reads, including names its subgraphs read from outside themselves
+    (``memo``: the free names of graphs already walked, by id)."""
     names = [v.name for v in node.inputs if v is not None and v.name]
     for attr in node.attributes.values():
         if attr.type == ir.AttributeType.GRAPH:
-            names.extend(_free_names(attr.value))
+            names.extend(_free_names(attr.value, memo))
         elif attr.type == ir.AttributeType.GRAPHS:
             for g in attr.value:
-                names.extend(_free_names(g))
+                names.extend(_free_names(g, memo))
     return names
 
 
-def _free_names(graph: ir.Graph) -> set[str]:
-    defined = {v.name for v in graph.inputs} | set(graph.initializers)
-    used: set[str] = set()
-    for node in graph:
-        used.update(_names_read(node))
-        defined.update(o.name for o in node.outputs if o.name)
-    return used - defined
+def _free_names(graph: ir.Graph, memo: dict[int, set[str]]) -> set[str]:
+    free = memo.get(id(graph))
+    if free is None:
+        defined = {v.name for v in graph.inputs} | set(graph.initializers)
+        used: set[str] = set()
+        for node in graph:
+            used.update(_names_read(node, memo))
+            defined.update(o.name for o in node.outputs if o.name)
+        free = memo[id(graph)] = used - defined
+    return free
 
 
 _schema_cache: dict[tuple[str, int, str], Any] = {}
