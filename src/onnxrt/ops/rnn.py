@@ -134,7 +134,8 @@ class _Common:
         self._acts_cache: dict = {}
 
     def _weights(self, W, R, B, cdt, D, G, H, input_size):
-        """(Wt (input, D*G*H), Rt (D, H, G*H), bias (D, 2, G*H) or None), cached for constant weights."""
+        """(Wt (input, D*G*H), Rt (D, H, G*H) C-contiguous, bias (D, 2, G*H) or None, the two biases
+        summed (D, 1, 1, G*H) or None), cached for constant weights."""
         cw, cr, cb = self._const_wrb
         cached = W is cw and R is cr and B is cb and cw is not None and cr is not None
         if cached:
@@ -143,8 +144,11 @@ class _Common:
                 return hit
         Wt = W.astype(cdt, copy=False).transpose(2, 0, 1).reshape(input_size, D * G * H)
         Rt = R.astype(cdt, copy=False).transpose(0, 2, 1)  # (D, H, G*H)
+        if cached:  # one copy, then every step's matmul reads it in order
+            Rt = np.ascontiguousarray(Rt)
         bias = B.astype(cdt, copy=False).reshape(D, 2, G * H) if B is not None else None
-        out = (Wt, Rt, bias)
+        summed = None if bias is None else (bias[:, 0] + bias[:, 1])[:, None, None, :]
+        out = (Wt, Rt, bias, summed)
         if cached:
             self._weights_cache[cdt] = out
         return out
@@ -186,7 +190,7 @@ class _Common:
         h0 = self._state(initial_h, "initial_h", D, batch, H, cdt)
 
         # Input projection for every step and direction in one GEMM: (seq * batch, D * G * H).
-        Wt, Rt, bias = self._weights(W, R, B, cdt, D, G, H, input_size)
+        Wt, Rt, bias, summed_bias = self._weights(W, R, B, cdt, D, G, H, input_size)
         xw = (x.astype(cdt, copy=False).reshape(seq * batch, input_size) @ Wt).reshape(seq, batch, D, G * H)
         xw = np.ascontiguousarray(xw.transpose(2, 0, 1, 3))  # (D, seq, batch, G*H)
 
@@ -202,7 +206,7 @@ class _Common:
         for d, rev in enumerate(self.reverse_flags):
             if rev:
                 xw[d] = xw[d][::-1] if order is None else xw[d][order, cols]
-        return dict(dtype=dtype, cdt=cdt, seq=seq, batch=batch, H=H, D=D, xw=xw, Rt=Rt, bias=bias,
+        return dict(dtype=dtype, cdt=cdt, seq=seq, batch=batch, H=H, D=D, xw=xw, Rt=Rt, bias=bias, summed_bias=summed_bias,
                     lens=lens, order=order, active=active, cols=cols, h0=h0)
 
     def _state(self, value, name, D, batch, H, cdt):
@@ -307,8 +311,8 @@ def rnn(ctx: KernelContext):
         p = c.prepare(X, W, R, B, sequence_lens, initial_h)
         cdt, seq, H, D = p["cdt"], p["seq"], p["H"], p["D"]
         xw, Rt, active = p["xw"], p["Rt"], p["active"]
-        if p["bias"] is not None:
-            xw += (p["bias"][:, 0] + p["bias"][:, 1])[:, None, None, :]
+        if p["summed_bias"] is not None:
+            xw += p["summed_bias"]
         f = c.bound_acts(cdt)
         h = p["h0"]
         ys = np.zeros((D, seq, p["batch"], H), dtype=cdt)
@@ -386,9 +390,9 @@ def lstm(ctx: KernelContext):
     def run(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None):
         p = c.prepare(X, W, R, B, sequence_lens, initial_h)
         cdt, seq, H, D, batch = p["cdt"], p["seq"], p["H"], p["D"], p["batch"]
-        xw, Rt, active, bias = p["xw"], p["Rt"], p["active"], p["bias"]
-        if bias is not None:
-            xw += (bias[:, 0] + bias[:, 1])[:, None, None, :]
+        xw, Rt, active = p["xw"], p["Rt"], p["active"]
+        if p["summed_bias"] is not None:
+            xw += p["summed_bias"]
         cell = c._state(initial_c, "initial_c", D, batch, H, cdt)
         peep = None
         if P is not None:
