@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 import numpy as np
 import onnx
+import onnx_ir
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxrt
@@ -45,9 +49,12 @@ def test_skeleton_leaves_out_constant_node_weights_everywhere():
 def test_inferred_shapes_with_weights_restored():
     model, weights = _model_with_constant_weights()
     before = model.SerializeToString()
-    proto = loader.infer_shapes(onnx.load_from_string(before))
-    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.value_info}
+    proto = onnx.load_from_string(before)
+    inferred = loader.infer_shapes(proto)
+    assert proto.SerializeToString() == before  # the results come back apart from the model
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.value_info}
     assert shapes["h"] == ["n", 80] and shapes["w"] == [64, 80]
+    loader.annotate_subgraphs(proto.graph, inferred)
     then_branch = next(a.g for a in proto.graph.node[2].attribute if a.name == "then_branch")
     assert {v.name for v in then_branch.value_info} >= {"t"}  # the subgraph was annotated too
     # the Constant nodes carry their real values again, top level and in the branch
@@ -57,3 +64,57 @@ def test_inferred_shapes_with_weights_restored():
     y, r = onnxrt.InferenceSession(before).run(None, {"x": x, "cond": np.array(True)})
     np.testing.assert_allclose(y, np.maximum((x @ weights["w"]) @ weights["v"], 0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(r, np.maximum(x @ weights["w"], 0), rtol=1e-6)
+
+
+def _types(values) -> dict[str, tuple]:
+    return {v.name: (v.type, None if v.shape is None else [d if isinstance(d, int) else d.value for d in v.shape])
+            for v in values}
+
+
+def _typed_by_onnx_ir(proto: onnx.ModelProto) -> onnx_ir.Model:
+    """The model deserialized by onnx_ir with the inferred value_info and outputs in the proto."""
+    inferred = loader.infer_shapes(proto)
+    full = onnx.ModelProto()
+    full.CopyFrom(proto)
+    if inferred is not None:
+        loader.annotate_subgraphs(full.graph, inferred)
+        for name in ("value_info", "output"):
+            del getattr(full.graph, name)[:]
+            getattr(full.graph, name).extend(getattr(inferred, name))
+    return onnx_ir.serde.deserialize_model(loader.set_aside_map_types(full)[0])
+
+
+def _backend_suite_models() -> list[onnx.ModelProto]:
+    root = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+    return [onnx.load(path) for kind in ("simple", "pytorch-converted", "pytorch-operator", "light")
+            for path in sorted(glob.glob(os.path.join(root, kind, "*", "model.onnx")))]
+
+
+def test_inferred_types_are_the_ones_onnx_ir_would_read():
+    # the loader sets plain tensor types itself (onnx_ir's value_info path is slow): every value of
+    # onnx's model suites (convolutional nets, string ops, sequences), a model with symbolic dims and
+    # an If, and one whose inference invents a dim comes out typed as
+    # onnx_ir reads them from the proto
+    models = _backend_suite_models()
+    symbolic, _ = _model_with_constant_weights()
+    models.append(symbolic)
+    reshape = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"]), helper.make_node("Shape", ["y"], ["z"], start=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6]),
+         helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("z", TensorProto.INT64, None)])
+    models.append(helper.make_model(reshape, opset_imports=[helper.make_opsetid("", 17)], ir_version=9))
+    assert len(models) > 140
+    for proto in models:
+        mine = loader.load(proto.SerializeToString()).model.graph
+        theirs = _typed_by_onnx_ir(proto).graph
+        produced = [o for n in mine for o in n.outputs]
+        assert _types(produced) == _types(o for n in theirs for o in n.outputs), proto.graph.name
+        assert _types(mine.outputs) == _types(theirs.outputs), proto.graph.name
+
+
+def test_a_session_leaves_the_callers_model_proto_as_it_was():
+    model, _ = _model_with_constant_weights()
+    before = model.SerializeToString()
+    onnxrt.InferenceSession(model)  # shape inference annotated the caller's proto once
+    assert model.SerializeToString() == before

@@ -338,21 +338,19 @@ def _restore_subgraph_stubs(node: onnx.NodeProto, done: onnx.NodeProto) -> None:
                 _restore_stubs(g, g_done)
 
 
-def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Add inferred value_info where ONNX shape inference can; never fail a load over it.
-
-    Inference runs on a skeleton of the model; its value_info and outputs are moved back onto
-    ``proto``, which keeps its own weights, and so are the nodes that hold subgraphs (inference
-    annotates their value_info), with their stubbed weights restored. Other nodes stay as they are.
-    """
+def infer_shapes(proto: onnx.ModelProto) -> onnx.GraphProto | None:
+    """ONNX shape inference on a skeleton of ``proto`` (its large weights stubbed): the inferred
+    skeleton's graph, whose value_info, outputs and subgraph-holding nodes carry the results, or None
+    when inference fails (a load never fails over it). ``proto`` itself is not changed (it may be the
+    caller's): :func:`annotate_subgraphs` and :func:`apply_inferred_types` take the results over."""
     try:
         inferred = onnx.shape_inference.infer_shapes(
             _skeleton(proto), check_type=False, strict_mode=False, data_prop=True
         )
     except Exception:
-        return proto
+        return None
     if len(inferred.graph.node) != len(proto.graph.node):
-        return proto
+        return None
     original = {
         d.dim_param
         for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info)
@@ -361,15 +359,64 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         if d.HasField("dim_param")
     }
     _forget_invented_dims((*inferred.graph.output, *inferred.graph.value_info), original)
-    for node, done in zip(proto.graph.node, inferred.graph.node):
+    return inferred.graph
+
+
+def has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(node.attribute and _has_subgraph(node) for node in graph.node)
+
+
+def annotate_subgraphs(graph: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
+    """Replace ``graph``'s subgraph-holding nodes by their inferred versions (inference annotates the
+    subgraphs' value_info), with the weights the skeleton stubbed put back."""
+    for node, done in zip(graph.node, inferred.node):
         if node.attribute and _has_subgraph(node):
             _restore_subgraph_stubs(node, done)
             node.CopyFrom(done)
-    for name in ("value_info", "output"):
-        target = getattr(proto.graph, name)
-        del target[:]
-        target.extend(getattr(inferred.graph, name))
-    return proto
+
+
+def apply_inferred_types(graph: ir.Graph, inferred: onnx.GraphProto) -> None:
+    """Give the main graph's node outputs, initializers and outputs the types and shapes inference
+    found. Plain tensor types are set directly: onnx_ir's generic value_info path cost a third of
+    deserializing a model whose every value inference had typed."""
+    infos = {info.name: info for info in inferred.value_info}
+    if infos:
+        for node in graph:
+            for value in node.outputs:
+                info = infos.get(value.name)
+                if info is not None:
+                    _set_type(value, info)
+        for name, value in graph.initializers.items():
+            if name in infos:
+                _set_type(value, infos[name])
+    for value, info in zip(graph.outputs, inferred.output):
+        if value.name == info.name:
+            _set_type(value, info)
+
+
+def _set_type(value: ir.Value, info: onnx.ValueInfoProto) -> None:
+    tp = info.type
+    if _has_map(tp):
+        return  # onnx_ir holds no map types (see set_aside_map_types)
+    if tp.WhichOneof("value") == "tensor_type" and not (tp.denotation or info.doc_string or info.metadata_props):
+        tensor = tp.tensor_type
+        dims: list | None = None
+        if tensor.HasField("shape"):
+            dims = []
+            for d in tensor.shape.dim:
+                which = d.WhichOneof("value")
+                if d.denotation:
+                    dims = None
+                    break
+                dims.append(d.dim_value if which == "dim_value" else d.dim_param if which == "dim_param" else None)
+            else:
+                value.type = ir.TensorType(ir.DataType(tensor.elem_type))
+                value.shape = ir.Shape(dims)
+                return
+        else:
+            value.type = ir.TensorType(ir.DataType(tensor.elem_type))
+            return
+    ir.serde.deserialize_value_info_proto(info, value)
 
 
 def apply_free_dimension_overrides(proto: onnx.ModelProto, by_name: dict[str, int], by_denotation: dict[str, int]) -> onnx.ModelProto:
@@ -530,8 +577,11 @@ def load(
     taken: list[_TakenAttribute] = []
     if large:
         _take_large_attributes(proto.graph, taken, tree_fields_only=True)
-    if run_shape_inference:
-        proto = infer_shapes(proto)
+    inferred = infer_shapes(proto) if run_shape_inference else None
+    if inferred is not None and has_subgraphs(proto.graph):
+        if proto is source:  # the caller's ModelProto is not ours to annotate
+            proto = _copy_proto(proto)
+        annotate_subgraphs(proto.graph, inferred)
     if large:
         _take_large_attributes(proto.graph, taken, tree_fields_only=False)
     ir_proto, type_overrides = set_aside_map_types(proto)
@@ -539,6 +589,8 @@ def load(
         model = ir.serde.deserialize_model(ir_proto)
     except Exception as e:  # a proto that parses but is not a coherent model
         raise InvalidGraph(f"This is an invalid model. {type(e).__name__}: {e}") from None
+    if inferred is not None:
+        apply_inferred_types(model.graph, inferred)
     _restore_large_attributes(model.graph, taken)
     for name, values in aside.items():  # the weights read straight from the file
         value = model.graph.initializers.get(name)
