@@ -206,8 +206,8 @@ class _Common:
         for d, rev in enumerate(self.reverse_flags):
             if rev:
                 xw[d] = xw[d][::-1] if order is None else xw[d][order, cols]
-        return dict(dtype=dtype, cdt=cdt, seq=seq, batch=batch, H=H, D=D, xw=xw, Rt=Rt, bias=bias, summed_bias=summed_bias,
-                    lens=lens, order=order, active=active, cols=cols, h0=h0)
+        return dict(dtype=dtype, cdt=cdt, seq=seq, batch=batch, H=H, D=D, xw=xw, Rt=Rt, bias=bias,
+                    summed_bias=summed_bias, lens=lens, order=order, active=active, cols=cols, h0=h0)
 
     def _state(self, value, name, D, batch, H, cdt):
         if value is None:

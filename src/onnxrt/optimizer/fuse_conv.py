@@ -157,7 +157,8 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
             B2 = B + vec
     old_values = [v for v in (*conv.inputs[1:], *nxt.inputs) if v is not None]
     if W2 is not None:
-        conv.replace_input_with(1, _ir.add_initializer(graph, W2.astype(W.dtype, copy=False), (conv.name or "conv") + "_W"))
+        W2 = W2.astype(W.dtype, copy=False)
+        conv.replace_input_with(1, _ir.add_initializer(graph, W2, (conv.name or "conv") + "_W"))
     B_value = _ir.add_initializer(graph, B2.astype(W.dtype), (conv.name or "conv") + "_B")
     if len(conv.inputs) > 2:
         conv.replace_input_with(2, B_value)
