@@ -6,8 +6,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+from onnx import numpy_helper as onnx_numpy
 
 import onnxrt
+from onnxrt.ops import rnn as rnn_ops
 
 SEQ, BATCH, INPUT, HIDDEN = 5, 3, 4, 6
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -141,3 +143,63 @@ def test_unknown_activation_rejected():
     model = _model("RNN", inputs, [("Y", None)], hidden_size=HIDDEN, activations=["Swishy"])
     with pytest.raises(Exception, match="unsupported activation"):
         onnxrt.InferenceSession(model.SerializeToString())
+
+
+def _one_step_lstm(layout, with_b, init, batch, weights_as_inputs=False):
+    rng = np.random.default_rng(layout * 8 + with_b * 4 + init * 2 + batch)
+    H, I = HIDDEN, INPUT
+    X = rng.standard_normal((1, batch, I) if layout == 0 else (batch, 1, I)).astype(np.float32)
+    st = (1, batch, H) if layout == 0 else (batch, 1, H)
+    weights = {"W": (rng.standard_normal((1, 4 * H, I)) * 0.5).astype(np.float32),
+               "R": (rng.standard_normal((1, 4 * H, H)) * 0.5).astype(np.float32)}
+    if with_b:
+        weights["B"] = rng.standard_normal((1, 8 * H)).astype(np.float32)
+    feeds = {"X": X}
+    if init:
+        feeds["initial_h"] = rng.standard_normal(st).astype(np.float32)
+        feeds["initial_c"] = rng.standard_normal(st).astype(np.float32)
+    names = ["X", "W", "R", "B" if with_b else "", "", "initial_h" if init else "", "initial_c" if init else ""]
+    while not names[-1]:
+        names.pop()
+    node = helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], hidden_size=H, layout=layout)
+    inits = [] if weights_as_inputs else [onnx_numpy.from_array(v, k) for k, v in weights.items()]
+    if weights_as_inputs:
+        feeds.update(weights)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in feeds],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h", "Y_c")],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=10)
+    return model, feeds
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("with_b", [True, False])
+@pytest.mark.parametrize("init", [True, False])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_one_step_lstm_with_constant_weights_takes_the_short_path(monkeypatch, layout, with_b, init, batch):
+    # a streaming LSTM (one step per call, weights in the file) skips the general path's layout work;
+    # it gives the general path's results bit for bit, and onnxruntime's within rounding
+    general_model, general_feeds = _one_step_lstm(layout, with_b, init, batch, weights_as_inputs=True)
+    expected = onnxrt.InferenceSession(general_model.SerializeToString()).run(None, general_feeds)
+    model, feeds = _one_step_lstm(layout, with_b, init, batch)
+    session = onnxrt.InferenceSession(model.SerializeToString())
+
+    def general_path(*args, **kwargs):
+        raise AssertionError("the general path ran")
+
+    monkeypatch.setattr(rnn_ops._Common, "prepare", general_path)
+    actual = session.run(None, feeds)
+    for e, a in zip(expected, actual):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        np.testing.assert_array_equal(a, e)
+    if layout == 0:  # onnxruntime's CPU LSTM takes layout 0 only
+        theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        for t, a in zip(theirs, actual):
+            np.testing.assert_allclose(a, t, rtol=1e-5, atol=1e-6)
+
+
+def test_one_step_lstm_with_a_bad_state_shape_still_names_it():
+    model, feeds = _one_step_lstm(0, True, True, 3)
+    feeds["initial_h"] = feeds["initial_h"][:, :2]
+    with pytest.raises(onnxrt.RuntimeException, match="initial_h"):
+        onnxrt.InferenceSession(model.SerializeToString()).run(None, feeds)

@@ -387,7 +387,47 @@ def lstm(ctx: KernelContext):
     c = _Common(ctx, "LSTM", 4, 3, ["Sigmoid", "Tanh", "Tanh"])
     input_forget = bool(ctx.attrs.get("input_forget", 0))
 
+    cw, cr, cb = c._const_wrb
+    one_step_ok = c.num_dir == 1 and c.clip is None and not input_forget and cw is not None and cr is not None
+
+    def one_step(X, W, R, B, initial_h, initial_c):
+        """A one-step sequence in one direction with constant weights: the step itself, without the
+        general path's per-run layout work (streaming models, silero_vad's decoder, run one step per
+        call). None when a shape is off, for the general path to report."""
+        cdt = X.dtype
+        H = R.shape[-1]
+        input_size = X.shape[2]
+        batch = X.shape[1 - c.layout]
+        if (W.shape != (1, 4 * H, input_size) or R.shape != (1, 4 * H, H) or (c.hidden_size not in (None, H))
+                or (B is not None and B.shape != (1, 8 * H))):
+            return None
+        states = []
+        for value in (initial_h, initial_c):
+            if value is None:
+                states.append(np.zeros((1, batch, H), dtype=cdt))
+            elif value.shape != ((1, batch, H) if c.layout == 0 else (batch, 1, H)):
+                return None
+            else:
+                states.append(value.astype(cdt, copy=False).reshape(1, batch, H))
+        Wt, Rt, _, summed = c._weights(W, R, B, cdt, 1, 4, H, input_size)
+        xw = X.reshape(batch, input_size) @ Wt  # as the general path: projection + biases, then + h Rt
+        if summed is not None:
+            xw += summed[0, 0]
+        g = np.matmul(states[0], Rt)
+        g += xw
+        ys = np.empty((1, 1, batch, H), dtype=cdt)
+        h, cell = lstm_step(g, states[0], states[1], ys, 0, None, c.bound_acts(cdt), c, False, None)
+        if c.layout == 0:
+            return ys, h, cell
+        return ys.reshape(batch, 1, 1, H), h.reshape(batch, 1, H), cell.reshape(batch, 1, H)
+
     def run(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None):
+        if (one_step_ok and W is cw and R is cr and B is cb and P is None and sequence_lens is None
+                and type(X) is np.ndarray and X.ndim == 3 and X.shape[c.layout] == 1
+                and (X.dtype == np.float32 or X.dtype == np.float64)):
+            outputs = one_step(X, W, R, B, initial_h, initial_c)
+            if outputs is not None:
+                return outputs
         p = c.prepare(X, W, R, B, sequence_lens, initial_h)
         cdt, seq, H, D, batch = p["cdt"], p["seq"], p["H"], p["D"], p["batch"]
         xw, Rt, active = p["xw"], p["Rt"], p["active"]
