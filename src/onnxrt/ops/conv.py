@@ -1047,7 +1047,8 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     prepared: dict[str, _ConvWeights] = {}  # by compute dtype, for constant W (and B)
     readers = _channels_last_readers(ctx)
     layouts: dict[tuple, bool] = {}  # by (X shape, X channels-last): whether the output goes channels-last
-    small: dict[tuple, Callable[[np.ndarray], np.ndarray]] = {}  # by (X shape, dtype): see _small_conv
+    # by (X shape, dtype): the prepared run of _small_conv, or None where the conv is not small (decided once)
+    small: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
 
     def conv(X, W, B=None, Z=None):
         if small and W is W_const and B is B_const and Z is None and type(X) is np.ndarray:
@@ -1076,10 +1077,8 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
             if channels_last_out is None:
                 channels_last_out = layouts[(X.shape, x_last)] = _output_channels_last(geo, x_last, readers)
         if (W is W_const and B is B_const and Z is None and not x_last and not channels_last_out
-                and len(small) < 8):
-            run_small = _small_conv(geo, wts, activation, X.dtype)
-            if run_small is not None:
-                small[(X.shape, X.dtype)] = run_small
+                and (X.shape, X.dtype) not in small and len(small) < 8):
+            small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
         return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out)
 
     return conv
