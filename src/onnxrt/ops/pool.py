@@ -31,6 +31,30 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+class _AxisTaps:
+    """How tap_reduce starts one axis's accumulation (decided once per shape): ``kind`` is "view"
+    (a 1-tap kernel reaching every output: the input itself), "pair" (the first two taps that reach
+    every output), "widest" (the one such tap and the widest partial one), "copy" (the one tap
+    alone) or "fill" (none reaches every output: the identity); ``start`` the taps it starts from,
+    ``rest`` the taps accumulated after, each (output slice, input slice)."""
+
+    def __init__(self, o: int, kernel: int, taps: list[tuple[slice, slice]]) -> None:
+        full = [tap for tap in taps if tap[0] == slice(0, o)]
+        others = [tap for tap in taps if not any(tap is f for f in full[:2])]
+        if kernel == 1 and full:
+            self.kind, self.start, self.rest = "view", full[:1], []
+        elif len(full) >= 2:
+            self.kind, self.start, self.rest = "pair", full[:2], others
+        elif full and others:
+            widest = max(others, key=lambda tap: tap[0].stop - tap[0].start)
+            self.kind, self.start = "widest", [full[0], widest]
+            self.rest = [tap for tap in others if tap is not widest]
+        elif full:
+            self.kind, self.start, self.rest = "copy", full, []
+        else:
+            self.kind, self.start, self.rest = "fill", [], taps
+
+
 class _Geometry:
     """Output size and padding of a windowed pool for one input shape."""
 
@@ -84,7 +108,7 @@ class _Geometry:
             length = in_sp[i] if self.read_in_place else in_sp[i] + self.begin[i] + self.end[i] + self.extra[i]
             regions = (inside_range(out[i], length, t * self.dilations[i] - b, self.strides[i])
                        for t in range(self.kernel[i]))
-            self.axis_taps.append([r for r in regions if r is not None])
+            self.axis_taps.append(_AxisTaps(out[i], self.kernel[i], [r for r in regions if r is not None]))
         # 2-D stride-1 windows reduce over the flattened padded image instead (flat_reduce)
         self.flat = n == 2 and self.strides == [1, 1] and self.dilations == [1, 1] and min(self.begin + self.end) >= 0
 
@@ -176,33 +200,26 @@ class _Geometry:
             def outputs(a: np.ndarray, sl: slice) -> np.ndarray:
                 return a[pre + (sl,)]
 
-            full = [tap for tap in taps if tap[0] == slice(0, o)]
-            if self.kernel[i] == 1 and full:
-                cur = view(full[0])
+            if taps.kind == "view":
+                cur = view(taps.start[0])
                 continue
-            if len(full) >= 2:
-                out = ufunc(view(full[0]), view(full[1]))
-                rest = [tap for tap in taps if tap is not full[0] and tap is not full[1]]
-            elif full:
+            if taps.kind == "pair":
+                out = ufunc(view(taps.start[0]), view(taps.start[1]))
+            elif taps.kind == "widest":
                 # the one full tap combined with the widest partial one over its outputs, copied
                 # alone at the ends: one pass, not a copy and then an accumulation
-                whole = view(full[0])
-                rest = [tap for tap in taps if tap is not full[0]]
-                if rest:
-                    widest = max(rest, key=lambda tap: tap[0].stop - tap[0].start)
-                    rest.remove(widest)
-                    out = np.empty(whole.shape, dtype=whole.dtype)
-                    sl = widest[0]
-                    ufunc(outputs(whole, sl), view(widest), out=outputs(out, sl))
-                    for end in (slice(0, sl.start), slice(sl.stop, o)):
-                        if end.stop > end.start:
-                            outputs(out, end)[...] = outputs(whole, end)
-                else:
-                    out = np.array(whole, copy=True)
-            else:
+                whole, widest = view(taps.start[0]), taps.start[1]
+                out = np.empty(whole.shape, dtype=whole.dtype)
+                sl = widest[0]
+                ufunc(outputs(whole, sl), view(widest), out=outputs(out, sl))
+                for end in (slice(0, sl.start), slice(sl.stop, o)):
+                    if end.stop > end.start:
+                        outputs(out, end)[...] = outputs(whole, end)
+            elif taps.kind == "copy":
+                out = np.array(view(taps.start[0]), copy=True)
+            else:  # no tap reaches every output: start from the identity
                 out = np.full(cur.shape[:lead + i] + (o,) + cur.shape[lead + i + 1:], value, dtype=cur.dtype)
-                rest = taps
-            for tap in rest:
+            for tap in taps.rest:
                 dst = outputs(out, tap[0])
                 ufunc(dst, view(tap), out=dst)
             cur, fresh = out, True
