@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnx
+import onnx_ir
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
@@ -346,3 +347,16 @@ def test_a_view_of_a_feed_is_never_written_over():
     np.testing.assert_array_equal(feeds["x"], [[1, -2, 3], [-4, 5, -6]])
     np.testing.assert_array_equal(y, [[1, 0], [3, 0], [5, 0]])
     assert calls == {"relu": 0}
+
+
+def test_a_node_with_a_subgraph_cannot_be_evaluated_alone():
+    # constant folding's way to run single nodes refuses control flow before planning its bodies
+    from onnxrt.model import loader
+    from onnxrt.runtime.plan import GraphPlan, PlanConfig
+
+    branch = h.make_graph([h.make_node("Identity", ["x"], ["t"])], "b", [], [f32("t", None)])
+    nodes = [h.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)]
+    model = loader.load(_model(nodes, [h.make_tensor_value_info("cond", T.BOOL, []), f32("x", [1])], [f32("y", None)]))
+    evaluator = GraphPlan(onnx_ir.Graph([], [], nodes=[], opset_imports={"": 17}), PlanConfig(opsets={"": 17}))
+    with pytest.raises(onnxrt.InvalidGraph, match="cannot run alone"):
+        evaluator.evaluate(model.model.graph.node(0), [np.array(True)])

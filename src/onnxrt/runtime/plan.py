@@ -162,7 +162,7 @@ class GraphPlan:
             self._template[slot] = array
         # slots holding a value fixed at planning time (weights, folded results; not overridable inputs)
         self._constant_slots = frozenset(template) - set(self.input_slots)
-        self.shape_steps = shape_memo.wrap(self.steps, self._constant_slots, NONE_SLOT)
+        shape_memo.wrap(self.steps, self._constant_slots, NONE_SLOT)
         self._assign_release_points()
         self._assign_donations()
         self._build_dependencies()
@@ -308,10 +308,11 @@ class GraphPlan:
         """Run ``node`` (no graph attributes) once on ``arrays`` (None for an omitted input), outside
         this plan's schedule: constant folding's way to use the kernels without planning a graph per
         node. Returns the outputs as a list; kernel errors propagate."""
-        domain, opset = self._opset_of(node)
-        attrs, subplans = self._parse_attributes(node, domain, opset, frozenset())
-        if subplans:
+        if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+            # checked before planning anything: subplans are built only while this plan is
             raise InvalidGraph(f"Node '{node.name}' ({node.op_type}) has graph attributes: it cannot run alone.")
+        domain, opset = self._opset_of(node)
+        attrs, _ = self._parse_attributes(node, domain, opset, frozenset())
         ctx = self._kernel_context(node, domain, opset, attrs, [], list(arrays), 0)
         ctx.fetched_outputs = [True] * len(node.outputs)  # folded values become constants
         return _output_list(self._make_kernel(node, domain, opset, ctx)(*arrays))
