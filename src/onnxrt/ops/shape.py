@@ -642,23 +642,30 @@ def size(data):
     return np.array(data.size, dtype=np.int64)
 
 
+def constant_fill(value: np.ndarray | None) -> np.ndarray:
+    """ConstantOfShape's 0-d fill from its 'value' attribute (float32 zero without one)."""
+    if value is None:
+        return np.zeros((), dtype=np.float32)
+    value = np.asarray(value)
+    if value.size != 1:
+        raise ValueError(f"ConstantOfShape: attribute 'value' must have one element, got shape {value.shape}")
+    return value.reshape(())
+
+
+def filled(shape: Any, fill: np.ndarray) -> np.ndarray:
+    """ConstantOfShape's output: ``fill`` (0-d) over the dims of the 1-D integer tensor ``shape``."""
+    dims = _ints(shape, "ConstantOfShape", "input")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"ConstantOfShape: shape {dims} has negative dimensions")
+    return np.full(dims, fill, dtype=fill.dtype)
+
+
 @op_factory("ConstantOfShape", 9)
 def constant_of_shape(ctx: KernelContext):
-    value = ctx.attrs.get("value")
-    if value is None:
-        fill = np.zeros((), dtype=np.float32)
-    else:
-        value = np.asarray(value)
-        if value.size != 1:
-            raise ValueError(f"ConstantOfShape: attribute 'value' must have one element, got shape {value.shape}")
-        fill = value.reshape(())
-    dtype = fill.dtype
+    fill = constant_fill(ctx.attrs.get("value"))
 
     def run(input):  # noqa: A002
-        dims = _ints(input, "ConstantOfShape", "input")
-        if any(d < 0 for d in dims):
-            raise ValueError(f"ConstantOfShape: shape {dims} has negative dimensions")
-        return np.full(dims, fill, dtype=dtype)
+        return filled(input, fill)
 
     return run
 

@@ -20,6 +20,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from onnxrt.ops import shape as shape_ops
 from onnxrt.ops.registry import ML_DOMAIN
 from onnxrt.optimizer import _ir
 from onnxrt.runtime.values import tensor_to_numpy
@@ -127,20 +128,19 @@ def _is_weight(value: ir.Value) -> bool:
 
 
 def _fill(node: ir.Node, arrays: list) -> list[np.ndarray] | None:
-    """A ConstantOfShape's output made directly (None for anything unusual, which goes through the
-    kernel): light models store every weight as one, and planning a kernel per fill was half of
-    their folding time."""
+    """A ConstantOfShape's output made with the kernel's own rules but without planning a kernel
+    (light models store every weight as one: planning a kernel per fill was half of their folding
+    time); None for anything unusual, which goes through the kernel."""
     if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx") or len(arrays) != 1:
         return None
-    shape = arrays[0]
     value = node.attributes.get("value")
-    if shape.dtype != np.int64 or shape.ndim != 1 or (shape < 0).any() or len(node.attributes) > 1 or (
-            value is not None and value.type != ir.AttributeType.TENSOR):
+    if len(node.attributes) > 1 or (value is not None and value.type != ir.AttributeType.TENSOR):
         return None
-    fill = np.zeros((), np.float32) if value is None else tensor_to_numpy(value.value)
-    if fill.size != 1 or not _storable(fill):
-        return None
-    return [np.full(tuple(shape.tolist()), fill.reshape(()), dtype=fill.dtype)]
+    try:
+        fill = shape_ops.constant_fill(None if value is None else tensor_to_numpy(value.value))
+        return [shape_ops.filled(arrays[0], fill)]
+    except (TypeError, ValueError):
+        return None  # the kernel fails the same way: the node is left to fail at run time
 
 
 def _evaluate(evaluator, node: ir.Node, arrays: list) -> list | None:
