@@ -139,9 +139,8 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
             return None
         gamma, beta, mean, var = (a.astype(np.float64).reshape(-1) for a in arrays)
         eps = float(_ir.attr(nxt, "epsilon", 1e-5))
-        s = gamma / np.sqrt(var + eps)
-        W2 = W.astype(work, copy=False) * s.astype(work).reshape(per_channel)
-        B2 = (B.astype(np.float64) - mean) * s + beta
+        scale = gamma / np.sqrt(var + eps)
+        B2 = (B.astype(np.float64) - mean) * scale + beta
     else:
         # the Conv output's rank is W's: with it, _per_channel admits only constants whose broadcast
         # keeps the Conv output's shape, symbolic dims or not
@@ -149,12 +148,10 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
         if affine is None:
             return None
         vec = affine[1]
-        if nxt.op_type == "Mul":
-            W2 = W.astype(work, copy=False) * vec.astype(work).reshape(per_channel)
-            B2 = B * vec
-        else:
-            W2 = None
-            B2 = B + vec
+        scale = vec if nxt.op_type == "Mul" else None
+        B2 = B * vec if nxt.op_type == "Mul" else B + vec
+    # per output channel, the float64 factor rounded once to the weight's working precision
+    W2 = None if scale is None else W.astype(work, copy=False) * scale.astype(work).reshape(per_channel)
     old_values = [v for v in (*conv.inputs[1:], *nxt.inputs) if v is not None]
     if W2 is not None:
         W2 = W2.astype(W.dtype, copy=False)
