@@ -398,25 +398,22 @@ def _set_type(value: ir.Value, info: onnx.ValueInfoProto) -> None:
     tp = info.type
     if _has_map(tp):
         return  # onnx_ir holds no map types (see set_aside_map_types)
-    if tp.WhichOneof("value") == "tensor_type" and not (tp.denotation or info.doc_string or info.metadata_props):
-        tensor = tp.tensor_type
-        dims: list | None = None
-        if tensor.HasField("shape"):
-            dims = []
-            for d in tensor.shape.dim:
-                which = d.WhichOneof("value")
-                if d.denotation:
-                    dims = None
-                    break
-                dims.append(d.dim_value if which == "dim_value" else d.dim_param if which == "dim_param" else None)
-            else:
-                value.type = ir.TensorType(ir.DataType(tensor.elem_type))
-                value.shape = ir.Shape(dims)
+    tensor = tp.tensor_type if tp.WhichOneof("value") == "tensor_type" else None
+    if tensor is None or tp.denotation or info.doc_string or info.metadata_props:
+        ir.serde.deserialize_value_info_proto(info, value)  # anything but a plain tensor type
+        return
+    dims = None
+    if tensor.HasField("shape"):
+        dims = []
+        for d in tensor.shape.dim:
+            if d.denotation:
+                ir.serde.deserialize_value_info_proto(info, value)
                 return
-        else:
-            value.type = ir.TensorType(ir.DataType(tensor.elem_type))
-            return
-    ir.serde.deserialize_value_info_proto(info, value)
+            which = d.WhichOneof("value")
+            dims.append(d.dim_value if which == "dim_value" else d.dim_param if which == "dim_param" else None)
+    value.type = ir.TensorType(ir.DataType(tensor.elem_type))
+    if dims is not None:
+        value.shape = ir.Shape(dims)
 
 
 def apply_free_dimension_overrides(proto: onnx.ModelProto, by_name: dict[str, int], by_denotation: dict[str, int]) -> onnx.ModelProto:
