@@ -315,6 +315,53 @@ def test_pointwise_depthwise_chain_hands_on_channels_last(n, dw_stride, expand_k
     np.testing.assert_allclose(fetched, expected, rtol=1e-4, atol=1e-4)
 
 
+def _conv_then_permute(group: int, k: int, stride: int, perm: list[int], C: int = 16, hw: int = 28) -> bytes:
+    """ConvNeXt's pattern: a conv (depthwise 7x7, or the 4x4 stride-4 stem) -> Transpose(perm) ->
+    LayerNormalization over the last axis."""
+    rng = np.random.default_rng(11)
+    M = C if group > 1 else 24
+    pad = k // 2 if stride == 1 else 0
+    conv_out = (1, M, (hw + 2 * pad - k) // stride + 1, (hw + 2 * pad - k) // stride + 1)
+    inits = [numpy_helper.from_array(rng.standard_normal((M, C // group, k, k), dtype=np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal((M,), dtype=np.float32), "B"),
+             numpy_helper.from_array(rng.standard_normal((conv_out[perm[-1]],), dtype=np.float32), "S")]
+    nodes = [helper.make_node("Conv", ["X", "W", "B"], ["c"], group=group, pads=[pad] * 4, strides=[stride] * 2),
+             helper.make_node("Transpose", ["c"], ["t"], perm=perm),
+             helper.make_node("LayerNormalization", ["t", "S"], ["Y"], axis=-1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, C, hw, hw])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+
+
+@pytest.mark.parametrize("group,k,stride,perm,hw,handed_on", [
+    (16, 7, 1, [0, 2, 3, 1], 28, True),  # ConvNeXt's depthwise conv -> permute: channels-last, whatever its size
+    (16, 3, 1, [0, 2, 3, 1], 28, True),
+    (1, 4, 4, [0, 2, 3, 1], 56, True),  # the stem: the tiled im2col GEMM run transposed
+    (1, 4, 4, [0, 2, 3, 1], 28, False),  # a small one gathers its columns instead: no transposed form
+    (1, 1, 1, [0, 2, 3, 1], 28, True),
+    (16, 7, 1, [0, 3, 2, 1], 28, False),  # another permutation gains nothing from it
+    (16, 7, 1, [0, 1, 3, 2], 28, False),
+])
+def test_conv_read_by_a_permute_to_channels_last_writes_that_layout(group, k, stride, perm, hw, handed_on):
+    """A conv whose output a Transpose to (N, H, W, C) reads writes it channels-last, so that the
+    Transpose hands on a C-contiguous array and the LayerNormalization reads it as one; results
+    match onnxruntime either way."""
+    data = _conv_then_permute(group, k, stride, perm, hw=hw)
+    x = np.random.default_rng(12).standard_normal((1, 16, hw, hw), dtype=np.float32)
+    sess = onnxrt.InferenceSession(data)
+    ref = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    np.testing.assert_allclose(sess.run(None, {"X": x})[0], ref, rtol=1e-4, atol=1e-4)
+    ops = [step.op_type for step in sess._plan.steps]
+    assert ops == ["Conv", "Transpose", "LayerNormalization"]
+    transposed = []
+    transpose_step = sess._plan.steps[1]
+    kernel = transpose_step.kernel
+    transpose_step.kernel = lambda *args: transposed.append(kernel(*args)) or transposed[-1]
+    layouts = _output_layouts(sess, {"X": x})
+    assert layouts[0] is handed_on
+    assert transposed[-1].flags.c_contiguous is handed_on
+
+
 def test_channels_last_only_when_every_reader_takes_it():
     """The expanded value is also read by a pool: it stays channel-first (the depthwise conv still
     goes channels-last on its own and hands its output to the project conv in that layout)."""
