@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 import onnxrt
 from onnxrt.optimizer.fuse_attention import fuse_attention

@@ -13,7 +13,6 @@ import numpy as np
 
 from onnxrt.ops._common import relu_into
 from onnxrt.ops.elementwise import (
-    BF16,
     F16,
     F32,
     FLOATS,
@@ -202,7 +201,7 @@ def sigmoid(ctx: KernelContext):
     dt = _known_dtype(ctx, FLOATS)
     if dt is None:
         return _sigmoid_general
-    one, nd = dt.type(1), np.ndarray
+    one = dt.type(1)
     negative, exp, add, reciprocal = np.negative, np.exp, np.add, np.reciprocal
 
     def run(X):

@@ -345,11 +345,11 @@ def ms_attention(ctx: KernelContext):
         if qkv_sizes:
             if len(qkv_sizes) != 3 or sum(qkv_sizes) != total or qkv_sizes[0] != qkv_sizes[1]:
                 raise ValueError(f"{name}: qkv_hidden_sizes {qkv_sizes} must be 3 sizes (q == k) summing to {total}")
-            hq, hk, hv = qkv_sizes
+            hq, hk, _ = qkv_sizes  # V takes the rest
         else:
             if total % 3:
                 raise ValueError(f"{name}: weights' second dimension ({total}) must be 3 * hidden_size")
-            hq = hk = hv = total // 3
+            hq = hk = total // 3
         w = W_prepared if weights is W_const else _compute(weights)
         x = _compute(input)
         proj = x @ w

@@ -6,7 +6,7 @@ import numpy as np
 from onnx import helper as _onnx_helper
 
 from onnxrt.errors import InvalidArgument
-from onnxrt.ops.registry import KernelContext, op, op_factory
+from onnxrt.ops.registry import op
 
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 

@@ -138,7 +138,6 @@ def _origins(value: ir.Value) -> list[ir.Value]:
         if _ir.is_op(node, "MatMul") and _ir.rank(node.inputs[1]) == 2 and _ir.const_array(node.inputs[1]) is not None:
             value = node.inputs[0]
         elif node.op_type in _PASS_THROUGH and node.domain in ("", "ai.onnx") and len(node.inputs) >= 1:
-            others = [i for i in node.inputs[1:] if i is not None]
             if node.op_type in ("Add", "Mul", "Div", "Sub"):
                 c = [i for i in node.inputs if _ir.const_array(i) is not None]
                 if len(c) != 1 or (_ir.rank(c[0]) or 0) > 1:
@@ -147,7 +146,6 @@ def _origins(value: ir.Value) -> list[ir.Value]:
             else:
                 if node.op_type == "LayerNormalization" and int(_ir.attr(node, "axis", -1)) != -1:
                     break
-                del others
                 value = node.inputs[0]
         elif _ir.is_op(node, "Split") and int(_ir.attr(node, "axis", 0)) in (-1, 2):
             out.extend(o for o in node.outputs if o is not value)  # siblings share the leading dims

@@ -576,7 +576,6 @@ def _qoperator_rewrite(r: _Rewriter, selected: list[onnx.NodeProto], act: dict[s
                 pass  # QGemm takes transB itself
             axis = _weight_axis(node, array.ndim) if r.per_channel and op != "MatMul" else None
             w = r.quantize_weight(node.input[1], axis)
-            y_src = folded.get(out_name, out_name)
             yq, ya = q_output(out_name)
             if op == "Conv":
                 inputs = [xq, xa.scale_name, xa.zp_name, w.q_name, w.scale_name, w.zp_name, ya.scale_name, ya.zp_name]
@@ -601,7 +600,6 @@ def _qoperator_rewrite(r: _Rewriter, selected: list[onnx.NodeProto], act: dict[s
                 nodes.append(helper.make_node("QGemm", inputs, [yq], name=node.name, domain=MS_DOMAIN,
                                               alpha=float(attrs.get("alpha", 1.0)), transA=0,
                                               transB=int(attrs.get("transB", 0))))
-            del y_src
         elif op in ("Add", "Mul"):
             a_q, a_a = _q_operand(r, node.input[0], q_input, qparams)
             b_q, b_a = _q_operand(r, node.input[1], q_input, qparams)
