@@ -107,7 +107,7 @@ def leaky_relu(X, *, alpha=0.01):
     Xc, back = _prep("LeakyRelu", X)
     a = Xc.dtype.type(alpha)
     r = np.multiply(Xc, a)
-    if 0.0 <= alpha <= 1.0:  # max(x, a*x) is x for x >= 0 and a*x for x < 0
+    if 0.0 < alpha <= 1.0:  # max(x, a*x) is x for x >= 0 and a*x for x < 0 (at 0, 0 * inf is NaN)
         r = np.maximum(r, Xc, out=_arr(r))
     else:
         r = np.where(Xc < 0, r, Xc)
@@ -226,8 +226,7 @@ def hard_sigmoid(X, *, alpha=0.2, beta=0.5):
     t = Xc.dtype.type
     r = _arr(np.multiply(Xc, t(alpha)))
     r += t(beta)
-    np.maximum(r, t(0), out=r)
-    np.minimum(r, t(1), out=r)
+    np.clip(r, t(0), t(1), out=r)  # one pass; np.maximum/minimum against a scalar miss their SIMD loops
     return _done(r, back)
 
 
@@ -237,8 +236,7 @@ def hard_swish(X):
     t = Xc.dtype.type
     r = _arr(np.multiply(Xc, t(1.0 / 6.0)))
     r += t(0.5)
-    np.maximum(r, t(0), out=r)
-    np.minimum(r, t(1), out=r)
+    np.clip(r, t(0), t(1), out=r)
     r *= Xc
     return _done(r, back)
 
