@@ -1153,7 +1153,8 @@ def _output_channels_last(geo: _ConvGeometry, x_channels_last: bool, readers: _C
     channels-last input of that shape.
 
     The transposing reader tips a depthwise conv that would otherwise take its banded path (measured
-    in ConvNeXt-tiny, whose 18 7x7 depthwise convs are read so: 132-136 -> 124-125 ms; alone the
+    in ConvNeXt-tiny, whose 18 7x7 depthwise convs are read so: 132-136 -> 124-125 ms, two sessions
+    interleaved in one process; alone the
     banded path is as fast or up to 8% faster, but inside the model its gathered columns come from
     memory, and each LayerNormalization after the permute reads a strided image: 0.95 against 0.53 ms
     at 56x56x96)."""
