@@ -44,8 +44,8 @@ def test_fused_conv_matches_onnxruntime(activation, params):
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4, 20, 20])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
-    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-                             ir_version=9).SerializeToString()
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    data = helper.make_model(graph, opset_imports=opsets, ir_version=9).SerializeToString()
     x = rng.standard_normal((1, 4, 20, 20), dtype=np.float32)
     want = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
     got = onnxrt.InferenceSession(data).run(None, {"X": x})[0]

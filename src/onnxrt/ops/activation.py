@@ -295,8 +295,9 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # reweighted towards minimax, k chosen for the smallest error) to the relative error of h on a in
 # [0, 12]: at most 3.2e-6 (3.5e-6 evaluated in float32), so the tail for negative x keeps that relative
 # accuracy (no 1 - erf cancellation). onnxruntime's own Gelu is within 6.9e-6 of the truth where
-# |x * Phi(x)| > 0.01 and 1.8e-5 on [-3, 0). From |x| = 12 (clamped) the result is max(x, 0) - 2e-32 at most. 22 numpy passes
-# over blocks that stay in cache (a degree-6 fit, 3.6e-7, took 25: ConvNeXt's 8.6M Gelu values 44 ms).
+# |x * Phi(x)| > 0.01 and 1.8e-5 on [-3, 0). From |x| = 12 (clamped) the result is max(x, 0) - 2e-32
+# at most. 22 numpy passes over blocks that stay in cache (a degree-6 fit, 3.6e-7, took 25: ConvNeXt's
+# 8.6M Gelu values 44 ms).
 _GELU_U_SHIFT = 3.27  # u = 1 / (|x| + this)
 _GELU_U_POLY = (0.4000422961743696, 1.250580039905887, 4.920638392665451, -0.3831864092933813, 75.00872024322236,
                 -94.49273274022653)
