@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -954,15 +955,14 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 # a channels-last image is the (P, C) matrix transposed: BLAS reads either as it lies
                 pixels_by_channel = (xi.transpose(1, 2, 0).reshape(geo.P, geo.C) if xi_last
                                      else np.ascontiguousarray(xi).reshape(geo.C, geo.P).T)
-                if channels_last_out and wts.gemm_bias is not None:
-                    # an expansion: a ones column on the (narrower) input adds the bias inside the GEMM
-                    _gemm_rows_into(_with_ones_column(pixels_by_channel, cdt), wts.gemm_bias[0].T,
-                                    y_last[i].reshape(geo.P, M), None, activation)
-                    continue
                 if channels_last_out:
-                    bias_row = None if wts.bias is None else wts.bias_row()
-                    _gemm_rows_into(pixels_by_channel, wts.gemm[0].T, y_last[i].reshape(geo.P, M), bias_row,
-                                    activation)
+                    if wts.gemm_bias is not None:
+                        # an expansion: a ones column on the (narrower) input adds the bias inside the GEMM
+                        a, w_t, bias_row = _with_ones_column(pixels_by_channel, cdt), wts.gemm_bias[0].T, None
+                    else:
+                        a, w_t = pixels_by_channel, wts.gemm[0].T
+                        bias_row = None if wts.bias is None else wts.bias_row()
+                    _gemm_rows_into(a, w_t, y_last[i].reshape(geo.P, M), bias_row, activation)
                     continue
                 _gemm_into(wts.gemm[0], pixels_by_channel.T, y3[i, 0], bias_col, post)
             elif g == 1 and wts.gemm_bias is not None:
@@ -1046,7 +1046,8 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     geometries: dict[tuple, _ConvGeometry] = {}
     prepared: dict[str, _ConvWeights] = {}  # by compute dtype, for constant W (and B)
     readers = _channels_last_readers(ctx)
-    layouts: dict[tuple, bool] = {}  # by (X shape, X channels-last): whether the output goes channels-last
+    # by (X shape, W shape, X strides, Z given): (X is channels-last, the output goes channels-last)
+    layouts: dict[tuple, tuple[bool, bool]] = {}
     # by (X shape, dtype): the prepared run of _small_conv, or None where the conv is not small (decided once)
     small: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
 
@@ -1070,12 +1071,13 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
                 wts = prepared[cdt.str] = _ConvWeights(W, B, group, cdt)
         else:
             wts = _ConvWeights(W, B, group, cdt)
-        x_last = geo.n == 2 and geo.N > 0 and _is_channels_last(X[0])
-        channels_last_out = False
-        if readers is not None and Z is None and geo.n == 2 and geo.N > 0:
-            channels_last_out = layouts.get((X.shape, x_last))
-            if channels_last_out is None:
-                channels_last_out = layouts[(X.shape, x_last)] = _output_channels_last(geo, x_last, readers)
+        layout = layouts.get((key, X.strides, Z is None))
+        if layout is None:
+            x_last = geo.n == 2 and geo.N > 0 and _is_channels_last(X[0])
+            out_last = (readers is not None and Z is None and geo.n == 2 and geo.N > 0
+                        and _output_channels_last(geo, x_last, readers))
+            layout = layouts[(key, X.strides, Z is None)] = (x_last, out_last)
+        x_last, channels_last_out = layout
         if (W is W_const and B is B_const and Z is None and not x_last and not channels_last_out
                 and (X.shape, X.dtype) not in small and len(small) < 8):
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
@@ -1084,6 +1086,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     return conv
 
 
+@dataclass(frozen=True)
 class _ChannelsLastReaders:
     """The readers of a conv's output, when every one of them takes a channels-last image well:
     ``depthwise`` (op type, weight shape, attributes) of the depthwise convs among them, and
@@ -1091,9 +1094,8 @@ class _ChannelsLastReaders:
     from a channels-last image instead of copying a channel-first one (ConvNeXt's conv -> permute
     -> LayerNorm)."""
 
-    def __init__(self, depthwise: list[tuple[str, tuple, dict]], transposed: bool) -> None:
-        self.depthwise = depthwise
-        self.transposed = transposed
+    depthwise: list[tuple[str, tuple, dict]]
+    transposed: bool
 
     def gain(self) -> bool:
         """Whether some reader is faster on a channels-last image (a pointwise conv only copes)."""
@@ -1154,10 +1156,9 @@ def _output_channels_last(geo: _ConvGeometry, x_channels_last: bool, readers: _C
 
     The transposing reader tips a depthwise conv that would otherwise take its banded path (measured
     in ConvNeXt-tiny, whose 18 7x7 depthwise convs are read so: 132-136 -> 124-125 ms, two sessions
-    interleaved in one process; alone the
-    banded path is as fast or up to 8% faster, but inside the model its gathered columns come from
-    memory, and each LayerNormalization after the permute reads a strided image: 0.95 against 0.53 ms
-    at 56x56x96)."""
+    interleaved in one process; alone the banded path is as fast or up to 8% faster, but inside the
+    model its gathered columns come from memory, and each LayerNormalization after the permute reads
+    a strided image: 0.95 against 0.53 ms at 56x56x96)."""
     if geo.kind in ("1x1", "im2col"):
         # the plain and the tiled im2col GEMMs have a transposed form; the other paths do not
         tiled = geo.kind == "im2col" and geo.gather is None and not geo.shifted and geo.padded_ok
