@@ -572,8 +572,6 @@ def _qoperator_rewrite(r: _Rewriter, selected: list[onnx.NodeProto], act: dict[s
         if op in ("Conv", "MatMul", "Gemm"):
             xq, xa = q_input(node.input[0])
             array = r.const_float(node.input[1])
-            if op == "Gemm" and attrs.get("transB", 0):
-                pass  # QGemm takes transB itself
             axis = _weight_axis(node, array.ndim) if r.per_channel and op != "MatMul" else None
             w = r.quantize_weight(node.input[1], axis)
             yq, ya = q_output(out_name)
