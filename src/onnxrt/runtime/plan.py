@@ -28,7 +28,7 @@ import onnx_ir as ir
 
 from onnxrt.errors import Fail, InvalidGraph, NotImplemented, OrtError, RuntimeException
 from onnxrt.ops import registry
-from onnxrt.runtime import elementwise_chains, shape_memo
+from onnxrt.runtime import concat_chains, elementwise_chains, shape_memo
 from onnxrt.runtime.values import sparse_to_dense, tensor_to_numpy
 
 NONE_SLOT = 0
@@ -163,6 +163,8 @@ class GraphPlan:
         # slots holding a value fixed at planning time (weights, folded results; not overridable inputs)
         self._constant_slots = frozenset(template) - set(self.input_slots)
         shape_memo.wrap(self.steps, self._constant_slots, NONE_SLOT)
+        concat_chains.chain(self.steps, set(self.output_slots),
+                            lambda step: not isinstance(step.kernel, shape_memo.ShapeMemo))
         self._assign_release_points()
         self._assign_donations()
         self._build_dependencies()
