@@ -1,5 +1,5 @@
 import numpy as np
-from onnx import helper
+from onnx import TensorProto, helper
 
 from onnxrt.optimizer.fuse_layernorm import fuse_layer_norm, fuse_skip_layer_norm
 from tests.optimizer.helpers import check_pass, const, make_model, op_counts, rand, vinfo
@@ -94,3 +94,22 @@ def test_skip_layernorm_left_alone_when_shapes_unproven():
     inits = [*INITS, const("W2", rand(12, 8, seed=8)), const("bias", rand(8, seed=9))]
     model = make_model(nodes, [vinfo("x", ["b", "s", 12]), vinfo("r", ["b", 1, 8])], [vinfo("y", None)], inits)
     check_pass(model, {"x": rand(2, 3, 12), "r": rand(2, 1, 8)}, fuse, expect_rewrites=False)
+
+
+def test_layernorm_of_unknown_rank_from_negative_axes():
+    # after a Reshape to a shape known only at run time the rank is unknown: axes [-1] and a (8,)
+    # gamma say all that LayerNormalization needs
+    def model_with(inits):
+        nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), *_ln_nodes("r", "y")]
+        inputs = [vinfo("x", [6, 8]), vinfo("shape", ["k"], TensorProto.INT64)]
+        return make_model(nodes, inputs, [vinfo("y", ["a", "b", "c"])], inits, opset=17)
+
+    feeds = {"x": rand(6, 8), "shape": np.array([2, 3, 8], np.int64)}
+    out = check_pass(model_with(INITS), feeds, fuse_layer_norm, rtol=1e-4, atol=1e-5)
+    assert op_counts(out) == {"Reshape": 1, "LayerNormalization": 1}
+    ln = next(n for n in out.graph.node if n.op_type == "LayerNormalization")
+    assert helper.get_attribute_value(next(a for a in ln.attribute if a.name == "axis")) == -1
+    # a gamma of one element broadcasts where LayerNormalization's scale would not: nothing fused
+    inits = [i for i in INITS if i.name not in ("gamma", "beta")] + [const("gamma", rand(1, seed=1)),
+                                                                    const("beta", rand(1, seed=2))]
+    check_pass(model_with(inits), feeds, fuse_layer_norm, rtol=1e-4, atol=1e-5, expect_rewrites=False)

@@ -51,6 +51,12 @@ def _trailing_axis(axes: list[int], r: int | None) -> int | None:
     return norm[0]
 
 
+def _negative_trailing_rank(axes: list[int]) -> int | None:
+    """A stand-in rank for axes given from the end (-k..-1) of a value of unknown rank: the axes
+    then stand for the same trailing dims at any rank, so ``len(axes)`` serves."""
+    return len(axes) if all(a < 0 for a in axes) else None
+
+
 def _square_of(value: ir.Value, base: ir.Value) -> ir.Node | None:
     p = value.producer()
     if p is None:
@@ -80,28 +86,35 @@ def _norm_tail(var_mean: ir.Node, d: ir.Value) -> tuple[list[ir.Node], float, ir
     return [add, sqrt, div], eps, div
 
 
-def _affine(value: ir.Value, normalized: tuple[int, ...]) -> tuple[list[ir.Node], np.ndarray | None, np.ndarray | None, ir.Value]:
-    """Optional ``* gamma`` then ``+ beta`` with constants of the normalized shape (leading 1s allowed)."""
+def _affine(value: ir.Value, normalized: tuple[int, ...] | None,
+            n_axes: int) -> tuple[list[ir.Node], np.ndarray | None, np.ndarray | None, ir.Value]:
+    """Optional ``* gamma`` then ``+ beta`` with constants of the normalized shape (leading 1s allowed).
+    With ``normalized`` unknown (a value of unknown shape), gamma gives it: it must have exactly
+    ``n_axes`` dims, none of them 1 (so it cannot be broadcasting where LayerNormalization would not)."""
     nodes: list[ir.Node] = []
     gamma = beta = None
     out_rank = _ir.rank(value)
 
-    def fits(c: np.ndarray | None) -> bool:
-        return (c is not None and out_rank is not None and len(normalized) <= c.ndim <= out_rank
-                and tuple(c.shape[c.ndim - len(normalized):]) == normalized
-                and c.size == int(np.prod(normalized)))
+    def fits(c: np.ndarray | None, shape: tuple[int, ...] | None) -> bool:
+        if c is None:
+            return False
+        if shape is None:
+            return c.ndim == n_axes and all(d > 1 for d in c.shape)
+        return (out_rank is not None and len(shape) <= c.ndim <= out_rank
+                and tuple(c.shape[c.ndim - len(shape):]) == shape and c.size == int(np.prod(shape)))
 
     mul = _ir.single_consumer(value)
     if mul is not None and _ir.is_op(mul, "Mul"):
         g = _ir.const_array(mul.inputs[1] if mul.inputs[0] is value else mul.inputs[0])
-        if fits(g):
+        if fits(g, normalized):
+            normalized = normalized or tuple(g.shape)
             gamma = g.reshape(normalized)
             nodes.append(mul)
             value = mul.outputs[0]
             add = _ir.single_consumer(value)
             if add is not None and _ir.is_op(add, "Add"):
                 b = _ir.const_array(add.inputs[1] if add.inputs[0] is value else add.inputs[0])
-                if fits(b) and b.dtype == g.dtype:
+                if b is not None and b.shape == g.shape and b.dtype == g.dtype:
                     beta = b.reshape(normalized)
                     nodes.append(add)
                     value = add.outputs[0]
@@ -112,12 +125,16 @@ def _fuse_ln(model: ir.Model, mean: ir.Node) -> int:
     graph = model.graph
     x = mean.inputs[0]
     axes = _reduce_axes(mean, model)
-    shape = _ir.static_shape(x)
-    if axes is None or x is None or _ir.dtype_of(x) not in _ir.FLOAT_TYPES or shape is None:
+    if axes is None or x is None or _ir.dtype_of(x) not in _ir.FLOAT_TYPES:
         return 0
-    axis = _trailing_axis(axes, len(shape))
+    shape = _ir.static_shape(x)
+    # of unknown rank (a Reshape to a computed shape before it), negative axes still say which
+    rank = len(shape) if shape is not None else (_ir.rank(x) or _negative_trailing_rank(axes))
+    axis = _trailing_axis(axes, rank)
     if axis is None:
         return 0
+    if _ir.rank(x) is None:
+        axis -= rank  # LayerNormalization's axis counted from the end
     sub = _ir.single_consumer(mean.outputs[0])
     if sub is None or not _ir.is_op(sub, "Sub") or sub.inputs[0] is not x or sub.inputs[1] is not mean.outputs[0]:
         return 0
@@ -131,16 +148,18 @@ def _fuse_ln(model: ir.Model, mean: ir.Node) -> int:
     var_mean = _ir.single_consumer(sq.outputs[0])
     if var_mean is None or not _ir.is_op(var_mean, "ReduceMean") or _reduce_axes(var_mean, model) is None:
         return 0
-    if _trailing_axis(_reduce_axes(var_mean, model), len(shape)) != axis:
+    if _trailing_axis(_reduce_axes(var_mean, model), rank) != axis % rank:
         return 0
     tail = _norm_tail(var_mean, d)
     if tail is None:
         return 0
     tail_nodes, eps, div = tail
-    normalized = tuple(shape[axis:])
-    aff_nodes, gamma, beta, out = _affine(div.outputs[0], normalized)
+    normalized = tuple(shape[axis:]) if shape is not None else None
+    aff_nodes, gamma, beta, out = _affine(div.outputs[0], normalized, len(axes))
     dtype = _ir.dtype_of(x).numpy()
     if gamma is None:
+        if normalized is None:
+            return 0  # nothing says the normalized shape
         gamma = np.ones(normalized, dtype=dtype)
     inputs = [x, _ir.add_initializer(graph, gamma.astype(dtype), "ln_scale")]
     if beta is not None:
@@ -175,7 +194,7 @@ def _fuse_rms(model: ir.Model, var_mean: ir.Node) -> int:
         return 0
     tail_nodes, eps, div = tail
     normalized = tuple(shape[axis:])
-    aff_nodes, gamma, beta, out = _affine(div.outputs[0], normalized)
+    aff_nodes, gamma, beta, out = _affine(div.outputs[0], normalized, len(axes))
     if beta is not None:  # RMSNormalization has no bias: keep the Add outside
         aff_nodes, out = aff_nodes[:1], aff_nodes[0].outputs[0]
     dtype = _ir.dtype_of(x).numpy()
