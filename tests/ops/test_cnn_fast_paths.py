@@ -374,3 +374,66 @@ def test_channels_last_only_when_every_reader_takes_it():
     convs = [i for i, step in enumerate(sess._plan.steps) if step.op_type in ("Conv", "FusedConv")]
     layouts = _output_layouts(sess, {"X": x})
     assert [layouts[i] for i in convs] == [False, True, False]
+
+
+def _expand_depthwise(act: list, n: int = 1, E: int = 32, pads=(1, 1, 1, 1), stride: int = 1, bias: bool = True,
+                      w1_scale: float = 1.0) -> bytes:
+    """1x1 expand (8 -> E) -> ``act`` (op type, attributes, constant inputs) -> 3x3 depthwise
+    (``pads``, ``stride``) -> Relu -> 1x1 project."""
+    rng = np.random.default_rng(11)
+    arrays = {"W1": rng.standard_normal((E, 8, 1, 1), dtype=np.float32) * w1_scale,
+              "W2": rng.standard_normal((E, 1, 3, 3), dtype=np.float32),
+              "B2": rng.standard_normal(E, dtype=np.float32), "W3": rng.standard_normal((8, E, 1, 1), dtype=np.float32)}
+    if bias:
+        arrays["B1"] = rng.standard_normal(E, dtype=np.float32)
+    op_type, attrs, consts = act
+    arrays.update(consts)
+    nodes = [helper.make_node("Conv", ["X", "W1", "B1"] if bias else ["X", "W1"], ["c1"]),
+             helper.make_node(op_type, ["c1", *consts], ["a1"], **attrs),
+             helper.make_node("Conv", ["a1", "W2", "B2"], ["c2"], group=E, pads=list(pads), strides=[stride] * 2),
+             helper.make_node("Relu", ["c2"], ["a2"]), helper.make_node("Conv", ["a2", "W3"], ["Y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, 8, 15, 15])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(a, name) for name, a in arrays.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+
+
+_RELU = ("Relu", {}, {})
+_CLIP6 = ("Clip", {}, {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32)})
+
+
+@pytest.mark.parametrize("act,n,E,pads,stride,bias,w1_scale,bordered", [
+    (_RELU, 1, 32, (1, 1, 1, 1), 1, True, 1.0, True),
+    (_CLIP6, 2, 32, (0, 0, 1, 1), 2, True, 1.0, True),  # TF-style "same" padding, batch 2
+    (("LeakyRelu", {"alpha": 0.1}, {}), 1, 32, (1, 1, 1, 1), 1, False, 1.0, True),  # no bias at all
+    (("Clip", {}, {"lo": np.array(1, np.float32), "hi": np.array(6, np.float32)}), 1, 32, (1, 1, 1, 1), 1, True,
+     1.0, False),  # the activation of a zero is 1: the border would not stay zero
+    (("Sigmoid", {}, {}), 1, 32, (1, 1, 1, 1), 1, True, 1.0, False),
+    (_RELU, 1, 8, (1, 1, 1, 1), 1, True, 1.0, False),  # no expansion: the bias is added after the GEMM
+    (_RELU, 1, 32, (1, 1, 1, 1), 1, True, np.inf, False),  # 0 * inf would be NaN in the border
+])
+def test_expand_conv_writes_inside_the_depthwise_convs_zero_border(act, n, E, pads, stride, bias, w1_scale, bordered):
+    """A 1x1 conv read only by depthwise convs writes its channels-last output as the interior of a
+    zero-bordered image of their padding, which they read as their padded input without a copy;
+    only where its border stays zero (bias in the GEMM, an activation keeping 0, finite weights)."""
+    data = _expand_depthwise(act, n, E, pads, stride, bias, w1_scale)
+    x = np.random.default_rng(12).standard_normal((n, 8, 15, 15), dtype=np.float32)
+    sess = onnxrt.InferenceSession(data)
+    ref = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    expand = sess._plan.steps[0]
+    assert expand.op_type == "FusedConv"
+    made = []
+    kernel = expand.kernel
+    expand.kernel = lambda *args: made.append(kernel(*args)) or made[-1]
+    y = sess.run(None, {"X": x})[0]
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    base = made[0].base
+    assert (type(base) is np.ndarray and conv._ZERO_BORDERED.get(id(base)) is base) is bordered
+    assert conv._is_channels_last(made[0][0])
+    if bordered:  # the border around every image is zero, the interior is the output
+        top, left, bottom, right = pads
+        assert base.shape == (n, 15 + top + bottom, 15 + left + right, E)
+        inner = np.zeros(base.shape, bool)
+        inner[:, top:top + 15, left:left + 15] = True
+        assert not base[~inner].any()
+        np.testing.assert_array_equal(base[:, top:top + 15, left:left + 15], made[0].transpose(0, 2, 3, 1))

@@ -36,6 +36,16 @@ def _identity(y: np.ndarray) -> np.ndarray:
     return y
 
 
+def _keeping_zero(activation: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``activation``, marked as mapping 0 to 0 (``keeps_zero``): a conv may then run it over zeros
+    it wants to stay zeros (a zero border around its output)."""
+    activation.keeps_zero = True  # type: ignore[attr-defined]
+    return activation
+
+
+_keeping_zero(_identity)
+
+
 def inplace_activation(name: str, params: list[float]) -> Callable[[np.ndarray], np.ndarray]:
     """An in-place activation on an array the kernel owns (onnxruntime's MLAS activation kinds):
     FusedConv/FusedGemm, the NCHWc Conv and the planner's elementwise chains use this one table."""
@@ -48,9 +58,9 @@ def inplace_activation(name: str, params: list[float]) -> Callable[[np.ndarray],
     if name in ("", "Identity"):
         return _identity
     if name == "Relu":
-        return lambda y: relu_into(y, y)
+        return _keeping_zero(lambda y: relu_into(y, y))
     if name == "Tanh":
-        return lambda y: np.tanh(y, out=y)
+        return _keeping_zero(lambda y: np.tanh(y, out=y))
     if name == "Sigmoid":
         return _sigmoid_inplace
     if name == "LeakyRelu":
@@ -67,10 +77,14 @@ def inplace_activation(name: str, params: list[float]) -> Callable[[np.ndarray],
             np.copyto(y, scaled, where=y < 0)
             return y
 
-        return leaky
+        return _keeping_zero(leaky)
     if name == "Clip":
         lo, hi = need(2)[:2]
-        return lambda y: np.clip(y, y.dtype.type(lo), y.dtype.type(hi), out=y)
+
+        def clip(y: np.ndarray) -> np.ndarray:
+            return np.clip(y, y.dtype.type(lo), y.dtype.type(hi), out=y)
+
+        return _keeping_zero(clip) if lo <= 0 <= hi else clip
     if name == "HardSigmoid":
         alpha, beta = need(2)[:2]
 

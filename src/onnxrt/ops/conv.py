@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -344,6 +345,42 @@ def _gemm_rows_into(a: np.ndarray, w_t: np.ndarray, out: np.ndarray, bias: RowVe
             activation(o)
 
 
+# Buffers made by _bordered_image (by id, weakly held): their border is zero, and only their
+# interior was handed out, so a depthwise conv may read one as its zero-padded image.
+_ZERO_BORDERED: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
+
+
+def _bordered_image(geo: _ConvGeometry, border: tuple[tuple, tuple], cdt: np.dtype) -> np.ndarray:
+    """A fresh (N, Ho + pads, Wo + pads, M) buffer of ``border`` (begin pads, end pads) whose top and
+    bottom border rows are zero; the conv writing its interior rows writes their left and right
+    border zeros itself (_with_ones_column_bordered)."""
+    (top, _), (bottom, _) = border
+    padded = np.empty((geo.N, geo.osp[0] + top + bottom, geo.osp[1] + sum(border[0][1:] + border[1][1:]), geo.M),
+                      dtype=cdt)
+    padded[:, :top] = 0
+    padded[:, top + geo.osp[0]:] = 0
+    _ZERO_BORDERED[id(padded)] = padded
+    return padded
+
+
+def _zero_bordered_base(x: np.ndarray, pshape: tuple, dst: tuple[slice, slice]) -> np.ndarray | None:
+    """The (Hp, Wp, C) zero-bordered image whose interior ``dst`` is the (C, H, W) image ``x`` (a
+    channels-last view made by _bordered_image, padded as ``pshape``), or None."""
+    base = x.base
+    if type(base) is not np.ndarray or _ZERO_BORDERED.get(id(base)) is not base or base.shape[1:] != pshape:
+        return None
+    item = x.itemsize
+    hp, wp, c = pshape
+    if x.strides != (item, wp * c * item, c * item):
+        return None
+    image_bytes = hp * wp * c * item
+    offset = x.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    inside = (dst[0].start * wp + dst[1].start) * c * item
+    if (offset - inside) % image_bytes or not 0 <= (offset - inside) // image_bytes < base.shape[0]:
+        return None
+    return base[(offset - inside) // image_bytes]
+
+
 def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -> np.ndarray:
     """(g, Cg*K [+1], P) column matrix of image ``x`` (C, *in_sp), in a reused per-thread buffer.
     With ``with_ones`` the last row of every group is ones, so a bias column in the weight adds the
@@ -376,6 +413,21 @@ def _with_ones_row(x: np.ndarray, cdt: np.dtype) -> np.ndarray:
     np.copyto(cols[:C].reshape(x.shape), x)
     cols[C] = 1
     return cols
+
+
+def _with_ones_column_bordered(image: np.ndarray, left: int, right: int, cdt: np.dtype) -> np.ndarray:
+    """(H, W, C) pixels (any layout) copied into a reused per-thread (H * (left + W + right), C + 1)
+    buffer: each image row widened by ``left`` and ``right`` rows of zeros (ones column included),
+    the image's own rows ending in a one. A GEMM against a weight with a bias column then writes
+    exact zeros at the widened positions: rows of a zero-bordered image, written in place."""
+    H, W, C = image.shape
+    wp = left + W + right
+    rows = thread_scratch_flat(("ones_column_bordered", cdt.str), (H, wp, C + 1), cdt)
+    rows[:, :left] = 0
+    rows[:, left + W:] = 0
+    np.copyto(rows[:, left:left + W, :C], image)
+    rows[:, left:left + W, C] = 1
+    return rows.reshape(H * wp, C + 1)
 
 
 def _with_ones_column(pixels: np.ndarray, cdt: np.dtype) -> np.ndarray:
@@ -700,9 +752,11 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
     """Depthwise conv of one image x (C, H, W), of any strides, into ``out`` (Ho, Wo, C) C-contiguous,
     bias added. The zero-bordered (Hp, Wp, C) copy of x lives in a per-thread buffer shared by every
     such conv; from a channels-last x it is a copy of contiguous rows."""
-    xp = thread_scratch_flat(("dwcl_pad", cdt.str), cl.pshape, cdt)
-    _zero_border(xp, *cl.dst)
-    xp[cl.dst] = x.transpose(1, 2, 0)
+    xp = _zero_bordered_base(x, cl.pshape, cl.dst)
+    if xp is None:
+        xp = thread_scratch_flat(("dwcl_pad", cdt.str), cl.pshape, cdt)
+        _zero_border(xp, *cl.dst)
+        xp[cl.dst] = x.transpose(1, 2, 0)
     kw, (sh, sw), (dh, dw) = geo.kernel[1], geo.strides, geo.dilations
     ho, wo = geo.osp
     s0, s1, s2 = xp.strides
@@ -884,6 +938,14 @@ class _ConvWeights:
                 a.flags.writeable = False
         self._tap_stacked: np.ndarray | None = None
         self._bias_row: RowVector | None = None
+        self._finite: bool | None = None
+
+    @property
+    def finite(self) -> bool:
+        """Whether every weight and bias value is finite (0 * w is then 0), found on first use."""
+        if self._finite is None:
+            self._finite = bool(np.isfinite(self.gemm).all()) and (self.bias is None or bool(np.isfinite(self.bias).all()))
+        return self._finite
 
     def bias_row(self) -> RowVector:
         """The bias as a row vector for channels-last outputs (rows of pixels), made on first use."""
@@ -916,21 +978,29 @@ def _epilogue(z_block: Callable[[slice, np.ndarray], np.ndarray] | None,
 
 def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights,
               activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None,
-              x_channels_last: bool = False, channels_last_out: bool = False) -> np.ndarray:
+              x_channels_last: bool = False, channels_last_out: bool = False,
+              border: tuple[tuple, tuple] | None = None) -> np.ndarray:
     """Conv of X with prepared weights. ``Z`` (same shape as the output) is added and then
     ``activation`` applied in place, on each GEMM output block while it is still in cache where the
-    path allows it (FusedConv's semantics). ``x_channels_last``: X is a (N, C, H, W) view of a
-    C-contiguous (N, H, W, C) array. With ``channels_last_out`` (a 2-D 1x1, tiled im2col or
-    channels-last depthwise conv without ``Z``) the result is such a view too."""
+    path allows it (FusedConv's semantics). ``x_channels_last``: X is a (N, C, H, W) view of
+    (N, H, W, C) memory (_is_channels_last). With ``channels_last_out`` (a 2-D 1x1, tiled im2col or
+    channels-last depthwise conv without ``Z``) the result is such a view too; with ``border`` as
+    well (a 1x1 conv), the view of the interior of a zero-bordered (N, Hp, Wp, C) buffer."""
     cdt = compute_dtype(X.dtype)
     x = X if X.dtype == cdt else X.astype(cdt)
     N, M, g, Mg = geo.N, geo.M, geo.g, geo.Mg
-    if channels_last_out:
+    if channels_last_out and border is not None:
+        (top, left), (_, right) = border
+        ho, wo = geo.osp
+        bordered = _bordered_image(geo, border, cdt)
+        y = bordered[:, top:top + ho, left:left + wo].transpose(0, 3, 1, 2)
+    elif channels_last_out:
         y_last = np.empty((N,) + geo.osp + (M,), dtype=cdt)
         y = y_last.transpose(0, 3, 1, 2)
     else:
         y = np.empty((N, M) + geo.osp, dtype=cdt)
-    y3 = y.reshape(N, g, Mg, geo.P)
+    # (a bordered image's interior is no (M, P) matrix; its 1x1 conv writes it by image rows)
+    y3 = y.reshape(N, g, Mg, geo.P) if border is None else None
     bias_col = wts.bias.reshape(M, 1) if wts.bias is not None else None
     z3 = None
     if Z is not None:
@@ -951,6 +1021,16 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 xi = xi[(slice(None),) + tuple(slice(None, None, s) for s in geo.strides)]
             # a strided 1x1 conv's input view is channels-last no more
             xi_last = x_channels_last and xi.shape == x.shape[1:]
+            if border is not None:
+                # whole rows of the bordered image: the input's zero border columns make zeros there
+                # (_output_layout: no bias outside the GEMM, an activation that keeps zeros)
+                a = _with_ones_column_bordered(xi.transpose(1, 2, 0), left, right, cdt)
+                if wts.gemm_bias is None:
+                    a, w_t = a[:, :geo.C], wts.gemm[0].T
+                else:
+                    w_t = wts.gemm_bias[0].T
+                _gemm_rows_into(a, w_t, bordered[i, top:top + geo.osp[0]].reshape(-1, M), None, activation)
+                continue
             if g == 1 and (channels_last_out or xi_last):
                 # a channels-last image is the (P, C) matrix transposed: BLAS reads either as it lies
                 pixels_by_channel = (xi.transpose(1, 2, 0).reshape(geo.P, geo.C) if xi_last
@@ -1021,9 +1101,15 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
 
 
 def _is_channels_last(x: np.ndarray) -> bool:
-    """Whether the (C, H, W) image x is a transposed view of a C-contiguous (H, W, C) array (a
-    one-pixel image, both layouts at once, counts as channel-first)."""
-    return x.ndim == 3 and x.shape[0] > 1 and x.shape[1] * x.shape[2] > 1 and x.transpose(1, 2, 0).flags.c_contiguous
+    """Whether the (C, H, W) image x is a transposed view of (H, W, C) memory whose pixels are
+    contiguous runs of channels and whose rows are one after the other, or further apart (the
+    interior of a zero-bordered image, _bordered_image). A one-pixel image, both layouts at once,
+    counts as channel-first."""
+    if x.ndim != 3 or x.shape[0] <= 1 or x.shape[1] * x.shape[2] <= 1:
+        return False
+    c, h, w = x.shape
+    pixel = c * x.itemsize
+    return x.strides[0] == x.itemsize and (w == 1 or x.strides[2] == pixel) and (h == 1 or x.strides[1] >= w * pixel)
 
 
 def _check_bias(op_name: str, B: np.ndarray | None, M: int) -> None:
@@ -1074,14 +1160,14 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
         layout = layouts.get((key, X.strides, Z is None))
         if layout is None:
             x_last = geo.n == 2 and geo.N > 0 and _is_channels_last(X[0])
-            out_last = (readers is not None and Z is None and geo.n == 2 and geo.N > 0
-                        and _output_channels_last(geo, x_last, readers))
-            layout = layouts[(key, X.strides, Z is None)] = (x_last, out_last)
-        x_last, channels_last_out = layout
+            out_last, border = ((False, None) if readers is None or Z is not None or geo.n != 2 or geo.N == 0
+                                else _output_layout(geo, x_last, readers, wts, activation))
+            layout = layouts[(key, X.strides, Z is None)] = (x_last, out_last, border)
+        x_last, channels_last_out, border = layout
         if (W is W_const and B is B_const and Z is None and not x_last and not channels_last_out
                 and (X.shape, X.dtype) not in small and len(small) < 8):
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
-        return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out)
+        return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border)
 
     return conv
 
@@ -1096,6 +1182,7 @@ class _ChannelsLastReaders:
 
     depthwise: list[tuple[str, tuple, dict]]
     transposed: bool
+    pointwise: bool = False
 
     def gain(self) -> bool:
         """Whether some reader is faster on a channels-last image (a pointwise conv only copes)."""
@@ -1120,7 +1207,7 @@ def _channels_last_readers(ctx: KernelContext) -> _ChannelsLastReaders | None:
     if not uses:
         return None
     depthwise = []
-    transposed = False
+    transposed = pointwise = False
     for use in uses:
         reader = use.node
         if _is_transpose_to_channels_last(reader):
@@ -1138,12 +1225,45 @@ def _channels_last_readers(ctx: KernelContext) -> _ChannelsLastReaders | None:
         flat = (all(int(v) == 1 for v in attrs.get("strides") or ()) and not any(attrs.get("pads") or ())
                 and (attrs.get("auto_pad") or "NOTSET") in ("NOTSET", "VALID"))
         if group == 1 and w_shape[2:] == (1, 1) and flat:
+            pointwise = True
             continue
         if group > 1 and w_shape[0] == group and w_shape[1] == 1:
             depthwise.append((reader.op_type, w_shape, attrs))
             continue
         return None
-    return _ChannelsLastReaders(depthwise, transposed)
+    return _ChannelsLastReaders(depthwise, transposed, pointwise)
+
+
+def _output_layout(geo: _ConvGeometry, x_channels_last: bool, readers: _ChannelsLastReaders, wts: _ConvWeights,
+                   activation: Callable[[np.ndarray], Any] | None) -> tuple[bool, tuple[tuple, tuple] | None]:
+    """(whether the output goes channels-last (_output_channels_last), the zero border its image
+    gets as (begin pads, end pads), or None).
+
+    A 1x1 conv whose readers are all depthwise convs with one padding writes its channels-last
+    output inside a zero-bordered buffer of that padding, and each reader's channels-last path
+    reads the buffer as its padded image instead of copying the image into one (MobileNetV2's
+    expand -> depthwise blocks). The conv's GEMM writes whole rows of the bordered image, from an
+    input widened by zero pixels, which its input copy for the bias column makes anyway; so its
+    bias must be inside the GEMM (a weight column, or no bias), its weights finite (0 * inf is NaN)
+    and its activation must map 0 to 0 (``keeps_zero``)."""
+    if not _output_channels_last(geo, x_channels_last, readers):
+        return False, None
+    bias_in_gemm = wts.bias is None or wts.gemm_bias is not None
+    keeps_zero = activation is None or getattr(activation, "keeps_zero", False)
+    if (geo.kind != "1x1" or readers.pointwise or readers.transposed or not readers.depthwise
+            or not bias_in_gemm or not keeps_zero or not wts.finite):
+        return True, None
+    out_shape = (geo.N, geo.M) + geo.osp
+    borders = set()
+    for op_name, w_shape, attrs in readers.depthwise:
+        reader = _ConvGeometry(op_name, out_shape, w_shape, attrs)  # _output_channels_last made it once
+        borders.add((tuple(reader.begin), tuple(reader.end)))
+    if len(borders) != 1:
+        return True, None
+    border = borders.pop()
+    if min(border[0] + border[1]) < 0 or not any(border[0] + border[1]):
+        return True, None
+    return True, border
 
 
 def _output_channels_last(geo: _ConvGeometry, x_channels_last: bool, readers: _ChannelsLastReaders) -> bool:
