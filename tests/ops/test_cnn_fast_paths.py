@@ -437,3 +437,26 @@ def test_expand_conv_writes_inside_the_depthwise_convs_zero_border(act, n, E, pa
         inner[:, top:top + 15, left:left + 15] = True
         assert not base[~inner].any()
         np.testing.assert_array_equal(base[:, top:top + 15, left:left + 15], made[0].transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("shape", [(29, 200, 24), (7, 5000, 3), (3, 4, 5)])
+def test_channels_last_image_copied_out_channel_first_by_row_blocks(shape):
+    image = np.random.default_rng(13).standard_normal(shape, dtype=np.float32)
+    out = np.empty((shape[2],) + shape[:2], np.float32)
+    conv._to_channels_first(image, out)
+    np.testing.assert_array_equal(out, image.transpose(2, 0, 1))
+
+
+def test_depthwise_of_a_large_channels_last_image_gives_channel_first():
+    """PP-OCR's detector: its stem hands a 16x320x320 image on channels-last to a 3x3 depthwise conv
+    whose output goes back channel-first (copied out by blocks of rows)."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1, 16, 61, 130), dtype=np.float32)
+    w = rng.standard_normal((16, 1, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(16, dtype=np.float32)
+    attrs = dict(group=16, pads=[1, 1, 1, 1])
+    ref = _run_both("Conv", x, {"W": w, "B": b}, **attrs)[1]
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    y = conv_kernel(_ctx(attrs, [None, w, b]))(x_last, w, b)
+    assert y.flags.c_contiguous
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)

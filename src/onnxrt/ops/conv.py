@@ -778,6 +778,23 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
         wts.bias_row().add_to(out.reshape(-1, geo.C))
 
 
+# Values per block of image rows when a channels-last image is copied out channel-first: numpy's
+# copy of the whole transposed view walks it in an order that thrashes the cache on large images
+# ((320, 320, 16): 3.8 ms whole, 0.88 ms a row at a time; (160, 160, 48): 2.1 / 0.61 ms).
+_TRANSPOSE_BLOCK = 1 << 13
+
+
+def _to_channels_first(image: np.ndarray, out: np.ndarray) -> None:
+    """out (C, H, W) = image (H, W, C), a block of image rows at a time."""
+    H, W, C = image.shape
+    rows = max(1, _TRANSPOSE_BLOCK // max(1, W * C))
+    if rows >= H:
+        out[...] = image.transpose(2, 0, 1)
+        return
+    for h in range(0, H, rows):
+        out[:, h:h + rows] = image[h:h + rows].transpose(2, 0, 1)
+
+
 def _zero_border(xp: np.ndarray, rows: slice, cols: slice) -> None:
     """Zero every element of the (H, W, ...) buffer ``xp`` outside ``rows`` x ``cols`` (a (C, H, W)
     buffer is passed as its (H, W, C) view)."""
@@ -1066,7 +1083,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                     activation(o)  # on the contiguous channels-last block, before any transpose
                 if channels_last_out:
                     continue
-                y[i] = o.transpose(2, 0, 1)
+                _to_channels_first(o, y[i])
                 if Z is not None:
                     post(y[i], slice(0, M))  # + Z, then the activation
             elif geo.banded is not None:
