@@ -3,6 +3,8 @@ elementwise kernels) against onnxruntime / numpy."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -10,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxrt
-from onnxrt.ops import conv
+from onnxrt.ops import conv, pool
 from onnxrt.ops.conv import conv_kernel
 from onnxrt.ops.registry import KernelContext
 
@@ -123,6 +125,41 @@ def test_stride_one_pools_over_the_flattened_image(op_type, attrs, shape):
     x = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
     a, r = _run_both(op_type, x, {}, **attrs)
     np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op_type,attrs,flat", [
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2]), True),  # SqueezeNet's
+    ("MaxPool", dict(kernel_shape=[5, 4], strides=[3, 2]), True),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2]), True),
+    # padded or ceil mode: tap_reduce
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), False),  # ResNet's
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), False),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 2], count_include_pad=1), False),
+    ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), False),  # windows that do not overlap
+])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 10), (1, 47, 60, 61)])  # the second spans blocks of channels
+def test_strided_pools_reduce_rows_over_the_flattened_image(op_type, attrs, flat, shape):
+    geo = pool._Geometry(op_type, shape[2:], attrs)
+    assert geo.strided_flat is flat
+    if shape[1] > 40:
+        assert math.prod(shape[1:]) > pool._STRIDED_BLOCK
+    x = np.random.default_rng(4).standard_normal(shape, dtype=np.float32)
+    a, r = _run_both(op_type, x, {}, **attrs)
+    np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
+
+
+def test_strided_max_pool_of_integers_and_nan():
+    x = np.random.default_rng(5).integers(-128, 127, (1, 3, 9, 8)).astype(np.int8)
+    node = helper.make_node("MaxPool", ["X"], ["Y"], kernel_shape=[3, 3], strides=[2, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.INT8, x.shape)],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT8, None)])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+    expected = np.max([x[:, :, i:i + 7:2, j:j + 5:2] for i in range(3) for j in range(3)], axis=0)
+    np.testing.assert_array_equal(onnxrt.InferenceSession(data).run(None, {"X": x})[0], expected)
+    f = np.random.default_rng(6).standard_normal((1, 2, 7, 7)).astype(np.float32)  # unpadded: strided_reduce
+    f[0, 1, 2, 2] = np.nan  # read by the four windows around it
+    y = _run_both("MaxPool", f, {}, kernel_shape=[3, 3], strides=[2, 2])[0]
+    assert np.isnan(y[0, 1, :2, :2]).all() and not np.isnan(y[0, 0]).any() and np.isnan(y).sum() == 4
 
 
 def test_stride_one_max_pool_of_integers():
