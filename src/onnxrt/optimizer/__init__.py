@@ -27,6 +27,7 @@ from onnxrt.optimizer.fold_constants import fold_constants
 from onnxrt.optimizer.fuse_activation import fuse_activations
 from onnxrt.optimizer.fuse_attention import fuse_attention
 from onnxrt.optimizer.fuse_conv import fuse_conv_affine
+from onnxrt.optimizer.fuse_conv_input import fuse_conv_input_affine
 from onnxrt.optimizer.fuse_dynamic_quant import fuse_dynamic_quant
 from onnxrt.optimizer.fuse_gelu import fuse_gelu
 from onnxrt.optimizer.fuse_layernorm import fuse_layer_norm, fuse_skip_layer_norm
@@ -57,6 +58,7 @@ PASSES: dict[GraphOptimizationLevel, list[Pass]] = {
         fuse_dynamic_quant,
         fuse_layer_norm,
         fuse_skip_layer_norm,
+        fuse_conv_input_affine,
         fuse_activations,
         remove_dead_nodes,
     ],

@@ -9,12 +9,6 @@ The Conv's weight (and bias) must be constants, and the Conv output must be read
 * ``BatchNormalization -> Mul(c) / Add(c)`` (inference form, ``c`` per channel as above): the Mul/Add
   goes into the normalization's scale and bias (``scale' = scale * c``, ``B' = B * c`` or ``B + c``), as
   Caffe2's DenseNet writes an affine after every BatchNormalization.
-* ``Mul / Div / Add / Sub (c) ... -> Conv``: a chain of such ops on the Conv's input, each ``c`` a
-  constant per *input* channel or a single element, is one affine map ``a * t + b``: ``a`` scales the
-  weight's input channels (zero padding stays zero), ``b`` goes into the bias (``W . b``) where the Conv
-  pads nothing, else stays as one Add of ``b / a`` before it (a padded border must read zeros).
-  PP-OCR writes ``x * clip(x + 3, 0, 6) / 6`` and then a learnable scalar affine before most of its
-  convs: the Div, Mul and Add were three of the six passes between two convs.
 * ``Pad(constant 0, spatial axes only) -> Conv`` (explicit pads, no auto_pad): the Pad's amounts are
   added to the Conv's ``pads`` and the Pad is dropped (the Conv reads the Pad's input), as onnxruntime's
   pad fusion does; every reader of the Pad output must be such a Conv.
@@ -39,10 +33,6 @@ def fuse_conv_affine(model: ir.Model) -> int:
     for node in _ir.live_nodes(graph):
         if not _ir.is_op(node, "Conv"):
             continue
-        folded = _fold_input_affine(graph, node)
-        if folded is not None:
-            node = folded
-            fused += 1
         while True:  # a Conv may absorb BN, then Mul, then Add...
             nxt = _ir.single_consumer(node.outputs[0])
             if nxt is None:
@@ -100,11 +90,11 @@ def _affine_operand(node: ir.Node, x: ir.Value, channels: int, rank: int,
     c = None if other is x else _ir.const_array(other)
     if c is None or c.dtype != dtype:
         return None
-    vec = _per_channel(c, channels, rank)
+    vec = per_channel(c, channels, rank)
     return None if vec is None else (other, vec.astype(np.float64))
 
 
-def _conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
+def conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
     W = _ir.const_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if W is None or W.dtype.kind != "f" or W.ndim < 3:
         return None
@@ -117,7 +107,7 @@ def _conv_params(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
     return W, B
 
 
-def _per_channel(c: np.ndarray, channels: int, out_rank: int) -> np.ndarray | None:
+def per_channel(c: np.ndarray, channels: int, out_rank: int) -> np.ndarray | None:
     """``c`` as a [C] vector when it broadcasts per output channel of a Conv output of rank
     ``out_rank`` without changing that output's shape, else None."""
     if c.ndim > out_rank:
@@ -134,7 +124,7 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
     """Fold ``nxt`` into ``conv``; returns the Conv node now in the graph, or None when not foldable."""
     if not (_ir.is_op(nxt, "BatchNormalization") or _ir.is_op(nxt, "Mul") or _ir.is_op(nxt, "Add")):
         return None  # before reading the weights: most Convs are followed by something else
-    params = _conv_params(conv)
+    params = conv_params(conv)
     if params is None:
         return None
     W, B = params
@@ -152,7 +142,7 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
         scale = gamma / np.sqrt(var + eps)
         B2 = (B.astype(np.float64) - mean) * scale + beta
     else:
-        # the Conv output's rank is W's: with it, _per_channel admits only constants whose broadcast
+        # the Conv output's rank is W's: with it, per_channel admits only constants whose broadcast
         # keeps the Conv output's shape, symbolic dims or not
         affine = _affine_operand(nxt, conv.outputs[0], C, W.ndim, W.dtype)
         if affine is None:
@@ -166,7 +156,7 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
     if W2 is not None:
         W2 = W2.astype(W.dtype, copy=False)
         conv.replace_input_with(1, _ir.add_initializer(graph, W2, (conv.name or "conv") + "_W"))
-    conv = _with_bias(graph, conv, _ir.add_initializer(graph, B2.astype(W.dtype), (conv.name or "conv") + "_B"))
+    conv = with_bias(graph, conv, _ir.add_initializer(graph, B2.astype(W.dtype), (conv.name or "conv") + "_B"))
     # the Conv output has this one reader and is no graph output, so it can always take nxt's place
     _ir.replace_value(graph, nxt.outputs[0], conv.outputs[0])
     graph.remove(nxt, safe=True)
@@ -175,96 +165,7 @@ def _fold_into(graph: ir.Graph, conv: ir.Node, nxt: ir.Node) -> ir.Node | None:
 
 
 
-def _input_affine_step(value: ir.Value, reader: ir.Node, rank: int, channels: int,
-                       dtype: np.dtype) -> tuple[ir.Node, ir.Value, np.ndarray] | None:
-    """(the node, its running input, its constant as a per-channel float64 vector) when ``value``,
-    read by ``reader`` alone, is a Mul, Div, Add or Sub of a value by a constant per channel
-    (``value op c``; ``c op value`` only for Mul and Add; no zero divisor)."""
-    node = value.producer()
-    if node is None or _ir.single_consumer(value) is not reader or len(node.inputs) != 2:
-        return None
-    if not any(_ir.is_op(node, op) for op in ("Mul", "Div", "Add", "Sub")):
-        return None
-    a, b = node.inputs
-    for running, other in ((a, b), (b, a)) if node.op_type in ("Mul", "Add") else ((a, b),):
-        c = None if other is running or other is None else _ir.const_array(other)
-        if c is None or c.dtype != dtype or _ir.rank(running) != rank:
-            continue
-        vec = _per_channel(c, channels, rank)  # also: c does not broadcast the value to a larger shape
-        if vec is not None and not (node.op_type == "Div" and not np.all(vec)):
-            return node, running, vec.astype(np.float64)
-    return None
-
-
-def _fold_input_affine(graph: ir.Graph, conv: ir.Node) -> ir.Node | None:
-    """Fold the chain of per-input-channel Mul/Div/Add/Sub ops before ``conv`` into it; returns the
-    Conv node now in the graph, or None when there is nothing to fold.
-
-    The chain is one affine map ``a * t + b`` per input channel of the value ``t`` it starts from.
-    The scale ``a`` goes into the weight's input channels; the shift ``b`` into the bias (``W . b``
-    per output channel) when the Conv pads nothing, else it stays as one Add of ``b / a`` on ``t``
-    before the scaled Conv (a padded border must keep reading zeros)."""
-    x = conv.inputs[0]
-    if x is None or x.producer() is None or x.producer().op_type not in ("Mul", "Div", "Add", "Sub"):
-        return None  # before reading the weights: most Convs read something else
-    params = _conv_params(conv)
-    group = int(_ir.attr(conv, "group", 1) or 1)
-    if params is None or params[0].shape[0] % group:
-        return None
-    W, B = params
-    M, Cg = W.shape[:2]
-    chain = []  # (node, its running input, vector), the Conv's nearest first
-    reader, value = conv, x
-    while (step := _input_affine_step(value, reader, W.ndim, Cg * group, W.dtype)) is not None:
-        chain.append(step)
-        reader, value = step[0], step[1]
-    if not chain:
-        return None
-    scale, shift = np.ones(Cg * group), np.zeros(Cg * group)
-    for node, _, vec in reversed(chain):
-        if node.op_type == "Mul":
-            scale, shift = scale * vec, shift * vec
-        elif node.op_type == "Div":
-            scale, shift = scale / vec, shift / vec
-        else:
-            shift = shift + vec if node.op_type == "Add" else shift - vec
-    pads = _ir.attr(conv, "pads", None) or []
-    auto_pad = _ir.attr(conv, "auto_pad", "NOTSET")
-    padded = any(pads) or (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", "VALID")
-    keep_shift = padded and np.any(shift)
-    if keep_shift and (len(chain) == 1 or not np.all(scale)):
-        return None  # one Add for one Add, or a shift that a zero scale cannot carry
-    grouped = (group, M // group, Cg) + W.shape[2:]  # W's output channels by group, then its input channels
-    per_input = (group, 1, Cg) + (1,) * (W.ndim - 2)
-    old_values = [v for v in conv.inputs[1:] if v is not None] + [v for n, _, _ in chain for v in n.inputs]
-    t = chain[-1][1]
-    name = conv.name or "conv"
-    if keep_shift:
-        shift_c = shift / scale
-        shift_c = shift_c[:1] if np.all(shift_c == shift_c[0]) else shift_c.reshape((Cg * group,) + (1,) * (W.ndim - 2))
-        add = _ir.new_node(graph, "", "Add", [t, _ir.add_initializer(graph, shift_c.astype(W.dtype), name + "_shift")],
-                           name_hint=name + "_input_shift", before=conv)
-        _ir.copy_type(x, add.outputs[0])
-        t = add.outputs[0]
-    elif np.any(shift):
-        # every output reads each weight once, always inside the image (no padding): W . b per output
-        spatial = tuple(range(3, W.ndim + 1))
-        w_dot_b = (W.reshape(grouped).sum(axis=spatial, dtype=np.float64) * shift.reshape(group, 1, Cg)).sum(axis=2)
-        B2 = (B.astype(np.float64) + w_dot_b.reshape(M)).astype(W.dtype)
-        conv = _with_bias(graph, conv, _ir.add_initializer(graph, B2, name + "_B"))
-    if np.any(scale != 1):
-        work = np.promote_types(W.dtype, np.float32)
-        W2 = W.astype(work, copy=False).reshape(grouped) * scale.astype(work).reshape(per_input)
-        conv.replace_input_with(1, _ir.add_initializer(graph, W2.reshape(W.shape).astype(W.dtype, copy=False),
-                                                       name + "_W"))
-    conv.replace_input_with(0, t)
-    for node, _, _ in chain:  # nearest first: each one's output has no reader left when it goes
-        graph.remove(node, safe=True)
-    _ir.drop_unused_initializers(graph, old_values)
-    return conv
-
-
-def _with_bias(graph: ir.Graph, conv: ir.Node, bias: ir.Value) -> ir.Node:
+def with_bias(graph: ir.Graph, conv: ir.Node, bias: ir.Value) -> ir.Node:
     """``conv`` reading ``bias`` as its bias; returns the Conv node now in the graph."""
     if len(conv.inputs) > 2:
         conv.replace_input_with(2, bias)
