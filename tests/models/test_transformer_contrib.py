@@ -153,9 +153,10 @@ def test_multi_head_attention(inputs, attrs, n_out):
     (40.0, 1.0),    # scores of several hundred: the maxima are subtracted
     (1.0, 1e30),    # huge values: unshifted numerators could overflow the weighted sum
 ])
-def test_multi_head_attention_softmax_range(q_scale, v_scale):
+@pytest.mark.parametrize("masked", [True, False])  # unmasked, the norms of Q's and K's rows bound the scores
+def test_multi_head_attention_softmax_range(q_scale, v_scale, masked):
     inputs = _mha(query=_r(B, 4, 2 * H) * q_scale, value=_r(B, L, 2 * H) * v_scale, bias=None,
-                  key_padding_mask=_i32(6, 2))  # the second entry pads 4 of its 6 keys
+                  key_padding_mask=_i32(6, 2) if masked else None)  # the second entry pads 4 of its 6 keys
     expected, actual = _run_both("MultiHeadAttention", inputs, 1, {"num_heads": 2})
     assert np.isfinite(actual[0]).all()
     _assert_close(expected, actual, rtol=1e-4, atol=1e-5 * v_scale)

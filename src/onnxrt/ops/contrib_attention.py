@@ -110,6 +110,7 @@ _TILE_BYTES = 8 << 20
 # e^-30, both far inside float32's normal range, and softmax is the same up to rounding
 _UNSHIFTED_EXP_BOUND = 30.0
 _UNSHIFTED_NUMERATOR_MAX = math.exp(_UNSHIFTED_EXP_BOUND)
+_LOG2_E = 1.0 / math.log(2.0)
 
 
 def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
@@ -122,11 +123,20 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
     instead of the (rows, T) probabilities. V carries an extra column of ones, so the same matmul
     that weights the values also sums each row's numerators. The row maximum is subtracted only
     when some row's maximum is far from zero (saves a pass over the tile: ~15% of Whisper's
-    attention). Rows whose keys are all -inf give zeros."""
+    attention), and not even looked for when the norms of Q's and K's rows bound every score.
+    Rows whose keys are all -inf give zeros."""
     b, n, s, h = q.shape
     t, hv = k.shape[2], v.shape[3]
     dt = np.result_type(q.dtype, k.dtype)
-    qs = q * dt.type(scale)
+    # Without an additive term the scores go in base-2 units: exp(x) = exp2(x * log2(e)), and numpy's
+    # exp2 is ~1.7x faster than exp (6 x 233 x 1500 float32: 0.62 against 1.08 ms), the factor riding
+    # on Q's scaling. With one, they stay natural: a row whose keys are all masked by a finite filter
+    # value (-10000) is softmax over rounding noise of score + filter, which then rounds as in
+    # onnxruntime (scaled, it differed by 3e-4).
+    base2 = additive is None
+    unit = _LOG2_E if base2 else 1.0
+    qs = q * dt.type(scale * unit)
+    bound = _UNSHIFTED_EXP_BOUND * unit
     kt = k.transpose(0, 1, 3, 2)
     v1 = np.empty((b, n, t, hv + 1), dtype=dt)
     v1[..., :hv] = v
@@ -137,6 +147,14 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
     a4 = None
     if additive is not None:
         a4 = additive.reshape((1,) * (4 - additive.ndim) + additive.shape) if additive.ndim < 4 else additive
+    # With no additive term, |score| <= |q_i| |k_j| (Cauchy-Schwarz): when that bounds every score
+    # inside the unshifted range, no tile needs its row maxima (a pass over it: ~8% of Whisper's
+    # attention). Norms of Q's and K's rows cost a pass over those, 1/t and 1/s of a tile's size.
+    bounded = False
+    if unshifted_ok and base2 and s and t:
+        q_norm2 = np.einsum("bnsh,bnsh->bns", qs, qs).max(axis=-1)
+        k_norm2 = np.einsum("bnth,bnth->bnt", k, k).max(axis=-1)
+        bounded = bool(np.sqrt(float(np.max(q_norm2.astype(np.float64) * k_norm2))) < bound)
     out = np.empty((b, s, n, hv), dtype=dt)
     out_heads = out.transpose(0, 2, 1, 3)  # (B, N, S, Hv) view
     rows = max(1, min(s, _TILE_BYTES // max(1, b * n * t * dt.itemsize)))
@@ -148,12 +166,14 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
         np.matmul(qs[:, :, r0:r1], kt, out=sc)
         if a4 is not None:
             sc += a4[:, :, r0:r1] if a4.shape[2] != 1 else a4
-        m = np.max(sc, axis=-1, keepdims=True)
-        shift = not (unshifted_ok and -_UNSHIFTED_EXP_BOUND < m.min() and m.max() < _UNSHIFTED_EXP_BOUND)
+        shift = False
+        if not bounded:
+            m = np.max(sc, axis=-1, keepdims=True)
+            shift = not (unshifted_ok and -bound < m.min() and m.max() < bound)
         if shift:
             m[~np.isfinite(m)] = 0
             sc -= m
-        np.exp(sc, out=sc)
+        (np.exp2 if base2 else np.exp)(sc, out=sc)
         yb = y[:, :, :r1 - r0]
         np.matmul(sc, v1, out=yb)
         total = yb[..., hv:]
