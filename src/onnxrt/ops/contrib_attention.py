@@ -128,6 +128,8 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
     b, n, s, h = q.shape
     t, hv = k.shape[2], v.shape[3]
     dt = np.result_type(q.dtype, k.dtype)
+    if additive is not None and not additive.any():
+        additive = None  # all zeros (a padding mask of all ones) adds nothing
     # Without an additive term the scores go in base-2 units: exp(x) = exp2(x * log2(e)), and numpy's
     # exp2 is ~1.7x faster than exp (6 x 233 x 1500 float32: 0.62 against 1.08 ms), the factor riding
     # on Q's scaling. With one, they stay natural: a row whose keys are all masked by a finite filter
