@@ -138,7 +138,7 @@ def _mha(**kw):
     (_mha(bias=None, key_padding_mask=(RNG.random((B, L)) > 0.4).astype(np.int32)), {}, 1),
     (_mha(bias=None, key_padding_mask=(RNG.random((B, 4, L)) > 0.4).astype(np.int32)), {}, 1),
     (_mha(key_padding_mask=None, attention_bias=_r(B, 1, 4, L)), {"scale": 0.2}, 1),
-    (_mha(key_padding_mask=None, attention_bias=np.zeros((B, 1, 1, L), np.float32)), {}, 1),  # adds nothing
+    (_mha(key_padding_mask=None, attention_bias=np.zeros((B, 1, 4, L), np.float32)), {}, 1),  # adds nothing
     (_mha(key=_r(B, 2, L, H), value=_r(B, 2, L, H)), {}, 1),  # keys/values already in heads
     (_mha(key=_r(B, 4, 2 * H), value=_r(B, 4, 2 * H), key_padding_mask=None, attention_bias=None,
           past_key=_r(B, 2, 3, H), past_value=_r(B, 2, 3, H)), {"unidirectional": 1}, 3),
