@@ -123,22 +123,13 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
     instead of the (rows, T) probabilities. V carries an extra column of ones, so the same matmul
     that weights the values also sums each row's numerators. The row maximum is subtracted only
     when some row's maximum is far from zero (saves a pass over the tile: ~15% of Whisper's
-    attention), and not even looked for when the norms of Q's and K's rows bound every score.
-    Rows whose keys are all -inf give zeros."""
+    attention), and not even looked for when the norms of Q's and K's rows bound every score
+    (then in base 2). Rows whose keys are all -inf give zeros."""
     b, n, s, h = q.shape
     t, hv = k.shape[2], v.shape[3]
     dt = np.result_type(q.dtype, k.dtype)
     if additive is not None and not additive.any():
         additive = None  # all zeros (a padding mask of all ones) adds nothing
-    # Without an additive term the scores go in base-2 units: exp(x) = exp2(x * log2(e)), and numpy's
-    # exp2 is ~1.7x faster than exp (6 x 233 x 1500 float32: 0.62 against 1.08 ms), the factor riding
-    # on Q's scaling. With one, they stay natural: a row whose keys are all masked by a finite filter
-    # value (-10000) is softmax over rounding noise of score + filter, which then rounds as in
-    # onnxruntime (scaled, it differed by 3e-4).
-    base2 = additive is None
-    unit = _LOG2_E if base2 else 1.0
-    qs = q * dt.type(scale * unit)
-    bound = _UNSHIFTED_EXP_BOUND * unit
     kt = k.transpose(0, 1, 3, 2)
     v1 = np.empty((b, n, t, hv + 1), dtype=dt)
     v1[..., :hv] = v
@@ -151,12 +142,20 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
         a4 = additive.reshape((1,) * (4 - additive.ndim) + additive.shape) if additive.ndim < 4 else additive
     # With no additive term, |score| <= |q_i| |k_j| (Cauchy-Schwarz): when that bounds every score
     # inside the unshifted range, no tile needs its row maxima (a pass over it: ~8% of Whisper's
-    # attention). Norms of Q's and K's rows cost a pass over those, 1/t and 1/s of a tile's size.
+    # attention; norms of Q's and K's rows cost a pass over those, 1/t and 1/s of a tile's size), and
+    # the scores go in base-2 units: exp(x) = exp2(x * log2(e)), the factor riding on Q's scaling.
+    # numpy's exp2 is ~1.7x faster than exp (6 x 233 x 1500 float32: 0.62 against 1.08 ms) while its
+    # results are normal numbers, which the bound guarantees; far below (masked or shifted scores,
+    # -200) it is 10x slower than exp.
     bounded = False
-    if unshifted_ok and base2 and s and t:
-        q_norm2 = np.einsum("bnsh,bnsh->bns", qs, qs).max(axis=-1)
+    if unshifted_ok and additive is None and s and t:
+        q_norm2 = np.einsum("bnsh,bnsh->bns", q, q).max(axis=-1)
         k_norm2 = np.einsum("bnth,bnth->bnt", k, k).max(axis=-1)
-        bounded = bool(np.sqrt(float(np.max(q_norm2.astype(np.float64) * k_norm2))) < bound)
+        largest = abs(scale) * math.sqrt(float(np.max(q_norm2.astype(np.float64) * k_norm2)))
+        bounded = largest < _UNSHIFTED_EXP_BOUND
+    unit = _LOG2_E if bounded else 1.0
+    qs = q * dt.type(scale * unit)
+    bound = _UNSHIFTED_EXP_BOUND * unit
     out = np.empty((b, s, n, hv), dtype=dt)
     out_heads = out.transpose(0, 2, 1, 3)  # (B, N, S, Hv) view
     rows = max(1, min(s, _TILE_BYTES // max(1, b * n * t * dt.itemsize)))
@@ -175,7 +174,7 @@ def _attend_merged(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
         if shift:
             m[~np.isfinite(m)] = 0
             sc -= m
-        (np.exp2 if base2 else np.exp)(sc, out=sc)
+        (np.exp2 if bounded else np.exp)(sc, out=sc)
         yb = y[:, :, :r1 - r0]
         np.matmul(sc, v1, out=yb)
         total = yb[..., hv:]
