@@ -50,10 +50,12 @@ def _mean(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
         q = np.abs(s) // x.dtype.type(count)  # C-style truncation toward zero
         return np.where(s < 0, -q, q).astype(x.dtype, copy=False)
     s = np.asarray(s)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    if count:  # (errstate costs ~2 us a call; only 0 / 0 warns)
         if s.ndim:
             s /= x.dtype.type(count)
             return s
+        return np.asarray(s / x.dtype.type(count), dtype=x.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
         return np.asarray(s / x.dtype.type(count), dtype=x.dtype)
 
 
