@@ -53,6 +53,17 @@ def test_dense_block_concats_append_into_one_buffer():
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_dense_block_in_parallel_execution_mode():
+    data = _dense_block_model(layers=5)
+    options = onnxrt.SessionOptions()
+    options.execution_mode = onnxrt.ExecutionMode.ORT_PARALLEL
+    session = onnxrt.InferenceSession(data, options)
+    x = np.random.default_rng(3).standard_normal((1, 3, 9, 8)).astype(np.float32)
+    for _ in range(5):
+        for got, want in zip(session.run(None, {"x": x}), _expected(data, x)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_appends_share_a_buffer_and_leave_earlier_prefixes_alone():
     buffers = _Buffers()
     first, second, third = (AppendingConcat(_plain, 1, room, buffers) for room in (4, 2, 0))
