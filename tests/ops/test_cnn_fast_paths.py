@@ -414,9 +414,9 @@ def test_channels_last_only_when_every_reader_takes_it():
 
 
 def _expand_depthwise(act: list, n: int = 1, E: int = 32, pads=(1, 1, 1, 1), stride: int = 1, bias: bool = True,
-                      w1_scale: float = 1.0) -> bytes:
+                      w1_scale: float = 1.0, w1_input: bool = False) -> bytes:
     """1x1 expand (8 -> E) -> ``act`` (op type, attributes, constant inputs) -> 3x3 depthwise
-    (``pads``, ``stride``) -> Relu -> 1x1 project."""
+    (``pads``, ``stride``) -> Relu -> 1x1 project; with ``w1_input`` the expand weight is a graph input."""
     rng = np.random.default_rng(11)
     arrays = {"W1": rng.standard_normal((E, 8, 1, 1), dtype=np.float32) * w1_scale,
               "W2": rng.standard_normal((E, 1, 3, 3), dtype=np.float32),
@@ -429,10 +429,26 @@ def _expand_depthwise(act: list, n: int = 1, E: int = 32, pads=(1, 1, 1, 1), str
              helper.make_node(op_type, ["c1", *consts], ["a1"], **attrs),
              helper.make_node("Conv", ["a1", "W2", "B2"], ["c2"], group=E, pads=list(pads), strides=[stride] * 2),
              helper.make_node("Relu", ["c2"], ["a2"]), helper.make_node("Conv", ["a2", "W3"], ["Y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, 8, 15, 15])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, 8, 15, 15])]
+    if w1_input:
+        inputs.append(helper.make_tensor_value_info("W1", TensorProto.FLOAT, [E, 8, 1, 1]))
+        del arrays["W1"]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(a, name) for name, a in arrays.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+
+
+def test_expand_conv_with_weights_given_at_run_time():
+    """The zero border is planned on the first run's weights; an infinite weight given later (0 * inf
+    would make the border NaN) runs the plain channels-last path."""
+    data = _expand_depthwise(_RELU, w1_input=True)
+    sess = onnxrt.InferenceSession(data)
+    ref = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(15).standard_normal((1, 8, 15, 15), dtype=np.float32)
+    w = np.random.default_rng(16).standard_normal((32, 8, 1, 1), dtype=np.float32)
+    for weight in (w, np.where(np.arange(w.size).reshape(w.shape) == 3, np.inf, w).astype(np.float32), w):
+        feeds = {"X": x, "W1": weight}
+        np.testing.assert_allclose(sess.run(None, feeds)[0], ref.run(None, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
 _RELU = ("Relu", {}, {})

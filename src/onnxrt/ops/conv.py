@@ -354,9 +354,8 @@ def _bordered_image(geo: _ConvGeometry, border: tuple[tuple, tuple], cdt: np.dty
     """A fresh (N, Ho + pads, Wo + pads, M) buffer of ``border`` (begin pads, end pads) whose top and
     bottom border rows are zero; the conv writing its interior rows writes their left and right
     border zeros itself (_with_ones_column_bordered)."""
-    (top, _), (bottom, _) = border
-    padded = np.empty((geo.N, geo.osp[0] + top + bottom, geo.osp[1] + sum(border[0][1:] + border[1][1:]), geo.M),
-                      dtype=cdt)
+    (top, left), (bottom, right) = border
+    padded = np.empty((geo.N, geo.osp[0] + top + bottom, geo.osp[1] + left + right, geo.M), dtype=cdt)
     padded[:, :top] = 0
     padded[:, top + geo.osp[0]:] = 0
     _ZERO_BORDERED[id(padded)] = padded
@@ -1181,6 +1180,8 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
                                 else _output_layout(geo, x_last, readers, wts, activation))
             layout = layouts[(key, X.strides, Z is None)] = (x_last, out_last, border)
         x_last, channels_last_out, border = layout
+        if border is not None and wts is not prepared.get(cdt.str):
+            border = None  # weights given at run time: their finiteness was checked for another
         if (W is W_const and B is B_const and Z is None and not x_last and not channels_last_out
                 and (X.shape, X.dtype) not in small and len(small) < 8):
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)

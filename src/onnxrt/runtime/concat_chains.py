@@ -13,8 +13,8 @@ the Concat runs as it always does.
 Why writing past a prefix is safe: a chain's Concat reads its predecessor's result as its first
 input, and only it appends to that result's buffer; a Concat appends only when its first input is
 the very view its chain last handed out of that buffer (``_Buffers``: nothing has been written
-after it), so a view of an earlier prefix never sees its values change. The
-graph is not changed (a saved optimized model keeps its Concats); only the steps' kernels are.
+after it), so a view of an earlier prefix never sees its values change. The graph is not
+changed (a saved optimized model keeps its Concats); only the steps' kernels are.
 """
 
 from __future__ import annotations
