@@ -10,7 +10,7 @@ divisors are separable, so they are an outer product of per-axis counts, compute
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -156,32 +156,29 @@ class _Geometry:
         cols = thread_scratch_flat(("pool_flat_cols", x.dtype.str), (cb * plane,), x.dtype)
         y = np.empty((N, C, ho, wo), dtype=x.dtype)
         item = x.dtype.itemsize
-        for n in range(N):
-            for c0 in range(0, C, cb):
-                m = min(cb, C - c0)
-                block = x[n:n + 1, c0:c0 + m]
-                # padded(): the block in a per-thread buffer whose border was filled when it was made
-                flat = (self.padded(block, value) if bordered else np.ascontiguousarray(block)).reshape(-1)
-                length = m * plane - (kh - 1) * wp  # every window's top row starts before this
-                r = flat[:length]
-                if kh > 1:
-                    r = rows[:length]
-                    ufunc(flat[:length], flat[wp:wp + length], out=r)
-                    for i in range(2, kh):
-                        ufunc(r, flat[i * wp:i * wp + length], out=r)
-                length -= kw - 1
-                c = r[:length]
-                if kw > 1:
-                    c = cols[:length]
-                    ufunc(r[:length], r[1:1 + length], out=c)
-                    for j in range(2, kw):
-                        ufunc(c, r[j:j + length], out=c)
-                windows = np.lib.stride_tricks.as_strided(c, (m, ho, wo), (plane * item, wp * item, item),
-                                                          writeable=False)
-                if scale is None:
-                    y[n, c0:c0 + m] = windows
-                else:
-                    np.multiply(windows, scale, out=y[n, c0:c0 + m])
+        for n, c0, m, block in _channel_blocks(x, cb):
+            # padded(): the block in a per-thread buffer whose border was filled when it was made
+            flat = (self.padded(block, value) if bordered else np.ascontiguousarray(block)).reshape(-1)
+            length = m * plane - (kh - 1) * wp  # every window's top row starts before this
+            r = flat[:length]
+            if kh > 1:
+                r = rows[:length]
+                ufunc(flat[:length], flat[wp:wp + length], out=r)
+                for i in range(2, kh):
+                    ufunc(r, flat[i * wp:i * wp + length], out=r)
+            length -= kw - 1
+            c = r[:length]
+            if kw > 1:
+                c = cols[:length]
+                ufunc(r[:length], r[1:1 + length], out=c)
+                for j in range(2, kw):
+                    ufunc(c, r[j:j + length], out=c)
+            windows = np.lib.stride_tricks.as_strided(c, (m, ho, wo), (plane * item, wp * item, item),
+                                                      writeable=False)
+            if scale is None:
+                y[n, c0:c0 + m] = windows
+            else:
+                np.multiply(windows, scale, out=y[n, c0:c0 + m])
         return y
 
     def strided_reduce(self, x: np.ndarray, ufunc: np.ufunc, scale: Any = None) -> np.ndarray:
@@ -201,26 +198,23 @@ class _Geometry:
         rows = thread_scratch_flat(("pool_strided_rows", x.dtype.str), (cb * plane,), x.dtype)
         y = np.empty((N, C, ho, wo), dtype=x.dtype)
         item = x.dtype.itemsize
-        for n in range(N):
-            for c0 in range(0, C, cb):
-                m = min(cb, C - c0)
-                block = x[n:n + 1, c0:c0 + m]
-                flat = np.ascontiguousarray(block).reshape(-1)
-                length = m * plane - (kw - 1)  # every window used starts before this
-                ufunc(flat[:length], flat[1:1 + length], out=rows[:length])
-                for j in range(2, kw):
-                    ufunc(rows[:length], flat[j:j + length], out=rows[:length])
-                # the window reductions at every padded row, output columns only (in bounds: the last
-                # used one starts at (m-1)*plane + (hp-1)*wp + (wo-1)*sw < length)
-                reduced = np.lib.stride_tricks.as_strided(rows, (m, hp, wo), (plane * item, wp * item, sw * item),
-                                                          writeable=False)
-                out = y[n, c0:c0 + m]
-                span = sh * (ho - 1) + 1
-                ufunc(reduced[:, 0:span:sh], reduced[:, 1:1 + span:sh], out=out)
-                for i in range(2, kh):
-                    ufunc(out, reduced[:, i:i + span:sh], out=out)
-                if scale is not None:
-                    np.multiply(out, scale, out=out)
+        for n, c0, m, block in _channel_blocks(x, cb):
+            flat = np.ascontiguousarray(block).reshape(-1)
+            length = m * plane - (kw - 1)  # every window used starts before this
+            ufunc(flat[:length], flat[1:1 + length], out=rows[:length])
+            for j in range(2, kw):
+                ufunc(rows[:length], flat[j:j + length], out=rows[:length])
+            # the window reductions at every padded row, output columns only (in bounds: the last
+            # used one starts at (m-1)*plane + (hp-1)*wp + (wo-1)*sw < length)
+            reduced = np.lib.stride_tricks.as_strided(rows, (m, hp, wo), (plane * item, wp * item, sw * item),
+                                                      writeable=False)
+            out = y[n, c0:c0 + m]
+            span = sh * (ho - 1) + 1
+            ufunc(reduced[:, 0:span:sh], reduced[:, 1:1 + span:sh], out=out)
+            for i in range(2, kh):
+                ufunc(out, reduced[:, i:i + span:sh], out=out)
+            if scale is not None:
+                np.multiply(out, scale, out=out)
         return y
 
     def tap_reduce(self, x: np.ndarray, ufunc: np.ufunc, value: Any) -> np.ndarray:
@@ -302,6 +296,16 @@ class _Geometry:
             cnt = ((taps >= lo) & (taps < hi)).sum(axis=1).astype(dtype)
             d = d[..., None] * cnt.reshape((1,) * i + (-1,))
         return d
+
+
+def _channel_blocks(x: np.ndarray, per_block: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """(image index, first channel, channels, the (1, channels, H, W) block) of x (N, C, H, W), blocks
+    of ``per_block`` channels."""
+    N, C = x.shape[:2]
+    for n in range(N):
+        for c0 in range(0, C, per_block):
+            m = min(per_block, C - c0)
+            yield n, c0, m, x[n:n + 1, c0:c0 + m]
 
 
 def _check_input(op_name: str, X: Any) -> None:
