@@ -465,6 +465,7 @@ _CLIP6 = ("Clip", {}, {"lo": np.array(0, np.float32), "hi": np.array(6, np.float
     (_RELU, 1, 8, (1, 1, 1, 1), 1, True, 1.0, False),  # no expansion: the bias is added after the GEMM
     (_RELU, 1, 32, (1, 1, 1, 1), 1, True, np.inf, False),  # 0 * inf would be NaN in the border
 ])
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # the infinite weight's model itself
 def test_expand_conv_writes_inside_the_depthwise_convs_zero_border(act, n, E, pads, stride, bias, w1_scale, bordered):
     """A 1x1 conv read only by depthwise convs writes its channels-last output as the interior of a
     zero-bordered image of their padding, which they read as their padded input without a copy;
