@@ -204,8 +204,8 @@ class _Geometry:
             ufunc(flat[:length], flat[1:1 + length], out=rows[:length])
             for j in range(2, kw):
                 ufunc(rows[:length], flat[j:j + length], out=rows[:length])
-            # the window reductions at every padded row, output columns only (in bounds: the last
-            # used one starts at (m-1)*plane + (hp-1)*wp + (wo-1)*sw < length)
+            # the window reductions at every row, output columns only (in bounds: the last used one
+            # starts at (m-1)*plane + (hp-1)*wp + (wo-1)*sw < length)
             reduced = np.lib.stride_tricks.as_strided(rows, (m, hp, wo), (plane * item, wp * item, sw * item),
                                                       writeable=False)
             out = y[n, c0:c0 + m]
@@ -215,6 +215,19 @@ class _Geometry:
                 ufunc(out, reduced[:, i:i + span:sh], out=out)
             if scale is not None:
                 np.multiply(out, scale, out=out)
+        return y
+
+    def reduce(self, x: np.ndarray, ufunc: np.ufunc, value: Any, scale: Any = None) -> np.ndarray:
+        """The pool of x (N, C, *spatial) by ``ufunc`` (``value`` its identity, for padding), times
+        ``scale`` when given, through the path this geometry takes (flat_reduce, strided_reduce or
+        tap_reduce)."""
+        if x.ndim == 4 and x.size and self.flat:
+            return self.flat_reduce(x, ufunc, value, scale)
+        if x.ndim == 4 and x.size and self.strided_flat:
+            return self.strided_reduce(x, ufunc, scale)
+        y = self.tap_reduce(x, ufunc, value)
+        if scale is not None:
+            y *= scale
         return y
 
     def tap_reduce(self, x: np.ndarray, ufunc: np.ufunc, value: Any) -> np.ndarray:
@@ -343,13 +356,7 @@ def average_pool_factory(ctx: KernelContext):
             raise TypeError(f"AveragePool: input 'X' must be a float tensor, got {X.dtype}")
         geo = geometry(X.shape[2:])
         cdt = _compute_dtype(X.dtype)
-        if geo.flat and X.ndim == 4 and X.size:
-            s = geo.flat_reduce(X.astype(cdt, copy=False), np.add, 0, geo.cached_reciprocal(include_pad, cdt))
-        elif geo.strided_flat and X.ndim == 4 and X.size:
-            s = geo.strided_reduce(X.astype(cdt, copy=False), np.add, geo.cached_reciprocal(include_pad, cdt))
-        else:
-            s = geo.tap_reduce(X.astype(cdt, copy=False), np.add, 0)
-            s *= geo.cached_reciprocal(include_pad, cdt)
+        s = geo.reduce(X.astype(cdt, copy=False), np.add, 0, geo.cached_reciprocal(include_pad, cdt))
         return s.astype(X.dtype, copy=False)
 
     return average_pool
@@ -419,12 +426,7 @@ def max_pool_factory(ctx: KernelContext):
         x = X if X.dtype.kind in "fiu" else X.astype(np.float32)
         if not want_indices:
             # NaN propagates like the reference's max (np.maximum keeps NaN)
-            if geo.flat and x.ndim == 4 and x.size:
-                y = geo.flat_reduce(x, np.maximum, _lowest(x.dtype))
-            elif geo.strided_flat and x.ndim == 4 and x.size:
-                y = geo.strided_reduce(x, np.maximum)
-            else:
-                y = geo.tap_reduce(x, np.maximum, _lowest(x.dtype))
+            y = geo.reduce(x, np.maximum, _lowest(x.dtype))
             return y if y.dtype == X.dtype else y.astype(X.dtype)
         w = geo.windows(x, _lowest(x.dtype))
         flat = np.ascontiguousarray(w).reshape(w.shape[:2 + n] + (-1,))
