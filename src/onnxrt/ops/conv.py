@@ -1264,18 +1264,15 @@ def _output_layout(geo: _ConvGeometry, x_channels_last: bool, readers: _Channels
     input widened by zero pixels, which its input copy for the bias column makes anyway; so its
     bias must be inside the GEMM (a weight column, or no bias), its weights finite (0 * inf is NaN)
     and its activation must map 0 to 0 (``keeps_zero``)."""
-    if not _output_channels_last(geo, x_channels_last, readers):
+    depthwise = _reader_geometries(geo, readers)
+    if depthwise is None or not _output_channels_last(geo, x_channels_last, readers, depthwise):
         return False, None
     bias_in_gemm = wts.bias is None or wts.gemm_bias is not None
     keeps_zero = activation is None or getattr(activation, "keeps_zero", False)
-    if (geo.kind != "1x1" or readers.pointwise or readers.transposed or not readers.depthwise
+    if (geo.kind != "1x1" or readers.pointwise or readers.transposed or not depthwise
             or not bias_in_gemm or not keeps_zero or not wts.finite):
         return True, None
-    out_shape = (geo.N, geo.M) + geo.osp
-    borders = set()
-    for op_name, w_shape, attrs in readers.depthwise:
-        reader = _ConvGeometry(op_name, out_shape, w_shape, attrs)  # _output_channels_last made it once
-        borders.add((tuple(reader.begin), tuple(reader.end)))
+    borders = {(tuple(reader.begin), tuple(reader.end)) for reader in depthwise}
     if len(borders) != 1:
         return True, None
     border = borders.pop()
@@ -1284,13 +1281,24 @@ def _output_layout(geo: _ConvGeometry, x_channels_last: bool, readers: _Channels
     return True, border
 
 
-def _output_channels_last(geo: _ConvGeometry, x_channels_last: bool, readers: _ChannelsLastReaders) -> bool:
+def _reader_geometries(geo: _ConvGeometry, readers: _ChannelsLastReaders) -> list[_ConvGeometry] | None:
+    """The geometries of the depthwise readers of this conv's output, or None when one of them would
+    not accept it (that reader reports its own error when it runs)."""
+    out_shape = (geo.N, geo.M) + geo.osp
+    try:
+        return [_ConvGeometry(op_name, out_shape, w_shape, attrs) for op_name, w_shape, attrs in readers.depthwise]
+    except ValueError:
+        return None
+
+
+def _output_channels_last(geo: _ConvGeometry, x_channels_last: bool, readers: _ChannelsLastReaders,
+                          depthwise: list[_ConvGeometry]) -> bool:
     """Whether this conv (geometry ``geo``, input layout ``x_channels_last``) hands its output on
     channels-last: it makes that layout at no cost (an ungrouped 1x1 or tiled im2col conv, as the
     GEMM's transposed form, when some reader gains from it; a depthwise conv on its channels-last
     path, where that path is the faster one for this input or a reader transposes the output to
-    (N, H, W, C) anyway), and each depthwise reader's channels-last path is the faster one for a
-    channels-last input of that shape.
+    (N, H, W, C) anyway), and each depthwise reader's channels-last path (``depthwise``: their
+    geometries, _reader_geometries) is the faster one for a channels-last input of that shape.
 
     The transposing reader tips a depthwise conv that would otherwise take its banded path (measured
     in ConvNeXt-tiny, whose 18 7x7 depthwise convs are read so: 132-136 -> 124-125 ms, two sessions
@@ -1305,15 +1313,7 @@ def _output_channels_last(geo: _ConvGeometry, x_channels_last: bool, readers: _C
     elif geo.kind != "depthwise" or geo.channels_last is None or not (
             readers.transposed or geo.channels_last.takes(x_channels_last)):
         return False
-    out_shape = (geo.N, geo.M) + geo.osp
-    for op_name, w_shape, attrs in readers.depthwise:
-        try:
-            reader = _ConvGeometry(op_name, out_shape, w_shape, attrs)
-        except ValueError:
-            return False  # the reader reports its own error when it runs
-        if reader.channels_last is None or not reader.channels_last.from_channels_last:
-            return False
-    return True
+    return all(reader.channels_last is not None and reader.channels_last.from_channels_last for reader in depthwise)
 
 
 @op_factory("Conv", 1, 11, 22)
