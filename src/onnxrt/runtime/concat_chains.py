@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from onnxrt.runtime.shape_memo import ShapeMemo
+
 
 class _Buffers:
     """The buffers a chain made, each with the prefix view it last handed out (by identity, through
@@ -106,16 +108,16 @@ def _axis_size(value: Any, axis: int) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
-def chain(steps: Sequence[Any], keep: set[int], is_plain: Callable[[Any], bool]) -> int:
+def chain(steps: Sequence[Any], keep: set[int]) -> int:
     """Give, in place, every Concat step of a chain (its result read as the first input of exactly
     one Concat on the same axis) an :class:`AppendingConcat` kernel. ``keep``: slots of values handed
-    to the caller (never a view of a chain's buffer); ``is_plain(step)``: whether the step's kernel
-    is the plain Concat kernel (not one that keeps its result between runs). Returns how many steps
-    were changed."""
+    to the caller (never a view of a chain's buffer). A Concat whose kernel keeps its result between
+    runs (shape_memo) is left alone. Returns how many steps were changed."""
     concats = {}
     for i, step in enumerate(steps):
         node = step.node
-        if step.op_type == "Concat" and node.domain in ("", "ai.onnx") and len(step.outputs) == 1 and is_plain(step):
+        if (step.op_type == "Concat" and node.domain in ("", "ai.onnx") and len(step.outputs) == 1
+                and not isinstance(step.kernel, ShapeMemo)):
             concats[i] = int(node.attributes["axis"].value) if "axis" in node.attributes else 1
     readers: dict[int, list[int]] = {}
     for i, step in enumerate(steps):

@@ -163,8 +163,7 @@ class GraphPlan:
         # slots holding a value fixed at planning time (weights, folded results; not overridable inputs)
         self._constant_slots = frozenset(template) - set(self.input_slots)
         shape_memo.wrap(self.steps, self._constant_slots, NONE_SLOT)
-        concat_chains.chain(self.steps, set(self.output_slots),
-                            lambda step: not isinstance(step.kernel, shape_memo.ShapeMemo))
+        concat_chains.chain(self.steps, set(self.output_slots))
         self._assign_release_points()
         self._assign_donations()
         self._build_dependencies()
