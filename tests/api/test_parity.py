@@ -11,6 +11,7 @@ import pytest
 
 import onnxrt
 from tests.api import models
+from tests.concurrency import run_concurrently
 
 RUNTIMES = pytest.mark.parametrize("rt", [onnxrt, onnxruntime], ids=["onnxrt", "onnxruntime"])
 
@@ -213,11 +214,7 @@ def test_concurrent_runs_from_threads():
             if not np.array_equal(session.run(None, {"x": x, "y": y})[0], x + y):
                 errors.append(seed)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(work, 4)
     assert not errors
 
 

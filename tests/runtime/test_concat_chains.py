@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import onnxruntime
 import pytest
@@ -13,6 +11,7 @@ from onnx import numpy_helper
 
 import onnxrt
 from onnxrt.runtime.concat_chains import AppendingConcat, _Buffers
+from tests.concurrency import run_concurrently
 
 
 def _plain(*inputs):
@@ -126,9 +125,5 @@ def test_concurrent_runs_keep_their_own_buffers():
                 if not np.allclose(got, want, rtol=1e-5, atol=1e-5):
                     failures.append(i)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(work, 4)
     assert not failures
