@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxrt import optimizer
 from onnxrt import providers as _providers
 from onnxrt import types as _types
 from onnxrt.errors import Fail, InvalidArgument
@@ -22,6 +23,7 @@ from onnxrt.options import GraphOptimizationLevel, RunOptions, SessionOptions
 from onnxrt.ops.registry import normalize_domain
 from onnxrt.ortvalue import OrtValue
 from onnxrt.runtime import memory, threads
+from onnxrt.runtime import profiler as _profiler
 from onnxrt.runtime.plan import GraphPlan, PlanConfig, Terminated
 from onnxrt.runtime.values import type_to_proto
 
@@ -178,8 +180,6 @@ class InferenceSession:
         return names, options
 
     def _create_session(self) -> None:
-        from onnxrt.runtime import profiler as _profiler
-
         options = self._sess_options
         if options.enable_cpu_mem_arena:
             memory.keep_freed_memory()
@@ -276,8 +276,6 @@ class InferenceSession:
             value.const_value = ir.tensor(array, name=name)
 
     def _optimize(self, model: ir.Model) -> None:
-        from onnxrt import optimizer
-
         optimizer.optimize(model, self._sess_options.graph_optimization_level)
 
     def _save_optimized(self, model: ir.Model, path: str) -> None:

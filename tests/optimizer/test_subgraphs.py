@@ -151,3 +151,56 @@ def test_branch_reading_an_outer_value_leaves_the_outer_graph_alone(tmp_path):
     conv_out = next(o for n in saved.graph.node if n.op_type in ("Conv", "FusedConv") for o in n.output)
     assert [n.input[0] for n in then_graph.node if n.op_type == "Relu"] == [conv_out]
     assert not then_graph.input  # the stand-in inputs are gone
+
+
+def _slicing_branch(weight: str, prefix: str) -> onnx.GraphProto:
+    # Slice two halves of an outer weight, swap them, add: constant but for the x it adds to
+    nodes = [
+        h.make_node("Constant", [], [f"{prefix}_s0"], value=onnx.numpy_helper.from_array(np.array([0], np.int64))),
+        h.make_node("Constant", [], [f"{prefix}_s1"], value=onnx.numpy_helper.from_array(np.array([2], np.int64))),
+        h.make_node("Constant", [], [f"{prefix}_s2"], value=onnx.numpy_helper.from_array(np.array([4], np.int64))),
+        h.make_node("Slice", [weight, f"{prefix}_s0", f"{prefix}_s1"], [f"{prefix}_lo"]),
+        h.make_node("Slice", [weight, f"{prefix}_s1", f"{prefix}_s2"], [f"{prefix}_hi"]),
+        h.make_node("Concat", [f"{prefix}_hi", f"{prefix}_lo"], [f"{prefix}_w"], axis=0),
+        h.make_node("Add", ["x", f"{prefix}_w"], [f"{prefix}_y"]),
+    ]
+    return _branch(nodes, [], f"{prefix}_y", prefix)
+
+
+def test_a_branch_folds_its_reads_of_outer_constants(tmp_path):
+    # silero_vad slices and concatenates its LSTM weights inside If branches: the weights are constants
+    # of the graph around the branch (an initializer of the main graph, or a Constant node of an
+    # enclosing branch), and the chain folds all the same; the outer constant is then dead and goes
+    inner = h.make_node("If", ["cond"], ["o_y"], then_branch=_slicing_branch("w_node", "it"),
+                        else_branch=_slicing_branch("w_node", "ie"))
+    outer_then = _branch([h.make_node("Constant", [], ["w_node"], value=onnx.numpy_helper.from_array(rand(4, 3, seed=13))),
+                          inner, h.make_node("Neg", ["o_y"], ["o_n"]), h.make_node("Abs", ["o_n"], ["o_a"]),
+                          h.make_node("Relu", ["o_a"], ["t_y"])], [], "t_y", "outer_then")
+    model = _model(
+        [h.make_node("If", ["cond"], ["y"], then_branch=outer_then, else_branch=_slicing_branch("w_init", "e"))],
+        [h.make_tensor_value_info("x", T.FLOAT, [4, 3]), h.make_tensor_value_info("cond", T.BOOL, [])],
+        [const("w_init", rand(4, 3, seed=14))])
+    for cond in (True, False):
+        feeds = {"x": rand(4, 3, seed=15), "cond": np.array(cond)}
+        outputs, saved = _optimized(model, onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC, tmp_path, feeds)
+        _check_same(model, feeds, outputs)
+    top = saved.graph.node[0]
+    assert _ops(_branch_of(top, "else_branch")) == {"Add": 1}
+    then_graph = _branch_of(top, "then_branch")
+    assert "Constant" not in _ops(then_graph)  # w_node: every read of it folded
+    inner_if = next(n for n in then_graph.node if n.op_type == "If")
+    for name in ("then_branch", "else_branch"):
+        assert _ops(_branch_of(inner_if, name)) == {"Add": 1}
+
+
+def test_a_branch_does_not_fold_an_overridable_initializer(tmp_path):
+    # an initializer that is also a graph input can be fed at run time: not a constant in the branch
+    model = _model(
+        [h.make_node("If", ["cond"], ["y"], then_branch=_slicing_branch("w", "t"), else_branch=_slicing_branch("w", "e"))],
+        [h.make_tensor_value_info("x", T.FLOAT, [4, 3]), h.make_tensor_value_info("cond", T.BOOL, []),
+         h.make_tensor_value_info("w", T.FLOAT, [4, 3])],
+        [const("w", rand(4, 3, seed=16))])
+    feeds = {"x": rand(4, 3, seed=17), "cond": np.array(True), "w": rand(4, 3, seed=18)}
+    outputs, saved = _optimized(model, onnxrt.GraphOptimizationLevel.ORT_ENABLE_BASIC, tmp_path, feeds)
+    _check_same(model, feeds, outputs)
+    assert _ops(_branch_of(saved.graph.node[0], "then_branch"))["Slice"] == 2

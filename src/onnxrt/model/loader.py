@@ -28,6 +28,11 @@ ModelSource = Union[str, os.PathLike, bytes, bytearray, memoryview, onnx.ModelPr
 MIN_IR_VERSION = 3
 MAX_IR_VERSION = onnx.IR_VERSION
 MAX_ONNX_OPSET = onnx.defs.onnx_opset_version()
+# onnx builds its operator schema registry the first time anything asks it (~10 ms here), which would
+# be the first session's shape inference. onnxruntime registers its schemas when it is imported (its
+# first session of a one-node model loads in ~3 ms); onnxrt does the same, so a session's load time
+# is that session's own work.
+onnx.defs.has("Add")
 
 
 @dataclass

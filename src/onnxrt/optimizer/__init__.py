@@ -106,6 +106,7 @@ MIN_BODY_NODES = 2
 
 
 def _optimize_subgraphs(model: ir.Model, graph: ir.Graph, level: int, counts: dict[str, int]) -> None:
+    optimized = False
     for node, sub in _ir.subgraphs(graph):
         if len(sub) < (MIN_BRANCH_NODES if node.op_type == "If" else MIN_BODY_NODES):
             continue
@@ -114,6 +115,11 @@ def _optimize_subgraphs(model: ir.Model, graph: ir.Graph, level: int, counts: di
             _optimize_graph(_ir.GraphView(model, sub), level, counts)
         del sub.meta[_ir.ROOT_GRAPH]
         _optimize_subgraphs(model, sub, level, counts)
+        optimized = True
+    if optimized:
+        # a subgraph may have folded away its every read of a constant of this graph (silero_vad's
+        # branches slice their LSTM weights): that constant is dead now
+        remove_dead_nodes(model if graph is model.graph else _ir.GraphView(model, graph))
 
 
 def _optimize_graph(model: ir.Model | _ir.GraphView, level: int, counts: dict[str, int]) -> None:
@@ -121,21 +127,21 @@ def _optimize_graph(model: ir.Model | _ir.GraphView, level: int, counts: dict[st
     basic = PASSES[GraphOptimizationLevel.ORT_ENABLE_BASIC]
     later = [p for p in passes_for(level) if p not in basic or p is remove_dead_nodes]
 
-    def run(passes: list[Pass]) -> int:
-        total = 0
-        for pass_ in passes:
-            start = time.perf_counter()
-            n = int(pass_(model) or 0)
-            counts[pass_.__name__] = counts.get(pass_.__name__, 0) + n
-            _log.debug("%s: %d rewrites in %.1f ms", pass_.__name__, n, 1e3 * (time.perf_counter() - start))
-            if pass_ is not remove_dead_nodes:
-                total += n
-        return total
+    def run(pass_: Pass) -> int:
+        """Run one pass; returns its rewrites (none counted for remove_dead_nodes, which only tidies)."""
+        start = time.perf_counter()
+        n = int(pass_(model) or 0)
+        counts[pass_.__name__] = counts.get(pass_.__name__, 0) + n
+        _log.debug("%s: %d rewrites in %.1f ms", pass_.__name__, n, 1e3 * (time.perf_counter() - start))
+        return 0 if pass_ is remove_dead_nodes else n
 
-    for _ in range(MAX_ROUNDS):
-        if not run(basic):
+    # BASIC in turn until every pass has run once since the last rewrite (not until a whole round
+    # from the first pass is quiet: on silero_vad's 13 graphs that re-ran half a round per graph)
+    quiet = 0
+    for step in range(MAX_ROUNDS * len(basic)):
+        quiet = 0 if run(basic[step % len(basic)]) else quiet + 1
+        if quiet == len(basic):
             break
-    if later:
-        run(later)
-        if int(level) > int(GraphOptimizationLevel.ORT_ENABLE_BASIC):
-            run(basic)  # fusions may leave constants or no-ops behind
+    if sum(run(pass_) for pass_ in later):
+        for pass_ in basic:  # fusions may leave constants or no-ops behind
+            run(pass_)

@@ -26,6 +26,8 @@ import onnx_ir as ir
 from onnxrt.runtime.values import tensor_to_numpy
 
 MS_DOMAIN = "com.microsoft"
+# Value.meta key of a subgraph's stand-in (see isolated) for a constant of an enclosing graph: its array
+OUTER_CONSTANT = "onnxrt.outer_constant"
 # graph.meta flag: initializers listed as graph inputs are constants (IR version < 4, where every
 # initializer had to be listed as an input; onnxruntime does not let them be overridden there)
 INITIALIZER_INPUTS_CONSTANT = "onnxrt.initializer_inputs_constant"
@@ -54,6 +56,9 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
     """The value's array when it is a non-overridable initializer or a Constant node's tensor."""
     if value is None:
         return None
+    outer = value.meta.get(OUTER_CONSTANT)
+    if outer is not None:
+        return outer
     if value.is_graph_input() and not (value.graph is not None and value.graph.meta.get(INITIALIZER_INPUTS_CONSTANT)):
         return None
     if value.const_value is not None and value.is_initializer():
@@ -167,9 +172,11 @@ def subgraphs(graph: ir.Graph) -> list[tuple[ir.Node, ir.Graph]]:
 @contextlib.contextmanager
 def isolated(graph: ir.Graph) -> Iterator[None]:
     """While the block runs, every value ``graph``'s own nodes read from an enclosing graph is a
-    stand-in input of ``graph`` (not constant, no producer): passes on a subgraph then neither walk
-    into nor rewrite the graphs around it. The stand-ins are taken out again afterwards; one that a
-    rewrite made an output of ``graph`` comes back through an Identity."""
+    stand-in input of ``graph`` (no producer): passes on a subgraph then neither walk into nor
+    rewrite the graphs around it. A stand-in for a constant of an enclosing graph keeps its array
+    (:func:`const_array` gives it), so a subgraph's chain over an outer weight still folds (silero_vad
+    slices and concatenates its LSTM weights inside an If branch). The stand-ins are taken out again
+    afterwards; one that a rewrite made an output of ``graph`` comes back through an Identity."""
     stand_ins: dict[ir.Value, ir.Value] = {}
     for node in graph:
         for i, v in enumerate(node.inputs):
@@ -178,6 +185,9 @@ def isolated(graph: ir.Graph) -> Iterator[None]:
             s = stand_ins.get(v)
             if s is None:
                 s = stand_ins[v] = ir.Value(name=v.name, type=v.type, shape=v.shape)
+                array = const_array(v)
+                if array is not None:
+                    s.meta[OUTER_CONSTANT] = array
                 graph.inputs.append(s)
             node.replace_input_with(i, s)
     try:
