@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 
 import numpy as np
 import onnx
@@ -46,7 +47,7 @@ def test_skeleton_leaves_out_constant_node_weights_everywhere():
     assert len(skeleton.graph.node) == len(model.graph.node)
 
 
-def test_inferred_shapes_with_weights_restored():
+def test_inferred_shapes_reach_the_subgraphs_with_the_weights_in_place():
     model, weights = _model_with_constant_weights()
     before = model.SerializeToString()
     proto = onnx.load_from_string(before)
@@ -54,12 +55,13 @@ def test_inferred_shapes_with_weights_restored():
     assert proto.SerializeToString() == before  # the results come back apart from the model
     shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.value_info}
     assert shapes["h"] == ["n", 80] and shapes["w"] == [64, 80]
-    loader.annotate_subgraphs(proto.graph, inferred)
-    then_branch = next(a.g for a in proto.graph.node[2].attribute if a.name == "then_branch")
-    assert {v.name for v in then_branch.value_info} >= {"t"}  # the subgraph was annotated too
-    # the Constant nodes carry their real values again, top level and in the branch
-    np.testing.assert_array_equal(numpy_helper.to_array(proto.graph.node[0].attribute[0].t), weights["w"])
-    np.testing.assert_array_equal(numpy_helper.to_array(then_branch.node[0].attribute[0].t), weights["v"])
+    graph = loader.load(before).model.graph
+    then_branch = graph.node(2).attributes["then_branch"].value
+    matmul = next(n for n in then_branch if n.op_type == "MatMul")
+    assert matmul.outputs[0].shape is not None and list(matmul.outputs[0].shape)[1] == 90  # typed in the branch
+    # the Constant nodes carry their real values, top level and in the branch
+    np.testing.assert_array_equal(graph.node(0).attributes["value"].value.numpy(), weights["w"])
+    np.testing.assert_array_equal(then_branch.node(0).attributes["value"].value.numpy(), weights["v"])
     x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
     y, r = onnxrt.InferenceSession(before).run(None, {"x": x, "cond": np.array(True)})
     np.testing.assert_allclose(y, np.maximum((x @ weights["w"]) @ weights["v"], 0), rtol=1e-5, atol=1e-5)
@@ -72,16 +74,29 @@ def _types(values) -> dict[str, tuple]:
 
 
 def _typed_by_onnx_ir(proto: onnx.ModelProto) -> onnx_ir.Model:
-    """The model deserialized by onnx_ir with the inferred value_info and outputs in the proto."""
+    """The model as onnx_ir reads it with inference's results in the proto (every subgraph annotated)."""
     inferred = loader.infer_shapes(proto)
     full = onnx.ModelProto()
     full.CopyFrom(proto)
     if inferred is not None:
-        loader.annotate_subgraphs(full.graph, inferred)
-        for name in ("value_info", "output"):
-            del getattr(full.graph, name)[:]
-            getattr(full.graph, name).extend(getattr(inferred, name))
+        full.graph.CopyFrom(inferred)  # large weights stubbed: only the types are compared
     return onnx_ir.serde.deserialize_model(loader.set_aside_map_types(full)[0])
+
+
+def _graph_values(graph: onnx_ir.Graph) -> tuple[list, list]:
+    """Every node output and every graph output of ``graph`` and its subgraphs, in one order."""
+    produced, outputs = [], list(graph.outputs)
+    for node in graph:
+        produced.extend(node.outputs)
+        for attr in node.attributes.values():
+            subs = [attr.value] if attr.type == onnx_ir.AttributeType.GRAPH else (
+                list(attr.value) if attr.type == onnx_ir.AttributeType.GRAPHS else [])
+            for sub in subs:
+                p, o = _graph_values(sub)
+                produced.extend(p)
+                outputs.extend(o)
+                produced.extend(sub.inputs)  # a Loop body's carried values are typed by inference
+    return produced, outputs
 
 
 def _backend_suite_models() -> list[onnx.ModelProto]:
@@ -93,9 +108,27 @@ def _backend_suite_models() -> list[onnx.ModelProto]:
 def test_inferred_types_are_the_ones_onnx_ir_would_read():
     # the loader sets plain tensor types itself (onnx_ir's value_info path is slow): every value of
     # onnx's model suites (convolutional nets, string ops, sequences), a model with symbolic dims and
-    # an If, and one whose inference invents a dim comes out typed as
+    # an If, the node suite's If / Loop / Scan / SequenceMap models (subgraphs and their inputs), and one
+    # whose inference invents a dim comes out typed as
     # onnx_ir reads them from the proto
     models = _backend_suite_models()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from onnx.backend.test.case.node import collect_testcases
+
+        with_subgraphs = [case.model for case in collect_testcases()
+                          if case.name.startswith(("test_if", "test_loop", "test_scan", "test_sequence_map"))]
+    assert len(with_subgraphs) > 15
+    models += with_subgraphs
+    untyped_body_input = helper.make_graph(  # inference types the body's y_in from the Loop's y0
+        [helper.make_node("Add", ["y_in", "y_in"], ["y_out"]), helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+         helper.make_value_info("y_in", onnx.TypeProto())],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("y_out", TensorProto.FLOAT, None)])
+    models.append(helper.make_model(helper.make_graph(
+        [helper.make_node("Loop", ["n", "", "y0"], ["y"], body=untyped_body_input)], "loop",
+        [helper.make_tensor_value_info("n", TensorProto.INT64, []), helper.make_tensor_value_info("y0", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 17)], ir_version=9))
     symbolic, _ = _model_with_constant_weights()
     models.append(symbolic)
     reshape = helper.make_graph(
@@ -106,11 +139,10 @@ def test_inferred_types_are_the_ones_onnx_ir_would_read():
     models.append(helper.make_model(reshape, opset_imports=[helper.make_opsetid("", 17)], ir_version=9))
     assert len(models) > 140
     for proto in models:
-        mine = loader.load(proto.SerializeToString()).model.graph
-        theirs = _typed_by_onnx_ir(proto).graph
-        produced = [o for n in mine for o in n.outputs]
-        assert _types(produced) == _types(o for n in theirs for o in n.outputs), proto.graph.name
-        assert _types(mine.outputs) == _types(theirs.outputs), proto.graph.name
+        mine, mine_outputs = _graph_values(loader.load(proto.SerializeToString()).model.graph)
+        theirs, their_outputs = _graph_values(_typed_by_onnx_ir(proto).graph)
+        assert _types(mine) == _types(theirs), proto.graph.name
+        assert _types(mine_outputs) == _types(their_outputs), proto.graph.name
 
 
 def test_a_session_leaves_the_callers_model_proto_as_it_was():

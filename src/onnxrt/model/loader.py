@@ -280,7 +280,6 @@ def _light_graph(graph: onnx.GraphProto, light: onnx.GraphProto) -> None:
             light.initializer.append(tensor)
     plain: list[onnx.NodeProto] = []  # copied in runs: one extend is much cheaper than many appends
     for node in graph.node:
-        # the same test _restore_stubs puts the values back by
         constant = bool(node.attribute) and _is_heavy_constant(node)
         if not (constant or (node.attribute and _has_subgraph(node))):
             plain.append(node)
@@ -321,33 +320,11 @@ def _skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _restore_stubs(original: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
-    """Put the Constant values and initializers that :func:`_light_graph` stubbed back into
-    ``inferred``'s nodes and initializers (which match ``original``'s one for one), subgraphs included."""
-    for tensor, done_tensor in zip(original.initializer, inferred.initializer):
-        if _heavy(tensor):
-            done_tensor.CopyFrom(tensor)
-    for node, done in zip(original.node, inferred.node):
-        if _is_heavy_constant(node):
-            done.CopyFrom(node)
-        elif _has_subgraph(node):
-            _restore_subgraph_stubs(node, done)
-
-
-def _restore_subgraph_stubs(node: onnx.NodeProto, done: onnx.NodeProto) -> None:
-    for attr, attr_done in zip(node.attribute, done.attribute):
-        if attr.type == onnx.AttributeProto.GRAPH:
-            _restore_stubs(attr.g, attr_done.g)
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            for g, g_done in zip(attr.graphs, attr_done.graphs):
-                _restore_stubs(g, g_done)
-
-
 def infer_shapes(proto: onnx.ModelProto) -> onnx.GraphProto | None:
     """ONNX shape inference on a skeleton of ``proto`` (its large weights stubbed): the inferred
     skeleton's graph, whose value_info, outputs and subgraph-holding nodes carry the results, or None
     when inference fails (a load never fails over it). ``proto`` itself is not changed (it may be the
-    caller's): :func:`annotate_subgraphs` and :func:`apply_inferred_types` take the results over."""
+    caller's): :func:`apply_inferred_types` takes the results over."""
     try:
         inferred = onnx.shape_inference.infer_shapes(
             _skeleton(proto), check_type=False, strict_mode=False, data_prop=True
@@ -367,33 +344,40 @@ def infer_shapes(proto: onnx.ModelProto) -> onnx.GraphProto | None:
     return inferred.graph
 
 
-def has_subgraphs(graph: onnx.GraphProto) -> bool:
-    return any(node.attribute and _has_subgraph(node) for node in graph.node)
-
-
-def annotate_subgraphs(graph: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
-    """Replace ``graph``'s subgraph-holding nodes by their inferred versions (inference annotates the
-    subgraphs' value_info), with the weights the skeleton stubbed put back."""
-    for node, done in zip(graph.node, inferred.node):
-        if node.attribute and _has_subgraph(node):
-            _restore_subgraph_stubs(node, done)
-            node.CopyFrom(done)
-
-
-def apply_inferred_types(graph: ir.Graph, inferred: onnx.GraphProto) -> None:
-    """Give the main graph's node outputs, initializers and outputs the types and shapes inference
-    found. Plain tensor types are set directly: onnx_ir's generic value_info path cost a third of
-    deserializing a model whose every value inference had typed."""
+def apply_inferred_types(graph: ir.Graph, inferred: onnx.GraphProto, subgraph: bool = False) -> None:
+    """Give the graph's node outputs, initializers and outputs the types and shapes inference found,
+    and so on down every subgraph (inference annotates each in the inferred copy of its node; a
+    subgraph's inputs too: a Loop body's carried values). Plain tensor types are set directly: onnx_ir's
+    generic value_info path cost a third of deserializing a model whose every value inference had
+    typed, and silero_vad's 50 If branches went that way when their annotated protos were deserialized."""
     infos = {info.name: info for info in inferred.value_info}
-    if infos:
-        for node in graph:
+    for node, done in zip(graph, inferred.node):
+        if node.op_type != done.op_type:
+            return  # not the graph inference saw (never expected): leave the rest untyped
+        if infos:
             for value in node.outputs:
                 info = infos.get(value.name)
                 if info is not None:
                     _set_type(value, info)
+        if done.attribute and _has_subgraph(done):
+            inferred_graphs = {a.name: a for a in done.attribute}
+            for name, attr in node.attributes.items():
+                done_attr = inferred_graphs.get(name)
+                if done_attr is None:
+                    continue
+                if attr.type == ir.AttributeType.GRAPH and done_attr.type == onnx.AttributeProto.GRAPH:
+                    apply_inferred_types(attr.value, done_attr.g, subgraph=True)
+                elif attr.type == ir.AttributeType.GRAPHS and done_attr.type == onnx.AttributeProto.GRAPHS:
+                    for g, g_done in zip(attr.value, done_attr.graphs):
+                        apply_inferred_types(g, g_done, subgraph=True)
+    if infos:
         for name, value in graph.initializers.items():
             if name in infos:
                 _set_type(value, infos[name])
+    if subgraph:
+        for value, info in zip(graph.inputs, inferred.input):
+            if value.name == info.name and info.type.WhichOneof("value") is not None:
+                _set_type(value, info)
     for value, info in zip(graph.outputs, inferred.output):
         if value.name == info.name:
             _set_type(value, info)
@@ -580,10 +564,6 @@ def load(
     if large:
         _take_large_attributes(proto.graph, taken, tree_fields_only=True)
     inferred = infer_shapes(proto) if run_shape_inference else None
-    if inferred is not None and has_subgraphs(proto.graph):
-        if proto is source:  # the caller's ModelProto is not ours to annotate
-            proto = _copy_proto(proto)
-        annotate_subgraphs(proto.graph, inferred)
     if large:
         _take_large_attributes(proto.graph, taken, tree_fields_only=False)
     ir_proto, type_overrides = set_aside_map_types(proto)
