@@ -186,6 +186,7 @@ def test_a_branch_folds_its_reads_of_outer_constants(tmp_path):
         _check_same(model, feeds, outputs)
     top = saved.graph.node[0]
     assert _ops(_branch_of(top, "else_branch")) == {"Add": 1}
+    assert "w_init" not in {t.name for t in saved.graph.initializer}  # read by nothing any more
     then_graph = _branch_of(top, "then_branch")
     assert "Constant" not in _ops(then_graph)  # w_node: every read of it folded
     inner_if = next(n for n in then_graph.node if n.op_type == "If")

@@ -3,8 +3,10 @@
 Each pass lives in its own module, rewrites ``model.graph`` of an ``onnx_ir.Model`` in place and returns
 how many rewrites it made; :func:`optimize` runs the passes on the main graph and then on every subgraph
 (through ``_ir.GraphView``, with the subgraph's outer values isolated by ``_ir.isolated``). ``PASSES`` maps each level to the passes it adds on top of the levels below
-it, in the order they run; :func:`optimize` repeats the BASIC passes until nothing changes (folding can
-expose a no-op, removing a no-op can expose a fusion), bounded by ``MAX_ROUNDS``.
+it, in the order they run; :func:`optimize` runs the BASIC passes in turn until each has run once
+since the last rewrite (folding can expose a no-op, removing a no-op can expose a fusion), bounded by
+``MAX_ROUNDS`` rounds. A subgraph reads its enclosing graphs' constants as constants, so what it
+computes from them folds; a constant no graph reads any more then goes.
 
 What the optimizer emits is always a model onnxruntime 1.31 loads and runs with the same results:
 standard ai.onnx ops, or com.microsoft contrib ops with onnxruntime's CPU semantics (kernels for those
@@ -121,7 +123,8 @@ def _optimize_subgraphs(model: ir.Model, graph: ir.Graph, level: int, counts: di
     if optimized:
         # a subgraph may have folded away its every read of a constant of this graph (silero_vad's
         # branches slice their LSTM weights): that constant is dead now
-        remove_dead_nodes(model if graph is model.graph else _ir.GraphView(model, graph))
+        n = remove_dead_nodes(model if graph is model.graph else _ir.GraphView(model, graph))
+        counts["remove_dead_nodes"] = counts.get("remove_dead_nodes", 0) + n
 
 
 def _optimize_graph(model: ir.Model | _ir.GraphView, level: int, counts: dict[str, int]) -> None:

@@ -10,7 +10,7 @@ Conventions every pass follows:
   passes run (:func:`isolated`), so walking up from a subgraph's node stops at its border.
 * A *constant* is an initializer that is not also a graph input (those can be overridden at run time),
   except in IR version < 4 models, where every initializer is listed as an input and onnxruntime treats
-  them as constants all the same.
+  them as constants all the same; in a subgraph, also the stand-in of an enclosing graph's constant.
 * Graph outputs keep their names: when a rewrite replaces a value that is a graph output, the new value
   takes the old name (see :func:`replace_value`).
 """
