@@ -353,7 +353,7 @@ _ZERO_BORDERED: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakVal
 def _bordered_image(geo: _ConvGeometry, border: tuple[tuple, tuple], cdt: np.dtype) -> np.ndarray:
     """A fresh (N, Ho + pads, Wo + pads, M) buffer of ``border`` (begin pads, end pads) whose top and
     bottom border rows are zero; the conv writing its interior rows writes their left and right
-    border zeros itself (_with_ones_column_bordered)."""
+    border zeros itself (_with_ones_column with its left and right widening)."""
     (top, left), (bottom, right) = border
     padded = np.empty((geo.N, geo.osp[0] + top + bottom, geo.osp[1] + left + right, geo.M), dtype=cdt)
     padded[:, :top] = 0
@@ -414,29 +414,20 @@ def _with_ones_row(x: np.ndarray, cdt: np.dtype) -> np.ndarray:
     return cols
 
 
-def _with_ones_column_bordered(image: np.ndarray, left: int, right: int, cdt: np.dtype) -> np.ndarray:
+def _with_ones_column(image: np.ndarray, cdt: np.dtype, left: int = 0, right: int = 0) -> np.ndarray:
     """(H, W, C) pixels (any layout) copied into a reused per-thread (H * (left + W + right), C + 1)
-    buffer: each image row widened by ``left`` and ``right`` rows of zeros (ones column included),
-    the image's own rows ending in a one. A GEMM against a weight with a bias column then writes
-    exact zeros at the widened positions: rows of a zero-bordered image, written in place."""
+    buffer whose last column is ones: the channels-last counterpart of :func:`_with_ones_row`. With
+    ``left`` / ``right``, each image row is widened by that many pixels of zeros (ones column
+    included), so a GEMM against a weight with a bias column writes exact zeros there: rows of a
+    zero-bordered image, written in place."""
     H, W, C = image.shape
     wp = left + W + right
-    rows = thread_scratch_flat(("ones_column_bordered", cdt.str), (H, wp, C + 1), cdt)
+    rows = thread_scratch_flat(("ones_column_rows", cdt.str), (H, wp, C + 1), cdt)
     rows[:, :left] = 0
     rows[:, left + W:] = 0
     np.copyto(rows[:, left:left + W, :C], image)
     rows[:, left:left + W, C] = 1
     return rows.reshape(H * wp, C + 1)
-
-
-def _with_ones_column(pixels: np.ndarray, cdt: np.dtype) -> np.ndarray:
-    """(P, C) pixels (any layout) copied into a reused per-thread (P, C + 1) buffer whose last
-    column is ones: the channels-last counterpart of :func:`_with_ones_row`."""
-    P, C = pixels.shape
-    rows = thread_scratch_flat(("ones_column_rows", cdt.str), (P, C + 1), cdt)
-    np.copyto(rows[:, :C], pixels)
-    rows[:, C] = 1
-    return rows
 
 
 def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
@@ -1040,7 +1031,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             if border is not None:
                 # whole rows of the bordered image: the input's zero border columns make zeros there
                 # (_output_layout: no bias outside the GEMM, an activation that keeps zeros)
-                a = _with_ones_column_bordered(xi.transpose(1, 2, 0), left, right, cdt)
+                a = _with_ones_column(xi.transpose(1, 2, 0), cdt, left, right)
                 if wts.gemm_bias is None:
                     a, w_t = a[:, :geo.C], wts.gemm[0].T
                 else:
@@ -1054,7 +1045,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 if channels_last_out:
                     if wts.gemm_bias is not None:
                         # an expansion: a ones column on the (narrower) input adds the bias inside the GEMM
-                        a, w_t, bias_row = _with_ones_column(pixels_by_channel, cdt), wts.gemm_bias[0].T, None
+                        a, w_t, bias_row = _with_ones_column(pixels_by_channel[None], cdt), wts.gemm_bias[0].T, None
                     else:
                         a, w_t = pixels_by_channel, wts.gemm[0].T
                         bias_row = None if wts.bias is None else wts.bias_row()
@@ -1148,8 +1139,9 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     geometries: dict[tuple, _ConvGeometry] = {}
     prepared: dict[str, _ConvWeights] = {}  # by compute dtype, for constant W (and B)
     readers = _channels_last_readers(ctx)
-    # by (X shape, W shape, X strides, Z given): (X is channels-last, the output goes channels-last)
-    layouts: dict[tuple, tuple[bool, bool]] = {}
+    # by (X shape, W shape, X strides, Z given): (X is channels-last, the output goes channels-last,
+    # the zero border of its image or None)
+    layouts: dict[tuple, tuple[bool, bool, tuple[tuple, tuple] | None]] = {}
     # by (X shape, dtype): the prepared run of _small_conv, or None where the conv is not small (decided once)
     small: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
 
