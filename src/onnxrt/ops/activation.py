@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from onnxrt.ops._common import relu_into
+from onnxrt.ops._common import leaky_relu_into, relu_into
 from onnxrt.ops.elementwise import (
     F16,
     F32,
@@ -105,13 +105,7 @@ def relu(ctx: KernelContext):
 @op("LeakyRelu", 1)
 def leaky_relu(X, *, alpha=0.01):
     Xc, back = _prep("LeakyRelu", X)
-    a = Xc.dtype.type(alpha)
-    r = np.multiply(Xc, a)
-    if 0.0 < alpha <= 1.0:  # max(x, a*x) is x for x >= 0 and a*x for x < 0 (at 0, 0 * inf is NaN)
-        r = np.maximum(r, Xc, out=_arr(r))
-    else:
-        r = np.where(Xc < 0, r, Xc)
-    return _done(r, back)
+    return _done(_arr(leaky_relu_into(Xc, alpha)), back)
 
 
 def _prelu(X, slope):
