@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxrt.ops._common import RowVector, contiguous_copy, relu_into
+from onnxrt.ops._common import RowVector, contiguous_copy, leaky_relu_into, relu_into
 
 
 @pytest.mark.parametrize("make", [
@@ -52,3 +52,17 @@ def test_row_vector_adds_to_contiguous_and_strided_rows():
     expected = view + vec
     row.add_to(view)
     np.testing.assert_array_equal(view, expected)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.01, 1.0, 2.0, -0.5])
+def test_leaky_relu_into_is_x_from_zero_up_and_alpha_x_below(alpha):
+    # inf and NaN included: at alpha 0, max(x, 0 * x) would give NaN for +inf
+    x = np.array([-np.inf, -3.0, -0.0, 0.0, 2.5, np.inf, np.nan], np.float32)
+    with np.errstate(invalid="ignore"):
+        expected = np.array([v if not v < 0 else np.float32(alpha) * v for v in x], np.float32)
+        for given in (x, np.array(np.float32(-2.0))):
+            want = expected if given is x else np.float32(alpha) * given
+            np.testing.assert_array_equal(leaky_relu_into(given, alpha), want)
+            in_place = given.copy()
+            assert leaky_relu_into(in_place, alpha, in_place) is in_place
+            np.testing.assert_array_equal(in_place, want)
