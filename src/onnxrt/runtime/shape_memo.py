@@ -77,11 +77,10 @@ def _keep(result: Any) -> bool:
     return True
 
 
-def wrap(steps: Sequence[Any], constant_slots: frozenset[int], absent_slot: int) -> int:
+def wrap(steps: Sequence[Any], constant_slots: frozenset[int], absent_slot: int) -> None:
     """Wrap, in place, the steps of ``steps`` (in execution order) that compute values from shapes
-    and constants alone. Returns how many were wrapped."""
+    and constants alone."""
     derived: set[int] = set()
-    wrapped = 0
     for step in steps:
         node = step.node
         if step.subplans or node.domain not in ("", "ai.onnx"):
@@ -97,5 +96,3 @@ def wrap(steps: Sequence[Any], constant_slots: frozenset[int], absent_slot: int)
             continue
         step.kernel = ShapeMemo(step.kernel, by_shape)
         derived.update(step.outputs)
-        wrapped += 1
-    return wrapped
