@@ -174,6 +174,24 @@ def test_constant_only_nodes_are_computed_once_at_planning():
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ np.array([[1, 0, 1], [0, 1, 1]]) + [2, 4, 6])
 
 
+def test_a_large_constant_result_is_kept_when_every_reader_takes_it_as_a_weight():
+    # 256x512 = 2^17 elements made from a 2-element shape: above the growth limit, so it is folded only
+    # because its one reader takes it as a weight; the same fill read by an Add stays a step
+    shape = h.make_tensor("shape", T.INT64, [2], [256, 512])
+    fill = h.make_tensor("fill", T.FLOAT, [1], [0.5])
+    nodes = [h.make_node("ConstantOfShape", ["shape"], ["w"], value=fill), h.make_node("MatMul", ["x", "w"], ["y"])]
+    options = onnxrt.SessionOptions()
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_DISABLE_ALL  # planning folds on its own
+    session = onnxrt.InferenceSession(_model(nodes, [f32("x", [1, 256])], [f32("y", [1, 512])], [shape]), options)
+    assert [s.op_type for s in session._plan.steps] == ["MatMul"]
+    x = np.arange(256, dtype=np.float32).reshape(1, 256)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], np.full((1, 512), x.sum() * 0.5), rtol=1e-6)
+
+    nodes = [h.make_node("ConstantOfShape", ["shape"], ["w"], value=fill), h.make_node("Add", ["x", "w"], ["y"])]
+    session = onnxrt.InferenceSession(_model(nodes, [f32("x", [256, 512])], [f32("y", [256, 512])], [shape]), options)
+    assert [s.op_type for s in session._plan.steps] == ["ConstantOfShape", "Add"]
+
+
 def test_random_ops_are_not_folded():
     nodes = [h.make_node("RandomUniform", [], ["r"], shape=[4], seed=1.0), h.make_node("Add", ["r", "x"], ["y"])]
     session = onnxrt.InferenceSession(_model(nodes, [f32("x", [4])], [f32("y", [4])]))

@@ -154,6 +154,22 @@ def lookup(domain: str, op_type: str, opset: int) -> tuple[int, KernelFactory] |
     return best
 
 
+# The inputs a kernel takes as parameters (a Conv's W and B, a Gemm's B and C, a Gather's table) and,
+# when they are constant, prepares once at planning time: re-laid out, packed, transposed.
+_WEIGHT_INPUTS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("", "Conv"): (1, 2), ("", "ConvTranspose"): (1, 2), ("", "Gemm"): (1, 2), ("", "MatMul"): (1,),
+    ("", "BatchNormalization"): (1, 2, 3, 4), ("", "InstanceNormalization"): (1, 2),
+    ("", "LayerNormalization"): (1, 2), ("", "PRelu"): (1,), ("", "Gather"): (0,),
+    ("com.microsoft", "FusedConv"): (1, 2), ("com.microsoft", "FusedGemm"): (1, 2),
+    ("com.microsoft", "FusedMatMul"): (1,),
+}
+
+
+def reads_as_weight(domain: str, op_type: str, index: int) -> bool:
+    """Whether input ``index`` of ``op_type`` is a parameter its kernel prepares when constant."""
+    return index in _WEIGHT_INPUTS.get((normalize_domain(domain), op_type), ())
+
+
 def registered_ops() -> dict[tuple[str, str], list[int]]:
     """Every registered (domain, op_type) with its since-versions, for inspection tools."""
     return {key: [v for v, _ in entries] for key, entries in _registry.items()}

@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxrt.ops import shape as shape_ops
-from onnxrt.ops.registry import ML_DOMAIN
+from onnxrt.ops.registry import ML_DOMAIN, reads_as_weight
 from onnxrt.optimizer import _ir
 from onnxrt.runtime.values import tensor_to_numpy
 
@@ -29,15 +29,11 @@ from onnxrt.runtime.values import tensor_to_numpy
 # the node's inputs put together, or when it is a weight (every reader takes it as a parameter input of
 # an op that prepares its weights, e.g. Conv's W) and at most WEIGHT_LIMIT_ELEMENTS: a weight made at
 # run time by ConstantOfShape would otherwise block every weight-based fusion and weight re-layout.
-# Above the limit the fill runs on every run (light VGG-19's 103M-element fc weight: ~70 ms per run):
-# folding it was measured (2^28) and cost its session 3.1 s against onnxruntime's 0.9 s, the folded
-# 411 MB and its transposed copy being fresh memory that this VM faults in at ~2.8 ms per MB.
+# Above the limit the node stays in the graph (and in a saved optimized model, which would otherwise carry
+# the weight: light VGG-19's 103M-element fc weight is 411 MB); the planner computes it at load and keeps
+# the result in memory (``Plan._fold``) rather than making it on every run.
 GROWTH_LIMIT_ELEMENTS = 1 << 16
 WEIGHT_LIMIT_ELEMENTS = 1 << 26
-_WEIGHT_READERS = frozenset({
-    "Conv", "ConvTranspose", "BatchNormalization", "Gemm", "MatMul", "InstanceNormalization",
-    "LayerNormalization", "PRelu", "Gather",
-})
 
 _NEVER_FOLD = frozenset({
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
@@ -120,11 +116,7 @@ def _too_big(node: ir.Node, arrays: list) -> bool:
 
 def _is_weight(value: ir.Value) -> bool:
     uses = list(value.uses())
-    return bool(uses) and all(
-        u.node.op_type in _WEIGHT_READERS and u.node.domain in ("", "ai.onnx")
-        and (u.idx == 0 if u.node.op_type == "Gather" else u.idx >= 1)  # Gather's table is input 0
-        for u in uses
-    )
+    return bool(uses) and all(reads_as_weight(u.node.domain, u.node.op_type, u.idx) for u in uses)
 
 
 def _fill(node: ir.Node, arrays: list) -> list[np.ndarray] | None:
