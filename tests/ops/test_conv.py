@@ -308,6 +308,55 @@ def test_conv_gemm_paths_agree_blockwise(xs, ws, attrs):
             _check(conv._conv_run("Conv", geo, x, wts, relu, z), np.maximum(expected + z, 0))
 
 
+WINOGRAD_CASES = [
+    # 3x3 stride-1 ungrouped convs: even and odd outputs, each pad 0 or 1, a single pixel
+    ((2, 5, 8, 10), (4, 5, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 6, 9, 7), (3, 6, 3, 3), dict(pads=[1, 0, 0, 1])),
+    ((1, 4, 7, 9), (5, 4, 3, 3), {}),
+    ((1, 3, 4, 5), (2, 3, 3, 3), dict(pads=[0, 1, 1, 0])),
+    ((1, 3, 1, 1), (2, 3, 3, 3), dict(pads=[1, 1, 1, 1])),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", WINOGRAD_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_winograd_path_matches_onnxruntime(monkeypatch, xs, ws, attrs, bias):
+    """The F(2x2, 3x3) path (taken from 256 channels up; forced here on small convs, in channel
+    blocks of one or two) gives onnxruntime's result, also with a residual and an activation."""
+    from onnxrt.ops import conv
+
+    monkeypatch.setattr(conv, "_WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv, "_WINOGRAD_MIN_SIDE", 1)
+    x, w, b = _f32(*xs), _f32(*ws), _f32(ws[0]) if bias else None
+    inputs = [("X", x), ("W", w)] + ([("B", b)] if bias else [])
+    expected = _run_both("Conv", inputs, initializers=("W", "B"), **attrs)[1][0]
+    z = _f32(*expected.shape)
+    relu = lambda y: np.maximum(y, 0, out=y)  # noqa: E731
+    wts = conv._ConvWeights(w, b, 1, np.dtype(np.float32))
+    for block in (1, 2, 64):
+        monkeypatch.setattr(conv, "_WINOGRAD_BLOCK_VALUES", block * 28 * (-(-expected.shape[2] // 2) + 1)
+                            * (-(-expected.shape[3] // 2) + 1))
+        geo = conv._ConvGeometry("Conv", x.shape, w.shape, attrs)
+        assert geo.winograd is not None and geo.winograd.block == min(block, xs[1])
+        _check(conv._conv_run("Conv", geo, x, wts), expected)
+        _check(conv._conv_run("Conv", geo, x, wts, relu, z), np.maximum(expected + z, 0))
+
+
+def test_conv_winograd_takes_wide_3x3_convs_only():
+    from onnxrt.ops import conv
+
+    def takes(x_shape, w_shape, **attrs):
+        return conv._ConvGeometry("Conv", x_shape, w_shape, attrs).winograd is not None
+
+    assert takes((1, 256, 28, 28), (256, 256, 3, 3), pads=[1, 1, 1, 1])
+    assert not takes((1, 128, 28, 28), (256, 128, 3, 3), pads=[1, 1, 1, 1])  # too few channels
+    assert not takes((1, 256, 14, 14), (256, 256, 3, 3), pads=[1, 1, 1, 1])  # too small an image
+    assert not takes((1, 256, 28, 28), (256, 256, 3, 3), pads=[1, 1, 1, 1], strides=[2, 2])
+    assert not takes((1, 256, 28, 28), (256, 256, 3, 3), pads=[2, 2, 2, 2], dilations=[2, 2])
+    assert not takes((1, 256, 28, 28), (256, 128, 3, 3), pads=[1, 1, 1, 1], group=2)
+    assert not takes((1, 256, 28, 28), (256, 256, 5, 5), pads=[2, 2, 2, 2])
+
+
 def test_conv_1x1_expansion_with_residual_and_activation_blockwise():
     """A 1x1 expansion adds its bias through a ones row in the copied input; with a residual and an
     activation applied per block of output columns (70x70 outputs span two blocks)."""

@@ -3,7 +3,9 @@
 Conv runs as GEMMs against a weight laid out once as (groups, M/g, C/g*K). A 1x1 kernel is a plain
 matmul over channels. An ungrouped stride-1 conv with fewer output than input channels multiplies a
 tap-stacked weight (K*M, C) by blocks of the flattened zero-bordered image (views, no copy) and sums
-K shifted slices of the product; other ungrouped convs build the im2col matrix a block of output rows
+K shifted slices of the product; a stride-1 3x3 conv with many channels on a large enough image goes
+by Winograd's F(2x2, 3x3) (16 GEMMs with 4 multiply-adds per output and channel instead of 9); other
+ungrouped convs build the im2col matrix a block of output rows
 at a time (one strided copy per block, cache-sized) and run the GEMM and its epilogue per block. A
 stride-1 2-D depthwise kernel gathers each tile of output columns' input windows (one per kernel row)
 and multiplies them by banded copies of each channel's kernel rows in one batched matmul; a 2-D
@@ -261,6 +263,7 @@ class _ConvGeometry:
         # one np.take through a prepared index: 5 numpy calls instead of the paths' 10-20
         self.gather = (_gather_index(self) if self.kind == "im2col" and group == 1
                        and C * self.K * self.P <= _GATHER_MAX_COLUMNS else None)
+        self.winograd = _Winograd(self) if _winograd_pays(self) else None
 
 
 def _gather_index(geo: "_ConvGeometry") -> np.ndarray:
@@ -900,6 +903,148 @@ def _depthwise(geo: _ConvGeometry, x: np.ndarray, wd: np.ndarray, bias: np.ndarr
     _blocks(block, C, cb, 0)
 
 
+# Winograd F(2x2, 3x3) (Lavin & Gray, 2015) for ungrouped stride-1 3x3 convs with many channels: each
+# 2x2 block of outputs is A^T [(G w G^T) * (B^T d B)] A over the 4x4 input tile d, so the multiply-adds
+# become 16 GEMMs of (M, C) by (C, tiles), 4 multiply-adds per output and channel instead of 9. The
+# transforms of the input and of the products are ~40 passes over numpy arrays a quarter of the image's
+# size, cheap next to the GEMMs only with many channels on a large enough image. Measured on this
+# machine (2 threads, one conv + Relu, us, im2col path / this one): 256x28x28 -> 256: 4215 / 3751;
+# 256x56x56: 17314 / 14839; 512x28x28: 15247 / 12356; 256x28x28 -> 512: 7321 / 6624; inside light
+# VGG-19 (ms, 3 convs each) 256x56x56 53.5 / 45.9, 512x28x28 48.5 / 37.2. Not taken: 14x14 (512: 4430 /
+# 3689 alone but 19.5 / 18.1 ms for VGG-19's four; 256 inside ResNet-50 and 192 inside Inception-v2:
+# no gain), 7x7 (512: 1587 / 2087), 128 channels (28x28: 1463 / 1601; 56x56 -> 256: 7688 / 8245),
+# large images with few channels (64x224x224: 26645 / 46169). Errors stay at the im2col path's level
+# (~7e-7 relative in float32).
+_WINOGRAD_MIN_CHANNELS = 256
+_WINOGRAD_MIN_SIDE = 28
+_WINOGRAD_BLOCK_VALUES = 1 << 18
+_WINOGRAD_B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+_WINOGRAD_A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+
+def _winograd_pays(geo: _ConvGeometry) -> bool:
+    return (geo.kind == "im2col" and geo.n == 2 and geo.g == 1 and geo.kernel == [3, 3]
+            and geo.strides == [1, 1] and geo.dilations == [1, 1]
+            and all(p in (0, 1) for p in geo.begin + geo.end)
+            and min(geo.C, geo.M) >= _WINOGRAD_MIN_CHANNELS and min(geo.osp) >= _WINOGRAD_MIN_SIDE)
+
+
+class _Winograd:
+    """Tiling of one input shape for F(2x2, 3x3).
+
+    Output tile (a, b) reads rows 2a..2a+3 and columns 2b..2b+3 of the zero-padded image. That image is
+    kept as four parity planes, plane (py, px) holding its pixels (2a+py, 2b+px) as a (C, R, Q) array
+    (R, Q = tiles + 1): every tile reads each plane at (a, b) or one row / column further, so each
+    transform step is one numpy call over whole flattened planes, shifted by Q or by 1. Those shifts
+    also make values at the planes' last row and column (and past the last channel, into ``slack``):
+    they land in tile positions that are dropped at the end."""
+
+    def __init__(self, geo: _ConvGeometry) -> None:
+        (ho, wo), (h, w) = geo.osp, geo.in_sp
+        (top, left) = geo.begin
+        self.th, self.tw = -(-ho // 2), -(-wo // 2)
+        self.R, self.Q = self.th + 1, self.tw + 1
+        self.F = self.R * self.Q
+        self.slack = self.Q + 1
+        # (plane rows, image rows) and (plane columns, image columns) each parity plane copies
+        self.fills = {}
+        for py in range(2):
+            for px in range(2):
+                rows = self._span(py, top, h, self.R)
+                cols = self._span(px, left, w, self.Q)
+                self.fills[py, px] = (rows, cols)
+        self.exact = (2 * self.th, 2 * self.tw) == (ho, wo)
+        # channels per block of the input transform: its planes, rows and output rows (28 values per
+        # plane position and channel) within ~1 MB
+        self.block = max(1, min(geo.C, _WINOGRAD_BLOCK_VALUES // (28 * self.F)))
+
+    @staticmethod
+    def _span(parity: int, pad: int, size: int, planes: int) -> tuple[slice, slice]:
+        """Plane indices i with padded position 2i + parity = image position + pad inside the image."""
+        first = max(0, -(-(pad - parity) // 2))
+        start = 2 * first + parity - pad
+        count = max(0, min(planes - first, -(-(size - start) // 2)))
+        return slice(first, first + count), slice(start, start + 2 * count - 1 if count else start, 2)
+
+    def weights(self, wts: "_ConvWeights", geo: _ConvGeometry) -> np.ndarray:
+        """(16, M, C+1) transformed weights G w G^T per tile position, the bias in the last column of
+        position (1, 1): A^T adds that position to all four outputs once each."""
+        u = wts.bands.get("winograd")
+        if u is None:
+            M, C = geo.M, geo.C
+            w = wts.gemm[0].reshape(M, C, 3, 3).astype(np.float64)
+            gw = np.einsum("ik,mckl,jl->ijmc", _WINOGRAD_G, w, _WINOGRAD_G)
+            u = np.zeros((16, M, C + 1), dtype=wts.gemm.dtype)
+            u[:, :, :C] = gw.reshape(16, M, C)
+            if wts.bias is not None:
+                u[5, :, C] = wts.bias
+            u.flags.writeable = False
+            wts.bands["winograd"] = u
+        return u
+
+
+def _conv_winograd(geo: _ConvGeometry, wg: _Winograd, x: np.ndarray, wts: "_ConvWeights", y: np.ndarray,
+                   cdt: np.dtype) -> None:
+    """y (M, Ho, Wo) = conv of one image x (C, H, W), bias added (see _Winograd)."""
+    C, M, R, Q, F, slack = geo.C, geo.M, wg.R, wg.Q, wg.F, wg.slack
+    v = thread_scratch_flat(("winograd_v", cdt.str), (16, C + 1, F), cdt)
+    v[:, C] = 0
+    v[5, C] = 1  # meets the bias column of the weights
+    cb = wg.block
+    for c0 in range(0, C, cb):  # a block of channels at a time, its planes and rows in cache
+        c1 = min(C, c0 + cb)
+        n = (c1 - c0) * F
+        planes = thread_scratch_flat(("winograd_planes", cdt.str), (2, 2, n + slack), cdt)
+        for (py, px), (rows, cols) in wg.fills.items():
+            plane = planes[py, px, :n].reshape(c1 - c0, R, Q)
+            _zero_border(plane.transpose(1, 2, 0), rows[0], cols[0])
+            plane[:, rows[0], cols[0]] = x[c0:c1, rows[1], cols[1]]
+            planes[py, px, n:] = 0
+        # B^T d B, rows first: u[i][px] combines plane rows a and a+1 (a shift of Q), then columns
+        u = thread_scratch_flat(("winograd_rows", cdt.str), (4, 2, n + 1), cdt)
+        for px in range(2):
+            e0, e1 = planes[0, px, :n], planes[0, px, Q:Q + n]
+            o0, o1 = planes[1, px, :n], planes[1, px, Q:Q + n]
+            np.subtract(e0, e1, out=u[0, px, :n])
+            np.add(o0, e1, out=u[1, px, :n])
+            np.subtract(e1, o0, out=u[2, px, :n])
+            np.subtract(o0, o1, out=u[3, px, :n])
+        u[:, :, n] = 0
+        v4 = v[:, c0:c1].reshape(4, 4, n)
+        for i in range(4):
+            e0, e1 = u[i, 0, :n], u[i, 0, 1:n + 1]
+            o0, o1 = u[i, 1, :n], u[i, 1, 1:n + 1]
+            np.subtract(e0, e1, out=v4[i, 0])
+            np.add(o0, e1, out=v4[i, 1])
+            np.subtract(e1, o0, out=v4[i, 2])
+            np.subtract(o0, o1, out=v4[i, 3])
+    products = thread_scratch_flat(("winograd_products", cdt.str), (16, M, F), cdt)
+    np.matmul(wg.weights(wts, geo), v, out=products)
+    # A^T m A over all 16 positions at once: one (4, 16) @ (16, M*F) GEMM
+    outputs = thread_scratch_flat(("winograd_outputs", cdt.str), (4, M * F), cdt)
+    np.matmul(_winograd_output_transform(cdt), products.reshape(16, M * F), out=outputs)
+    tiles = outputs.reshape(2, 2, M, R, Q)[:, :, :, :wg.th, :wg.tw].transpose(2, 3, 0, 4, 1)
+    if wg.exact:
+        y.reshape(M, wg.th, 2, wg.tw, 2)[...] = tiles
+    else:
+        ho, wo = geo.osp
+        y[...] = tiles.reshape(M, 2 * wg.th, 2 * wg.tw)[:, :ho, :wo]
+
+
+_WINOGRAD_OUTPUT = {}
+
+
+def _winograd_output_transform(cdt: np.dtype) -> np.ndarray:
+    """kron(A^T, A^T): output (i, j) of a tile from its 16 products."""
+    t = _WINOGRAD_OUTPUT.get(cdt.str)
+    if t is None:
+        t = np.kron(_WINOGRAD_A_T, _WINOGRAD_A_T).astype(cdt)
+        t.flags.writeable = False
+        _WINOGRAD_OUTPUT[cdt.str] = t
+    return t
+
+
 def _blocks(fn: Callable[[slice], None], length: int, block: int, work: int) -> None:
     """fn over [0, length) in blocks of ``block``, the blocks shared out over the intra-op pool when
     there are several and ``work`` (multiply-adds) is worth a hand-off."""
@@ -1082,6 +1227,10 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 _depthwise(geo, x[i], wts.depthwise, wts.bias, y[i], cdt, post)
         elif geo.gather is not None:
             _conv_gather(geo, x[i], wts, y3[i, 0], bias_col, post)
+        elif geo.winograd is not None and not channels_last_out:
+            _conv_winograd(geo, geo.winograd, x[i], wts, y[i], cdt)
+            if post is not None:
+                post(y3[i, 0], slice(0, geo.P))
         elif geo.shifted:
             _conv_shifted(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
         elif g == 1 and geo.padded_ok:
