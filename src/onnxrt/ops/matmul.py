@@ -52,11 +52,12 @@ def matmul(A, B):
 
 
 # A constant B is copied once into the (K, N) layout BLAS reads fastest (5-10% on a GEMM or GEMV) up
-# to this size (BERT's and ViT's 768x3072 weights are 2.4M elements); a larger one stays a transposed
-# view, which BLAS reads as it lies: light VGG-19's fc weights (103M and 16.8M elements) run 13.6 and
-# 1.28 ms as views, 13.4 and 1.13 ms copied, where the copies would take ~100 ms of its load and hold
-# a second 475 MB.
-_PACK_LIMIT_ELEMENTS = 1 << 22
+# to this size; a larger one stays a transposed view, which BLAS reads as it lies: light VGG-19's
+# 103M-element fc weight runs 13.6 ms a run as a view, 13.4 ms copied, where the copy would hold a
+# second 411 MB. Not lower: OpenBLAS's GEMV on a transposed view sums its first columns in another
+# order, and light AlexNet's constant 38M-element weight then gives logits that differ by an ulp,
+# which its softmax turns into 0 against onnxruntime's uniform 0.001 (the logits are 3.6e12, an ulp 2.6e5).
+_PACK_LIMIT_ELEMENTS = 1 << 26
 
 
 @op_factory("Gemm", 1, 7, 11)
