@@ -918,12 +918,12 @@ def _depthwise(geo: _ConvGeometry, x: np.ndarray, wd: np.ndarray, bias: np.ndarr
 _WINOGRAD_MIN_CHANNELS = 256
 _WINOGRAD_MIN_SIDE = 28
 _WINOGRAD_BLOCK_VALUES = 1 << 18
-_WINOGRAD_B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 _WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 _WINOGRAD_A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
 
 def _winograd_pays(geo: _ConvGeometry) -> bool:
+    """Whether the conv is one F(2x2, 3x3) serves (pads of 0 or 1) and one where it measured faster."""
     return (geo.kind == "im2col" and geo.n == 2 and geo.g == 1 and geo.kernel == [3, 3]
             and geo.strides == [1, 1] and geo.dilations == [1, 1]
             and all(p in (0, 1) for p in geo.begin + geo.end)
@@ -1001,7 +1001,8 @@ def _conv_winograd(geo: _ConvGeometry, wg: _Winograd, x: np.ndarray, wts: "_Conv
             _zero_border(plane.transpose(1, 2, 0), rows[0], cols[0])
             plane[:, rows[0], cols[0]] = x[c0:c1, rows[1], cols[1]]
             planes[py, px, n:] = 0
-        # B^T d B, rows first: u[i][px] combines plane rows a and a+1 (a shift of Q), then columns
+        # B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], rows first:
+        # u[i][px] combines plane rows a and a+1 (a shift of Q), then v[i][j] columns b and b+1
         u = thread_scratch_flat(("winograd_rows", cdt.str), (4, 2, n + 1), cdt)
         for px in range(2):
             e0, e1 = planes[0, px, :n], planes[0, px, Q:Q + n]
@@ -1032,7 +1033,7 @@ def _conv_winograd(geo: _ConvGeometry, wg: _Winograd, x: np.ndarray, wts: "_Conv
         y[...] = tiles.reshape(M, 2 * wg.th, 2 * wg.tw)[:, :ho, :wo]
 
 
-_WINOGRAD_OUTPUT = {}
+_WINOGRAD_OUTPUT: dict[str, np.ndarray] = {}
 
 
 def _winograd_output_transform(cdt: np.dtype) -> np.ndarray:

@@ -690,7 +690,9 @@ _NOT_FOLDED = frozenset({
 
 
 def _read_as_weights(node: ir.Node) -> bool:
-    """Whether every reader of the node's outputs takes them as a weight (registry.reads_as_weight)."""
+    """Whether every reader of the node's outputs takes them as a weight (registry.reads_as_weight).
+    A subgraph reading one by name is no use of it here: the value is then kept as well, which costs
+    memory only."""
     uses = [use for value in node.outputs for use in value.uses()]
     return bool(uses) and all(registry.reads_as_weight(u.node.domain, u.node.op_type, u.idx) for u in uses)
 
