@@ -24,7 +24,7 @@ import bisect
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -165,9 +165,12 @@ _WEIGHT_INPUTS: dict[tuple[str, str], tuple[int, ...]] = {
 }
 
 
-def reads_as_weight(domain: str, op_type: str, index: int) -> bool:
-    """Whether input ``index`` of ``op_type`` is a parameter its kernel prepares when constant."""
-    return index in _WEIGHT_INPUTS.get((normalize_domain(domain), op_type), ())
+def read_only_as_weights(values: Iterable[Any]) -> bool:
+    """Whether the onnx_ir values have readers and every reader takes them as a parameter its kernel
+    prepares when constant (a subgraph reading one by name is no use of it here)."""
+    uses = [use for value in values for use in value.uses()]
+    return bool(uses) and all(
+        use.idx in _WEIGHT_INPUTS.get((normalize_domain(use.node.domain), use.node.op_type), ()) for use in uses)
 
 
 def registered_ops() -> dict[tuple[str, str], list[int]]:

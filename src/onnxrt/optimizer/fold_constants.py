@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxrt.ops import shape as shape_ops
-from onnxrt.ops.registry import ML_DOMAIN, reads_as_weight
+from onnxrt.ops.registry import ML_DOMAIN, read_only_as_weights
 from onnxrt.optimizer import _ir
 from onnxrt.runtime.values import tensor_to_numpy
 
@@ -107,16 +107,12 @@ def _too_big(node: ir.Node, arrays: list) -> bool:
         shape = _ir.static_shape(out)
         if shape is not None:
             n = math.prod(shape)
-            if n > GROWTH_LIMIT_ELEMENTS and n > in_size and not (n <= WEIGHT_LIMIT_ELEMENTS and _is_weight(out)):
+            weight = n <= WEIGHT_LIMIT_ELEMENTS and read_only_as_weights([out])
+            if n > GROWTH_LIMIT_ELEMENTS and n > in_size and not weight:
                 return True
         elif node.op_type in ("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample"):
             return True  # size unknown before running: do not risk a huge allocation
     return False
-
-
-def _is_weight(value: ir.Value) -> bool:
-    uses = list(value.uses())
-    return bool(uses) and all(reads_as_weight(u.node.domain, u.node.op_type, u.idx) for u in uses)
 
 
 def _fill(node: ir.Node, arrays: list) -> list[np.ndarray] | None:

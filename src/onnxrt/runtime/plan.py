@@ -212,8 +212,9 @@ class GraphPlan:
         # result every reader takes as a weight is kept whatever its size: made on every run instead,
         # it would cost as much memory during the run and its making each time (light VGG-19's fc
         # weight, a 411 MB ConstantOfShape: 71 ms of a 290 ms run).
-        if inputs and out_size > max(1 << 16, 2 * in_size) and not _read_as_weights(node):
-            return False
+        if inputs and out_size > max(1 << 16, 2 * in_size):
+            if not registry.read_only_as_weights(node.outputs):
+                return False
         for slot, value, out in zip(step.outputs, node.outputs, outputs):
             if slot == DISCARD_SLOT:
                 continue
@@ -687,14 +688,6 @@ _NOT_FOLDED = frozenset({
     "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
     "Dropout", "If", "Loop", "Scan", "SequenceMap",
 })
-
-
-def _read_as_weights(node: ir.Node) -> bool:
-    """Whether every reader of the node's outputs takes them as a weight (registry.reads_as_weight).
-    A subgraph reading one by name is no use of it here: the value is then kept as well, which costs
-    memory only."""
-    uses = [use for value in node.outputs for use in value.uses()]
-    return bool(uses) and all(registry.reads_as_weight(u.node.domain, u.node.op_type, u.idx) for u in uses)
 
 
 def _names_read(node: ir.Node, memo: dict[int, set[str]]) -> list[str]:
