@@ -108,11 +108,11 @@ def _axis_size(value: Any, axis: int) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
-def chain(steps: Sequence[Any], keep: set[int]) -> int:
+def chain(steps: Sequence[Any], keep: set[int]) -> None:
     """Give, in place, every Concat step of a chain (its result read as the first input of exactly
     one Concat on the same axis) an :class:`AppendingConcat` kernel. ``keep``: slots of values handed
     to the caller (never a view of a chain's buffer). A Concat whose kernel keeps its result between
-    runs (shape_memo) is left alone. Returns how many steps were changed."""
+    runs (shape_memo) is left alone."""
     concats = {}
     for i, step in enumerate(steps):
         node = step.node
@@ -132,7 +132,6 @@ def chain(steps: Sequence[Any], keep: set[int]) -> int:
         if len(nxt) == 1 and steps[nxt[0]].inputs.count(out) == 1:
             successor[i] = nxt[0]
     heads = set(successor) - set(successor.values())
-    changed = 0
     for head in heads:
         members = [head]
         while members[-1] in successor:
@@ -151,5 +150,3 @@ def chain(steps: Sequence[Any], keep: set[int]) -> int:
                     break
                 room += a
             steps[i].kernel = AppendingConcat(steps[i].kernel, axis, room, buffers)
-            changed += 1
-    return changed
