@@ -63,6 +63,7 @@ def read(path: str, min_elements: int) -> tuple[onnx.ModelProto, dict[str, np.nd
                 if number == _MODEL_GRAPH and wire == _LENGTH:
                     graphs += 1
                     fields = _fields(f, begin, end)
+                    # an initializer of more than min_elements elements takes more bytes than that
                     if not any(n == _GRAPH_INITIALIZER and e - b > min_elements for n, _, _, b, e in fields):
                         return None  # no large initializer (weights in Constant nodes, or none)
                     for g_number, g_wire, g_start, g_begin, g_end in fields:

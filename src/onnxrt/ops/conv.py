@@ -1448,7 +1448,8 @@ def _output_channels_last(geo: _ConvGeometry, x_channels_last: bool, readers: _C
     model its gathered columns come from memory, and each LayerNormalization after the permute reads
     a strided image: 0.95 against 0.53 ms at 56x56x96)."""
     if geo.kind in ("1x1", "im2col"):
-        # the plain and the tiled im2col GEMMs have a transposed form; the other paths do not
+        # the plain and the tiled im2col GEMMs have a transposed form; the other paths do not (a
+        # Winograd conv asked for a channels-last output takes the tiled path: _conv_run)
         tiled = geo.kind == "im2col" and geo.gather is None and not geo.shifted and geo.padded_ok
         if geo.g != 1 or not readers.gain() or (geo.kind == "im2col" and not tiled):
             return False
