@@ -219,7 +219,8 @@ def test_prepared_elementwise_falls_back_on_unexpected_dtype():
 def test_banded_depthwise_shares_buffers_across_shapes(depthwise_path):
     """Banded depthwise convs of different shapes share one padded-image, column and output buffer
     per thread: a larger conv leaves large values in them, and the next, smaller one (other pads,
-    bias or not) must still read zeros around its image and ones in its bias column."""
+    bias or not) must still read zeros around its image and ones in its bias column; a padded
+    image's border is only left unwritten after a conv of the same layout."""
     rng = np.random.default_rng(5)
 
     def run(C, hw, k, pads, bias, scale):
@@ -238,6 +239,10 @@ def test_banded_depthwise_shares_buffers_across_shapes(depthwise_path):
     run(48, (40, 40), 5, [2, 2, 2, 2], True, 1e3)   # fills the buffers with large values
     run(16, (9, 13), 3, [1, 0, 0, 2], False, 1.0)   # asymmetric pads: border zeroed where it lies now
     run(32, (12, 12), 3, [1, 1, 1, 1], True, 1.0)   # bias column set again
+    # the zero border is written when the buffer's last user had another layout, not after the same
+    run(16, (9, 13), 3, [1, 0, 0, 2], False, 1e3)
+    run(16, (9, 13), 3, [1, 0, 0, 2], False, 1.0)
+    run(16, (10, 13), 3, [0, 0, 1, 2], False, 1.0)  # same padded size, the image one row lower
 
 
 @pytest.mark.parametrize("hw,k,strides,pads,dil", [

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxrt.ops._common import RowVector, contiguous_copy, leaky_relu_into, relu_into
+import threading
+
+from onnxrt.ops._common import (RowVector, contiguous_copy, leaky_relu_into, relu_into, strided_view,
+                                thread_scratch_kept)
 
 
 @pytest.mark.parametrize("make", [
@@ -66,3 +69,35 @@ def test_leaky_relu_into_is_x_from_zero_up_and_alpha_x_below(alpha):
             in_place = given.copy()
             assert leaky_relu_into(in_place, alpha, in_place) is in_place
             np.testing.assert_array_equal(in_place, want)
+
+
+def test_strided_view_is_as_strided_read_only_and_bounds_checked():
+    a = np.arange(60, dtype=np.float32).reshape(6, 10)
+    item = a.itemsize
+    view = strided_view(a, 2 * 10 * item, (3, 2, 4), (10 * item, 10 * item, 2 * item))
+    expected = np.lib.stride_tricks.as_strided(a[2], (3, 2, 4), (10 * item, 10 * item, 2 * item))
+    np.testing.assert_array_equal(view, expected)
+    assert not view.flags.writeable and np.shares_memory(view, a)
+    with pytest.raises(ValueError):
+        strided_view(a, 5 * 10 * item, (3, 10), (10 * item, item))  # past the end of a
+
+
+def _kept(shape, layout, calls):
+    def prepare(buf):
+        calls.append(layout)
+        buf[...] = 0
+
+    return thread_scratch_kept(("test_kept", threading.get_ident()), shape, np.dtype(np.float32), layout, prepare)
+
+
+def test_thread_scratch_kept_prepares_once_per_layout_and_buffer():
+    calls = []
+    first = _kept((4, 5), "a", calls)
+    first[1:3, 1:4] = 7  # a caller writes the inside only
+    again = _kept((4, 5), "a", calls)
+    assert calls == ["a"] and np.shares_memory(first, again) and again[0, 0] == 0 and again[1, 1] == 7
+    _kept((2, 3), "b", calls)  # another layout: prepared again, and so is the first one after it
+    _kept((4, 5), "a", calls)
+    assert calls == ["a", "b", "a"]
+    grown = _kept((40, 50), "a", calls)  # the same layout in a new (larger) buffer
+    assert calls == ["a", "b", "a", "a"] and not grown.any()

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from onnxrt.ops._common import RowVector, thread_scratch, thread_scratch_flat
+from onnxrt.ops._common import RowVector, strided_view, thread_scratch, thread_scratch_flat, thread_scratch_kept
 from onnxrt.ops.registry import KernelContext, normalize_domain, op, op_factory
 from onnxrt.runtime import threads
 
@@ -624,6 +624,7 @@ class _BandedDepthwise:
         self.pshape = (geo.C, hp, max(wp, (self.tiles * tw - 1) * sw + (kw - 1) * dw + 1))
         self.dst = (slice(None), slice(geo.begin[0], geo.begin[0] + geo.in_sp[0]),
                     slice(geo.begin[1], geo.begin[1] + geo.in_sp[1]))
+        self.layout = (self.pshape, tuple(geo.begin), tuple(geo.in_sp))  # of the zero border
         self.exact = self.tiles * tw == wo
         self.rows = ho * self.tiles
         self.depth = kh * self.wt
@@ -685,6 +686,8 @@ class _ChannelsLastDepthwise:
     def __init__(self, geo: _ConvGeometry) -> None:
         self.pshape = (geo.in_sp[0] + geo.begin[0] + geo.end[0], geo.in_sp[1] + geo.begin[1] + geo.end[1], geo.C)
         self.dst = (slice(geo.begin[0], geo.begin[0] + geo.in_sp[0]), slice(geo.begin[1], geo.begin[1] + geo.in_sp[1]))
+        # what the zero border of the padded image depends on (thread_scratch_kept)
+        self.layout = (self.pshape, tuple(geo.begin), tuple(geo.in_sp))
         self.tiled = geo.strides[1] == 1
         groups = _valid_kernel_rows(geo)
         inside = sum((h1 - h0) * (r1 - r0) for h0, h1, r0, r1 in groups) / (geo.osp[0] * geo.kernel[0])
@@ -747,8 +750,8 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
     such conv; from a channels-last x it is a copy of contiguous rows."""
     xp = _zero_bordered_base(x, cl.pshape, cl.dst)
     if xp is None:
-        xp = thread_scratch_flat(("dwcl_pad", cdt.str), cl.pshape, cdt)
-        _zero_border(xp, *cl.dst)
+        xp = thread_scratch_kept(("dwcl_pad", cdt.str), cl.pshape, cdt, cl.layout,
+                                 lambda buf: _zero_border(buf, *cl.dst))
         xp[cl.dst] = x.transpose(1, 2, 0)
     kw, (sh, sw), (dh, dw) = geo.kernel[1], geo.strides, geo.dilations
     ho, wo = geo.osp
@@ -758,14 +761,13 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
         if r0 == r1:
             out[h0:h1] = 0
             continue
-        start = xp[h0 * sh + r0 * dh]
+        start = (h0 * sh + r0 * dh) * s0
         if cl.tiled:
-            taps = np.lib.stride_tricks.as_strided(start, (h1 - h0, r1 - r0, kw, wo * geo.C),
-                                                   (s0 * sh, s0 * dh, s1 * dw, s2), writeable=False)
+            taps = strided_view(xp, start, (h1 - h0, r1 - r0, kw, wo * geo.C), (s0 * sh, s0 * dh, s1 * dw, s2))
             np.einsum("hrsj,rsj->hj", taps, w[r0:r1], out=out[h0:h1].reshape(h1 - h0, wo * geo.C))
         else:
-            taps = np.lib.stride_tricks.as_strided(start, (h1 - h0, wo, r1 - r0, kw, geo.C),
-                                                   (s0 * sh, s1 * sw, s0 * dh, s1 * dw, s2), writeable=False)
+            taps = strided_view(xp, start, (h1 - h0, wo, r1 - r0, kw, geo.C),
+                                (s0 * sh, s1 * sw, s0 * dh, s1 * dw, s2))
             np.einsum("hwrsc,rsc->hwc", taps, w[r0:r1], out=out[h0:h1])
     if wts.bias is not None:
         wts.bias_row().add_to(out.reshape(-1, geo.C))
@@ -803,8 +805,8 @@ def _depthwise_banded(geo: _ConvGeometry, bd: _BandedDepthwise, x: np.ndarray, w
     C = geo.C
     # the padded image, the gathered columns and the output tiles live in per-thread buffers shared by
     # every banded depthwise conv (one per conv shape held ~30 MB in PP-OCR's recognizer)
-    xp = thread_scratch_flat(("dwband_pad", cdt.str), bd.pshape, cdt)
-    _zero_border(xp.transpose(1, 2, 0), *bd.dst[1:])
+    xp = thread_scratch_kept(("dwband_pad", cdt.str), bd.pshape, cdt, bd.layout,
+                             lambda buf: _zero_border(buf.transpose(1, 2, 0), *bd.dst[1:]))
     xp[bd.dst] = x
     (kh, _), (sh, sw), (dh, _) = geo.kernel, geo.strides, geo.dilations
     ho, wo = geo.osp

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from onnxrt.ops._common import thread_scratch, thread_scratch_flat
+from onnxrt.ops._common import strided_view, thread_scratch, thread_scratch_flat
 from onnxrt.ops.conv import inside_range, pad_spatial, resolve_pads, spatial_list, window_view
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
@@ -173,8 +173,7 @@ class _Geometry:
                 ufunc(r[:length], r[1:1 + length], out=c)
                 for j in range(2, kw):
                     ufunc(c, r[j:j + length], out=c)
-            windows = np.lib.stride_tricks.as_strided(c, (m, ho, wo), (plane * item, wp * item, item),
-                                                      writeable=False)
+            windows = strided_view(c, 0, (m, ho, wo), (plane * item, wp * item, item))
             if scale is None:
                 y[n, c0:c0 + m] = windows
             else:
@@ -206,8 +205,7 @@ class _Geometry:
                 ufunc(rows[:length], flat[j:j + length], out=rows[:length])
             # the window reductions at every row, output columns only (in bounds: the last used one
             # starts at (m-1)*plane + (hp-1)*wp + (wo-1)*sw < length)
-            reduced = np.lib.stride_tricks.as_strided(rows, (m, hp, wo), (plane * item, wp * item, sw * item),
-                                                      writeable=False)
+            reduced = strided_view(rows, 0, (m, hp, wo), (plane * item, wp * item, sw * item))
             out = y[n, c0:c0 + m]
             span = sh * (ho - 1) + 1
             ufunc(reduced[:, 0:span:sh], reduced[:, 1:1 + span:sh], out=out)
