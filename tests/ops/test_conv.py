@@ -61,6 +61,7 @@ CONV_CASES = [
     ((2, 4, 7, 7), (9, 4, 1, 1), {}),  # 1x1 expansion: the bias as a weight column
     ((1, 3, 8, 9), (8, 3, 1, 1), dict(strides=[2, 2])),  # strided 1x1 expansion
     ((2, 8, 7, 7), (6, 4, 1, 1), dict(group=2, strides=[2, 2])),  # 1x1 strided, grouped
+    ((2, 12, 5, 6), (9, 4, 1, 1), dict(group=3)),  # 1x1 grouped (ShuffleNet): the bias as weight columns
     ((1, 3, 13, 13), (2, 3, 3, 3), dict(strides=[2, 3], auto_pad="SAME_UPPER")),
     ((1, 3, 13, 13), (2, 3, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3])),
     ((1, 3, 13, 12), (2, 3, 4, 4), dict(strides=[3, 2], auto_pad="SAME_LOWER")),

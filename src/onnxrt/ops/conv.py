@@ -407,14 +407,17 @@ def _im2col(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype, with_ones: bool) -
     return cols
 
 
-def _with_ones_row(x: np.ndarray, cdt: np.dtype) -> np.ndarray:
+def _with_ones_row(x: np.ndarray, cdt: np.dtype, groups: int = 1) -> np.ndarray:
     """x (C, *sp) (a view, strided or not) copied into a reused per-thread (C + 1, prod(sp)) buffer
-    whose last row is ones, for a weight with a bias column."""
+    whose last row is ones, for a weight with a bias column; with ``groups``, a (groups, C / groups
+    + 1, prod(sp)) buffer, each group's channels followed by a ones row."""
     C, P = x.shape[0], math.prod(x.shape[1:])
-    cols = thread_scratch_flat(("ones_row_cols", cdt.str), (C + 1, P), cdt)
-    np.copyto(cols[:C].reshape(x.shape), x)
-    cols[C] = 1
-    return cols
+    Cg = C // groups
+    cols = thread_scratch_flat(("ones_row_cols", cdt.str), (groups, Cg + 1, P), cdt)
+    # (splitting the contiguous last axis into the spatial ones is a view: the copy lands in cols)
+    np.copyto(cols[:, :Cg].reshape((groups, Cg) + x.shape[1:]), x.reshape((groups, Cg) + x.shape[1:]))
+    cols[:, Cg] = 1
+    return cols if groups > 1 else cols[0]
 
 
 def _with_ones_column(image: np.ndarray, cdt: np.dtype, left: int = 0, right: int = 0) -> np.ndarray:
@@ -1077,11 +1080,15 @@ class _ConvWeights:
         self.K = K
         w3 = w.reshape(group, Mg, Cg * K)
         # The bias as an extra weight column, so the GEMM against columns ending in a ones row adds
-        # it: im2col paths build such columns anyway; a 1x1 conv copies its input for it when that
-        # input is at most half the output (an expansion), cheaper than a pass over the output.
+        # it: im2col paths build such columns anyway; an ungrouped 1x1 conv copies its input for it
+        # when that input is at most half the output (an expansion), cheaper than a pass over the
+        # output. A grouped 1x1 conv always does: its bias, one value per row of the output's
+        # (channels, pixels) matrix, broadcasts along short rows, which numpy adds at half the speed
+        # of a plain pass (ShuffleNet's 272x14x14 in 4 groups, GEMM, bias, residual and ReLU: 83 us, 74 with
+        # the bias as columns; the model 9.34 -> 9.03 ms).
         # ``gemm`` is then a view of the same memory, without the column.
         self.gemm_bias = None
-        if self.bias is not None and (K > 1 or (group == 1 and 2 * Cg <= Mg)):
+        if self.bias is not None and (K > 1 or (group == 1 and 2 * Cg <= Mg) or (group > 1 and Cg > 1)):
             self.gemm_bias = np.concatenate([w3, self.bias.reshape(group, Mg, 1)], axis=2)
             self.gemm = self.gemm_bias[:, :, :Cg * K]
         else:
@@ -1204,6 +1211,8 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 _gemm_into(wts.gemm_bias[0], _with_ones_row(xi, cdt), y3[i, 0], None, post)
             elif g == 1:
                 _gemm_into(wts.gemm[0], np.ascontiguousarray(xi).reshape(geo.Cg, geo.P), y3[i, 0], bias_col, post)
+            elif wts.gemm_bias is not None:
+                np.matmul(wts.gemm_bias, _with_ones_row(xi, cdt, g), out=y3[i])
             else:
                 xi = np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P)
                 np.matmul(wts.gemm, xi, out=y3[i])
