@@ -102,3 +102,48 @@ def test_gelu_before_a_conv_keeps_its_half():
     out = check_pass(model, {"x": rand(1, 3, 20)},
                      lambda m: sum(optimize(m, GraphOptimizationLevel.ORT_ENABLE_ALL).values()), rtol=1e-4, atol=1e-5)
     assert op_counts(out) == {"Conv": 2, "Gelu": 1}
+
+
+def _conv_then_conv_model(between=(), between_inits=(), pads=(0, 0, 0, 0), second_k=1, bias_init=True):
+    """x -> depthwise 3x3 Conv with bias ("d") -> [between, ending in "t"] -> grouped Conv -> y
+    (ShuffleNet's depthwise conv before its grouped 1x1 conv)."""
+    first_out = "t" if not between else "d"
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], [first_out], group=4, pads=[1, 1, 1, 1]),
+             *between,
+             helper.make_node("Conv", ["t", "w2", "b2"], ["y"], group=2, pads=list(pads))]
+    inits = [const("w1", rand(4, 1, 3, 3, seed=21)), const("w2", rand(6, 2, second_k, second_k, seed=22)),
+             const("b2", rand(6, seed=23)), *between_inits]
+    inputs = [vinfo("x", [1, 4, 6, 5])]
+    if bias_init:
+        inits.append(const("b1", rand(4, seed=24) * 3))
+    else:
+        inputs.append(vinfo("b1", [4]))
+    return make_model(nodes, inputs, [vinfo("y", None)], inits)
+
+
+def test_producer_conv_bias_moves_into_an_unpadded_conv():
+    for between, inits, k in (((), (), 1), ((), (), 3),
+                              ([helper.make_node("Mul", ["d", "s"], ["t"])], [const("s", rand(1, 4, 1, 1, seed=25))], 1)):
+        out = check_pass(_conv_then_conv_model(between, inits, second_k=k), {"x": rand(1, 4, 6, 5)},
+                         fuse_conv_input_affine, rtol=1e-4, atol=1e-5)
+        first, second = [n for n in out.graph.node if n.op_type == "Conv"]
+        assert op_counts(out) == {"Conv": 2} and len(first.input) == 2 and second.input[0] == first.output[0]
+
+
+def test_producer_conv_bias_stays():
+    feeds = {"x": rand(1, 4, 6, 5)}
+    # the second conv pads: its border must read zeros, not the bias
+    model = _conv_then_conv_model(pads=(1, 1, 1, 1), second_k=3)
+    # the biased value is also a graph output, or read by a second node
+    shared = _conv_then_conv_model()
+    shared.graph.output.append(vinfo("t", None))
+    twice = _conv_then_conv_model()
+    twice.graph.node.append(helper.make_node("Relu", ["t"], ["r"]))
+    twice.graph.output.append(vinfo("r", None))
+    for m in (model, shared, twice):
+        out = check_pass(m, feeds, fuse_conv_input_affine, rtol=1e-4, atol=1e-5, expect_rewrites=False)
+        assert all(len(n.input) == 3 for n in out.graph.node if n.op_type == "Conv")
+    # a bias given at run time
+    runtime_bias = _conv_then_conv_model(bias_init=False)
+    check_pass(runtime_bias, {**feeds, "b1": rand(4)}, fuse_conv_input_affine, rtol=1e-4, atol=1e-5,
+               expect_rewrites=False)

@@ -8,6 +8,10 @@ Conv pads nothing, else stays as one Add of ``b / a`` on ``t`` before it (a padd
 reading zeros). PP-OCR writes ``x * clip(x + 3, 0, 6) / 6`` and then a learnable scalar affine before
 most of its convs: the Div, Mul and Add were three of the six passes between two convs.
 
+The chain may start at another Conv's output read by nothing else, and where the Conv pads nothing
+that Conv's bias joins the shift: a bias is one more per-channel Add. ShuffleNet's depthwise conv then
+hands its output to the grouped 1x1 conv after it without a pass adding its bias.
+
 It runs after the other EXTENDED fusions that end in such ops (GELU's ``* 0.5``, a LayerNorm's
 ``* gamma + beta``), so that it never takes an op they need, and before the activation fusion turns
 the Conv into a FusedConv. The weight and bias must be constants; the new ones are new initializers.
@@ -58,7 +62,7 @@ def _fold_input_affine(graph: ir.Graph, conv: ir.Node) -> ir.Node | None:
     per output channel) when the Conv pads nothing, else it stays as one Add of ``b / a`` on ``t``
     before the scaled Conv (a padded border must keep reading zeros)."""
     x = conv.inputs[0]
-    if x is None or x.producer() is None or x.producer().op_type not in ("Mul", "Div", "Add", "Sub"):
+    if x is None or x.producer() is None or x.producer().op_type not in ("Mul", "Div", "Add", "Sub", "Conv"):
         return None  # before reading the weights: most Convs read something else
     params = conv_params(conv)
     group = int(_ir.attr(conv, "group", 1) or 1)
@@ -71,9 +75,15 @@ def _fold_input_affine(graph: ir.Graph, conv: ir.Node) -> ir.Node | None:
     while (step := _input_affine_step(value, reader, W.ndim, Cg * group, W.dtype)) is not None:
         chain.append(step)
         reader, value = step[0], step[1]
-    if not chain:
+    pads = _ir.attr(conv, "pads", None) or []
+    auto_pad = _ir.attr(conv, "auto_pad", "NOTSET")
+    padded = any(pads) or (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", "VALID")
+    source = None if padded else _biased_conv(value, reader, Cg * group, W.dtype)
+    if not chain and source is None:
         return None
     scale, shift = np.ones(Cg * group), np.zeros(Cg * group)
+    if source is not None:
+        shift = _ir.const_array(source.inputs[2]).astype(np.float64)  # the chain's value t is conv + bias
     for node, _, vec in reversed(chain):
         if node.op_type == "Mul":
             scale, shift = scale * vec, shift * vec
@@ -81,16 +91,16 @@ def _fold_input_affine(graph: ir.Graph, conv: ir.Node) -> ir.Node | None:
             scale, shift = scale / vec, shift / vec
         else:
             shift = shift + vec if node.op_type == "Add" else shift - vec
-    pads = _ir.attr(conv, "pads", None) or []
-    auto_pad = _ir.attr(conv, "auto_pad", "NOTSET")
-    padded = any(pads) or (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", "VALID")
     keep_shift = padded and np.any(shift)
     if keep_shift and (len(chain) == 1 or not np.all(scale)):
         return None  # one Add for one Add, or a shift that a zero scale cannot carry
     grouped = (group, M // group, Cg) + W.shape[2:]  # W's output channels by group, then its input channels
     per_input = (group, 1, Cg) + (1,) * (W.ndim - 2)
     old_values = [v for v in conv.inputs[1:] if v is not None] + [v for n, _, _ in chain for v in n.inputs]
-    t = chain[-1][1]
+    t = value
+    if source is not None:
+        old_values.append(source.inputs[2])
+        t = _without_bias(graph, source).outputs[0]
     name = conv.name or "conv"
     if keep_shift:
         shift_c = shift / scale
@@ -115,3 +125,27 @@ def _fold_input_affine(graph: ir.Graph, conv: ir.Node) -> ir.Node | None:
         graph.remove(node, safe=True)
     _ir.drop_unused_initializers(graph, old_values)
     return conv
+
+
+def _biased_conv(value: ir.Value, reader: ir.Node, channels: int, dtype: np.dtype) -> ir.Node | None:
+    """The plain Conv producing ``value``, read by ``reader`` alone, when its bias is a constant vector
+    of ``channels`` values of ``dtype`` (the bias can move to where ``value`` is read)."""
+    node = value.producer()
+    if not _ir.is_op(node, "Conv") or _ir.single_consumer(value) is not reader or len(node.inputs) < 3:
+        return None
+    bias = None if node.inputs[2] is None else _ir.const_array(node.inputs[2])
+    if bias is None or bias.dtype != dtype or bias.shape != (channels,):
+        return None
+    return node
+
+
+def _without_bias(graph: ir.Graph, conv: ir.Node) -> ir.Node:
+    """``conv`` rebuilt without its bias input; returns the Conv node now in the graph."""
+    new = ir.Node(conv.domain, conv.op_type, list(conv.inputs[:2]), list(conv.attributes.values()),
+                  num_outputs=1, name=conv.name)
+    new.outputs[0].name = _ir.unique_name(graph, conv.outputs[0].name or "conv_out")
+    _ir.copy_type(conv.outputs[0], new.outputs[0])
+    graph.insert_before(conv, new)
+    _ir.replace_value(graph, conv.outputs[0], new.outputs[0])
+    graph.remove(conv, safe=True)
+    return new
