@@ -208,7 +208,7 @@ class InferenceSession:
             config = PlanConfig(opsets=opsets, functions=functions, session=self,
                                 expand_ops=frozenset(op for op in expand.split(",") if op),
                                 initializers_are_constant=0 < loaded.proto.ir_version < 4,
-                                fuse_elementwise=int(options.graph_optimization_level)
+                                fuse_steps=int(options.graph_optimization_level)
                                 >= int(GraphOptimizationLevel.ORT_ENABLE_EXTENDED))
             self._plan_config = config
             self._plan = GraphPlan(model.graph, config)

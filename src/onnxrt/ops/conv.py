@@ -1141,13 +1141,17 @@ def _epilogue(z_block: Callable[[slice, np.ndarray], np.ndarray] | None,
 def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights,
               activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None,
               x_channels_last: bool = False, channels_last_out: bool = False,
-              border: tuple[tuple, tuple] | None = None) -> np.ndarray:
+              border: tuple[tuple, tuple] | None = None, shuffle: int = 0) -> np.ndarray:
     """Conv of X with prepared weights. ``Z`` (same shape as the output) is added and then
     ``activation`` applied in place, on each GEMM output block while it is still in cache where the
     path allows it (FusedConv's semantics). ``x_channels_last``: X is a (N, C, H, W) view of
     (N, H, W, C) memory (_is_channels_last). With ``channels_last_out`` (a 2-D 1x1, tiled im2col or
     channels-last depthwise conv without ``Z``) the result is such a view too; with ``border`` as
-    well (a 1x1 conv), the view of the interior of a zero-bordered (N, Hp, Wp, C) buffer."""
+    well (a 1x1 conv), the view of the interior of a zero-bordered (N, Hp, Wp, C) buffer.
+
+    ``shuffle`` (g > 1, channel-first output): the output's channels come out shuffled in g groups
+    (channel k * M/g + j at j * g + k, ShuffleNet's Reshape -> Transpose -> Reshape); a grouped 1x1
+    conv of g groups writes each group's GEMM rows there, any other conv copies them there."""
     cdt = compute_dtype(X.dtype)
     x = X if X.dtype == cdt else X.astype(cdt)
     N, M, g, Mg = geo.N, geo.M, geo.g, geo.Mg
@@ -1211,13 +1215,21 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 _gemm_into(wts.gemm_bias[0], _with_ones_row(xi, cdt), y3[i, 0], None, post)
             elif g == 1:
                 _gemm_into(wts.gemm[0], np.ascontiguousarray(xi).reshape(geo.Cg, geo.P), y3[i, 0], bias_col, post)
-            elif wts.gemm_bias is not None:
-                np.matmul(wts.gemm_bias, _with_ones_row(xi, cdt, g), out=y3[i])
             else:
-                xi = np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P)
-                np.matmul(wts.gemm, xi, out=y3[i])
-                if bias_col is not None:
-                    y3[i] += wts.bias.reshape(g, Mg, 1)
+                # with the shuffle, group k's rows j land g rows apart (BLAS takes the row stride)
+                dest = y[i].reshape(Mg, g, geo.P).transpose(1, 0, 2) if shuffle == g else y3[i]
+                if wts.gemm_bias is not None:
+                    np.matmul(wts.gemm_bias, _with_ones_row(xi, cdt, g), out=dest)
+                else:
+                    np.matmul(wts.gemm, np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P), out=dest)
+                    if bias_col is not None:
+                        dest += wts.bias.reshape(g, Mg, 1)
+                if fused:
+                    if z3 is not None:
+                        dest += z3[i]
+                    if activation is not None:
+                        activation(y[i])
+                continue
         elif geo.kind == "depthwise":
             cl = geo.channels_last
             if channels_last_out or (cl is not None and cl.takes(x_channels_last)):
@@ -1265,6 +1277,10 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 y3[i] += z3[i]
             if activation is not None:
                 activation(y3[i])
+    if shuffle and not (geo.kind == "1x1" and g == shuffle):
+        shuffled = np.empty_like(y)
+        shuffled.reshape(N, M // shuffle, shuffle, -1)[...] = y.reshape(N, shuffle, M // shuffle, -1).transpose(0, 2, 1, 3)
+        y = shuffled
     return y if y.dtype == X.dtype else y.astype(X.dtype)
 
 
@@ -1306,8 +1322,8 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     # by (X shape, dtype): the prepared run of _small_conv, or None where the conv is not small (decided once)
     small: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
 
-    def conv(X, W, B=None, Z=None):
-        if small and W is W_const and B is B_const and Z is None and type(X) is np.ndarray:
+    def conv(X, W, B=None, Z=None, *, shuffle: int = 0):
+        if small and W is W_const and B is B_const and Z is None and not shuffle and type(X) is np.ndarray:
             run_small = small.get((X.shape, X.dtype))
             if run_small is not None:
                 return run_small(X)
@@ -1338,8 +1354,9 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
         if (W is W_const and B is B_const and Z is None and not x_last and not channels_last_out
                 and (X.shape, X.dtype) not in small and len(small) < 8):
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
-        return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border)
+        return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
 
+    conv.writes_channel_shuffle = True  # type: ignore[attr-defined]  # (runtime.channel_shuffle)
     return conv
 
 

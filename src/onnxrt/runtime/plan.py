@@ -28,7 +28,7 @@ import onnx_ir as ir
 
 from onnxrt.errors import Fail, InvalidGraph, NotImplemented, OrtError, RuntimeException
 from onnxrt.ops import registry
-from onnxrt.runtime import concat_chains, elementwise_chains, shape_memo
+from onnxrt.runtime import channel_shuffle, concat_chains, elementwise_chains, shape_memo
 from onnxrt.runtime.values import sparse_to_dense, tensor_to_numpy
 
 NONE_SLOT = 0
@@ -63,9 +63,10 @@ class PlanConfig:
     # Models below IR 4 list every initializer as a graph input; onnxruntime treats them as constants
     # (not overridable), which also lets kernels prepare weights.
     initializers_are_constant: bool = False
-    # Run chains of elementwise nodes as one blocked pass (runtime.elementwise_chains); the session
-    # turns it on at GraphOptimizationLevel ORT_ENABLE_EXTENDED and above.
-    fuse_elementwise: bool = False
+    # Fuse steps at planning time: chains of elementwise nodes run as one blocked pass
+    # (runtime.elementwise_chains), a grouped conv writes the channel shuffle after it
+    # (runtime.channel_shuffle); the session turns it on at ORT_ENABLE_EXTENDED and above.
+    fuse_steps: bool = False
 
 
 class Terminated(Exception):
@@ -143,8 +144,9 @@ class GraphPlan:
             raise InvalidGraph(f"Graph output(s) {missing} are not produced by any node, input or initializer.")
         self.output_slots = [self._slot_of[n] for n in self.output_names]
         self.captured_slots = [self._slot_of[n] for n in self.captured_names]
-        if config.fuse_elementwise:
+        if config.fuse_steps:
             constants = {self._slot_of[name]: array for name, array in self.constants.items() if name in self._slot_of}
+            self.steps = channel_shuffle.fuse(self.steps, set(self.output_slots), _node_failure)
             self.steps = elementwise_chains.fuse(self.steps, constants, set(self.output_slots),
                                                  config.opsets.get("", 0), NONE_SLOT, _node_failure)
 
