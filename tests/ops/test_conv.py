@@ -119,6 +119,7 @@ POOL_CASES = [
     dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1),
     dict(kernel_shape=[3, 3], dilations=[2, 2], pads=[1, 0, 2, 1]),
     dict(kernel_shape=[3, 2], strides=[2, 1], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[9, 8]),  # one window over the whole input: the global pool's path for averages
 ]
 
 
@@ -134,6 +135,11 @@ def test_max_pool_with_indices_matches_onnxruntime(attrs):
 def test_average_pool_matches_onnxruntime(attrs, include_pad):
     x = _f32(2, 3, 9, 8)
     _check(*_run_both("AveragePool", [("X", x)], count_include_pad=include_pad, **attrs))
+    # float16, and an input that is no C-contiguous array (a transposed view)
+    _check(*_run_both("AveragePool", [("X", x.astype(np.float16))], count_include_pad=include_pad, **attrs),
+           rtol=2e-3, atol=2e-3)
+    _check(*_run_both("AveragePool", [("X", _f32(2, 9, 8, 3).transpose(0, 3, 1, 2))],
+                      count_include_pad=include_pad, **attrs))
 
 
 def _random_pool_cases(count: int, seed: int = 11) -> list[tuple[tuple, dict]]:
