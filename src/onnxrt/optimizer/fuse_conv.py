@@ -170,8 +170,13 @@ def with_bias(graph: ir.Graph, conv: ir.Node, bias: ir.Value) -> ir.Node:
     if len(conv.inputs) > 2:
         conv.replace_input_with(2, bias)
         return conv
-    # onnx_ir nodes have a fixed input list: rebuild the Conv with the bias appended
-    new = ir.Node(conv.domain, conv.op_type, [*conv.inputs, bias], list(conv.attributes.values()),
+    return with_inputs(graph, conv, [*conv.inputs, bias])
+
+
+def with_inputs(graph: ir.Graph, conv: ir.Node, inputs: list[ir.Value | None]) -> ir.Node:
+    """``conv`` rebuilt to read ``inputs`` (onnx_ir nodes have a fixed input list: a bias is added or
+    dropped so); returns the Conv node now in the graph, whose output replaces the old one."""
+    new = ir.Node(conv.domain, conv.op_type, inputs, list(conv.attributes.values()),
                   num_outputs=1, name=conv.name)
     new.outputs[0].name = _ir.unique_name(graph, conv.outputs[0].name or "conv_out")
     _ir.copy_type(conv.outputs[0], new.outputs[0])

@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxrt.optimizer import _ir
-from onnxrt.optimizer.fuse_conv import conv_params, per_channel, with_bias
+from onnxrt.optimizer.fuse_conv import conv_params, per_channel, with_bias, with_inputs
 
 
 def fuse_conv_input_affine(model: ir.Model) -> int:
@@ -100,7 +100,7 @@ def _fold_input_affine(graph: ir.Graph, conv: ir.Node) -> ir.Node | None:
     t = value
     if source is not None:
         old_values.append(source.inputs[2])
-        t = _without_bias(graph, source).outputs[0]
+        t = with_inputs(graph, source, list(source.inputs[:2])).outputs[0]
     name = conv.name or "conv"
     if keep_shift:
         shift_c = shift / scale
@@ -140,14 +140,3 @@ def _biased_conv(value: ir.Value, reader: ir.Node, channels: int, dtype: np.dtyp
         return None
     return node
 
-
-def _without_bias(graph: ir.Graph, conv: ir.Node) -> ir.Node:
-    """``conv`` rebuilt without its bias input; returns the Conv node now in the graph."""
-    new = ir.Node(conv.domain, conv.op_type, list(conv.inputs[:2]), list(conv.attributes.values()),
-                  num_outputs=1, name=conv.name)
-    new.outputs[0].name = _ir.unique_name(graph, conv.outputs[0].name or "conv_out")
-    _ir.copy_type(conv.outputs[0], new.outputs[0])
-    graph.insert_before(conv, new)
-    _ir.replace_value(graph, conv.outputs[0], new.outputs[0])
-    graph.remove(conv, safe=True)
-    return new
