@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from onnxrt.runtime.shape_memo import ShapeMemo
+from onnxrt.runtime.step_readers import step_readers
 
 
 class _Buffers:
@@ -119,10 +120,7 @@ def chain(steps: Sequence[Any], keep: set[int]) -> None:
         if (step.op_type == "Concat" and node.domain in ("", "ai.onnx") and len(step.outputs) == 1
                 and not isinstance(step.kernel, ShapeMemo)):
             concats[i] = int(node.attributes["axis"].value) if "axis" in node.attributes else 1
-    readers: dict[int, list[int]] = {}
-    for i, step in enumerate(steps):
-        for slot in set(step.inputs):
-            readers.setdefault(slot, []).append(i)
+    readers = step_readers(steps)
     successor: dict[int, int] = {}
     for i, axis in concats.items():
         out = steps[i].outputs[0]

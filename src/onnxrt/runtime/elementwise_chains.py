@@ -28,6 +28,7 @@ import numpy as np
 
 from onnxrt.ops.contrib_fused import inplace_activation
 from onnxrt.runtime import threads
+from onnxrt.runtime.step_readers import step_readers
 
 # An operand of a link: the chain's running value, an external input (index into the chain's
 # external inputs), or a scalar constant (None for an omitted optional input).
@@ -305,10 +306,7 @@ def fuse(steps: list, constants: dict[int, Any], keep: set[int], opset: int, abs
     """``steps`` with every chain of two or more fusable elementwise steps replaced by one step at
     the position of the chain's last node. ``constants`` maps slots to their constant values;
     values in ``keep`` (graph outputs, fetched values) are never made internal to a chain."""
-    readers: dict[int, list[int]] = {}
-    for i, step in enumerate(steps):
-        for slot in set(step.inputs):
-            readers.setdefault(slot, []).append(i)
+    readers = step_readers(steps)
     taken: set[int] = set()
     replacement: dict[int, Any] = {}
     for i, step in enumerate(steps):
