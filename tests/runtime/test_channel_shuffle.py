@@ -63,7 +63,7 @@ def _check(data: bytes, shapes=((1, 12, 5, 6), (2, 12, 5, 6)), **options) -> onn
 @pytest.mark.parametrize("conv_groups,shuffle_groups,residual", [
     (4, 4, False),  # ShuffleNet: the GEMM writes its rows where the shuffle puts them
     (4, 4, True),   # with the residual (FusedConv's Z), added where its channels went
-    (2, 4, False),  # other groups than the conv's: the conv's output is copied shuffled
+    (2, 4, False),  # other groups than the conv's: the fused step runs the four kernels
     (3, 2, False),
 ])
 def test_grouped_conv_writes_its_channel_shuffle(conv_groups, shuffle_groups, residual):

@@ -1149,9 +1149,11 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     channels-last depthwise conv without ``Z``) the result is such a view too; with ``border`` as
     well (a 1x1 conv), the view of the interior of a zero-bordered (N, Hp, Wp, C) buffer.
 
-    ``shuffle`` (g > 1, channel-first output): the output's channels come out shuffled in g groups
-    (channel k * M/g + j at j * g + k, ShuffleNet's Reshape -> Transpose -> Reshape); a grouped 1x1
-    conv of g groups writes each group's GEMM rows there, any other conv copies them there."""
+    ``shuffle`` (the conv's groups, of a grouped 1x1 conv: ``conv_kernel``'s ``shuffle_groups``): the
+    output's channels come out shuffled in those groups (channel k * M/g + j at j * g + k, ShuffleNet's
+    Reshape -> Transpose -> Reshape), each group's GEMM rows written there."""
+    if shuffle and not (geo.kind == "1x1" and geo.g == shuffle and not channels_last_out):
+        raise ValueError(f"{op_name}: only a channel-first grouped 1x1 conv writes a channel shuffle of its own groups")
     cdt = compute_dtype(X.dtype)
     x = X if X.dtype == cdt else X.astype(cdt)
     N, M, g, Mg = geo.N, geo.M, geo.g, geo.Mg
@@ -1277,10 +1279,6 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 y3[i] += z3[i]
             if activation is not None:
                 activation(y3[i])
-    if shuffle and not (geo.kind == "1x1" and g == shuffle):
-        shuffled = np.empty_like(y)
-        shuffled.reshape(N, M // shuffle, shuffle, -1)[...] = y.reshape(N, shuffle, M // shuffle, -1).transpose(0, 2, 1, 3)
-        y = shuffled
     return y if y.dtype == X.dtype else y.astype(X.dtype)
 
 
@@ -1356,7 +1354,11 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
         return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
 
-    conv.writes_channel_shuffle = True  # type: ignore[attr-defined]  # (runtime.channel_shuffle)
+    # the channel shuffle this conv writes itself (runtime.channel_shuffle): that of its own groups, for
+    # a 2-D grouped 1x1 conv of stride 1 and no padding (its GEMM's rows); 0: none
+    w_shape = None if ctx.node is None else _static_weight_shape(ctx.node)
+    pointwise = w_shape is not None and w_shape[2:] == (1, 1) and _unit_stride_unpadded(attrs)
+    conv.shuffle_groups = group if group > 1 and pointwise else 0  # type: ignore[attr-defined]
     return conv
 
 
@@ -1375,6 +1377,19 @@ class _ChannelsLastReaders:
     def gain(self) -> bool:
         """Whether some reader is faster on a channels-last image (a pointwise conv only copes)."""
         return bool(self.depthwise) or self.transposed
+
+
+def _static_weight_shape(node: Any) -> tuple[int, ...] | None:
+    """The static 4-D shape of a Conv node's weight (its input 1), or None."""
+    w = node.inputs[1] if len(node.inputs) > 1 else None
+    shape = None if w is None or w.shape is None else tuple(w.shape)
+    return shape if shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape) else None
+
+
+def _unit_stride_unpadded(attrs: dict) -> bool:
+    """Whether Conv attributes say stride 1 and no padding: a 1x1 kernel is then a GEMM over channels."""
+    return (all(int(v) == 1 for v in attrs.get("strides") or ()) and not any(attrs.get("pads") or ())
+            and (attrs.get("auto_pad") or "NOTSET") in ("NOTSET", "VALID"))
 
 
 def _is_transpose_to_channels_last(node: Any) -> bool:
@@ -1404,15 +1419,12 @@ def _channels_last_readers(ctx: KernelContext) -> _ChannelsLastReaders | None:
         if use.idx != 0 or (reader.op_type, normalize_domain(reader.domain)) not in (("Conv", ""),
                                                                                     ("FusedConv", "com.microsoft")):
             return None
-        w = reader.inputs[1] if len(reader.inputs) > 1 else None
-        w_shape = None if w is None or w.shape is None else tuple(w.shape)
-        if w_shape is None or len(w_shape) != 4 or not all(isinstance(d, int) for d in w_shape):
+        w_shape = _static_weight_shape(reader)
+        if w_shape is None:
             return None
         attrs = {name: attr.value for name, attr in reader.attributes.items()}
         group = int(attrs.get("group", 1) or 1)
-        flat = (all(int(v) == 1 for v in attrs.get("strides") or ()) and not any(attrs.get("pads") or ())
-                and (attrs.get("auto_pad") or "NOTSET") in ("NOTSET", "VALID"))
-        if group == 1 and w_shape[2:] == (1, 1) and flat:
+        if group == 1 and w_shape[2:] == (1, 1) and _unit_stride_unpadded(attrs):
             pointwise = True
             continue
         if group > 1 and w_shape[0] == group and w_shape[1] == 1:

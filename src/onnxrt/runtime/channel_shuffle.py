@@ -5,7 +5,8 @@ ShuffleNet mixes the channel groups of its grouped convs with Reshape (N, g, C/g
 Transpose (0, 2, 1, 3, 4) -> Reshape (N, C, H, W) after a grouped 1x1 conv: channel k * C/g + j
 moves to j * g + k, a copy of the whole value. The conv's GEMM writes each group's rows anyway, and
 a destination whose rows lie g apart is as good for BLAS as a contiguous one, so the conv can write
-them where the shuffle puts them (``conv_kernel``'s ``shuffle``). The planner replaces the four
+them where the shuffle puts them (``conv_kernel``'s ``shuffle``, for a shuffle of the conv's own groups,
+as ShuffleNet's are). The planner replaces the four
 steps with one at the position of the last: the shape inputs may be computed after the conv.
 
 The shapes are checked on every run (once per shape, by running the Reshape and Transpose kernels on
@@ -20,6 +21,8 @@ import dataclasses
 from typing import Any, Callable
 
 import numpy as np
+
+from onnxrt.runtime.step_readers import step_readers
 
 _SWAP = [0, 2, 1, 3, 4]
 
@@ -46,7 +49,7 @@ class ShuffledConv:
             groups = self._groups.get(key)
             if groups is None:
                 groups = self._groups[key] = self._shuffle_groups(out_shape, split_shape, merge_shape)
-            if groups:
+            if groups:  # (other groups than the conv's: the four kernels below)
                 return self._run(self.steps[0], *conv_args, shuffle=groups)
         conv, split, swap, merge = self.steps
         y = self._run(conv, *conv_args)
@@ -63,7 +66,8 @@ class ShuffledConv:
 
     def _shuffle_groups(self, out_shape: tuple, split_shape: np.ndarray, merge_shape: np.ndarray) -> int:
         """g when the Reshapes and the Transpose make a channel shuffle of g groups of an output of
-        ``out_shape``, else 0 (errors included: the plain kernels then raise them)."""
+        ``out_shape``, g being the conv's own groups, else 0 (errors included: the plain kernels then
+        raise them)."""
         stand_in = np.broadcast_to(np.zeros((), np.float32), out_shape)  # all strides 0: reshapes are views
         _, split_step, swap_step, merge_step = self.steps
         try:
@@ -75,31 +79,20 @@ class ShuffledConv:
         if split.ndim != 5 or merged.shape != out_shape or split.shape[0] != n or split.shape[3:] != out_shape[2:]:
             return 0
         groups = split.shape[1]
-        return groups if groups * split.shape[2] == c and groups > 1 else 0
+        return groups if groups * split.shape[2] == c and groups == self.steps[0].kernel.shuffle_groups else 0
 
 
 def fusable(step: Any) -> bool:
-    """Whether ``step`` is a 2-D grouped 1x1 Conv / FusedConv, stride 1 and unpadded, whose kernel
-    can write a shuffled output."""
-    node = step.node
-    if not getattr(step.kernel, "writes_channel_shuffle", False) or len(step.outputs) != 1:
-        return False
-    attrs = {name: attr.value for name, attr in node.attributes.items()}
-    w = node.inputs[1] if len(node.inputs) > 1 else None
-    shape = None if w is None or w.shape is None else tuple(w.shape)
-    return (shape is not None and len(shape) == 4 and shape[2:] == (1, 1) and int(attrs.get("group", 1) or 1) > 1
-            and all(int(s) == 1 for s in attrs.get("strides") or ()) and not any(attrs.get("pads") or ())
-            and (attrs.get("auto_pad") or "NOTSET") in ("NOTSET", "VALID"))
+    """Whether ``step``'s kernel writes a channel shuffle of its conv's groups (``conv_kernel``'s
+    ``shuffle_groups``: a 2-D grouped 1x1 conv, stride 1 and unpadded)."""
+    return getattr(step.kernel, "shuffle_groups", 0) > 1 and len(step.outputs) == 1
 
 
 def fuse(steps: list, keep: set[int], wrap_error: Callable[[Any, BaseException], BaseException]) -> list:
     """``steps`` with every grouped 1x1 conv -> Reshape -> Transpose (0, 2, 1, 3, 4) -> Reshape, each
     value read by the next step alone and none in ``keep`` (graph outputs, fetched values), replaced
     by one :class:`ShuffledConv` step at the position of the last Reshape."""
-    readers: dict[int, list[int]] = {}
-    for i, step in enumerate(steps):
-        for slot in set(step.inputs):
-            readers.setdefault(slot, []).append(i)
+    readers = step_readers(steps)
 
     def only_reader(i: int, op_type: str) -> int | None:
         out = steps[i].outputs[0] if len(steps[i].outputs) == 1 else None
