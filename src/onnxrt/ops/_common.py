@@ -54,7 +54,8 @@ def thread_scratch_kept(key: tuple, shape: tuple[int, ...], dtype: np.dtype, lay
     """thread_scratch_flat's array, on which ``prepare`` (writing a part of it that its callers
     never write, such as a zero border around the image they copy in) has run: only when the last
     call for ``key`` asked for another ``layout`` (a hashable description of what ``prepare``
-    writes) or another buffer. Consecutive depthwise convs of one shape then zero their padding once."""
+    writes) or another buffer. Consecutive depthwise convs of one shape then zero their padding once.
+    Every user of ``key`` must ask through here: a buffer written past this record looks prepared."""
     buf = thread_scratch_flat(key, shape, dtype)
     kept = getattr(_SCRATCH, "kept", None)
     if kept is None:

@@ -413,10 +413,13 @@ def _with_ones_row(x: np.ndarray, cdt: np.dtype, groups: int = 1) -> np.ndarray:
     + 1, prod(sp)) buffer, each group's channels followed by a ones row."""
     C, P = x.shape[0], math.prod(x.shape[1:])
     Cg = C // groups
-    cols = thread_scratch_flat(("ones_row_cols", cdt.str), (groups, Cg + 1, P), cdt)
+
+    def ones_rows(buf: np.ndarray) -> None:
+        buf[:, Cg] = 1
+
+    cols = thread_scratch_kept(("ones_row_cols", cdt.str), (groups, Cg + 1, P), cdt, (groups, Cg, P), ones_rows)
     # (splitting the contiguous last axis into the spatial ones is a view: the copy lands in cols)
     np.copyto(cols[:, :Cg].reshape((groups, Cg) + x.shape[1:]), x.reshape((groups, Cg) + x.shape[1:]))
-    cols[:, Cg] = 1
     return cols if groups > 1 else cols[0]
 
 
@@ -428,11 +431,15 @@ def _with_ones_column(image: np.ndarray, cdt: np.dtype, left: int = 0, right: in
     zero-bordered image, written in place."""
     H, W, C = image.shape
     wp = left + W + right
-    rows = thread_scratch_flat(("ones_column_rows", cdt.str), (H, wp, C + 1), cdt)
-    rows[:, :left] = 0
-    rows[:, left + W:] = 0
+
+    def zeros_and_ones(buf: np.ndarray) -> None:
+        buf[:, :left] = 0
+        buf[:, left + W:] = 0
+        buf[:, left:left + W, C] = 1
+
+    rows = thread_scratch_kept(("ones_column_rows", cdt.str), (H, wp, C + 1), cdt, (H, W, C, left, right),
+                               zeros_and_ones)
     np.copyto(rows[:, left:left + W, :C], image)
-    rows[:, left:left + W, C] = 1
     return rows.reshape(H * wp, C + 1)
 
 
@@ -452,6 +459,14 @@ def _padded_image(geo: _ConvGeometry, x: np.ndarray, cdt: np.dtype,
     return flat, xp
 
 
+def _ones_last_row(buf: np.ndarray) -> None:
+    buf[-1] = 1
+
+
+def _nothing(buf: np.ndarray) -> None:
+    pass
+
+
 def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray | None,
                 bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype,
                 out_last: np.ndarray | None = None, activation: Callable[[np.ndarray], Any] | None = None) -> None:
@@ -469,9 +484,8 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
     depth = K + (1 if with_ones else 0)
     # one buffer per thread for every tiled conv (they run one after the other): up to
     # _IM2COL_BLOCK_BYTES, not that much per conv shape
-    buf = thread_scratch_flat(("im2col_rows", cdt.str), (depth, rows, row_len), cdt)
-    if with_ones:
-        buf[-1] = 1
+    buf = thread_scratch_kept(("im2col_rows", cdt.str), (depth, rows, row_len), cdt, (depth, rows, row_len, with_ones),
+                              _ones_last_row if with_ones else _nothing)
     sp = xp.strides[1:]
     view_strides = ((xp.strides[0],) + tuple(s * d for s, d in zip(sp, geo.dilations))
                     + tuple(s * st for s, st in zip(sp, geo.strides)))
@@ -960,6 +974,7 @@ class _Winograd:
                 cols = self._span(px, left, w, self.Q)
                 self.fills[py, px] = (rows, cols)
         self.exact = (2 * self.th, 2 * self.tw) == (ho, wo)
+        self.layout = (self.R, self.Q, top, left, h, w)  # what the planes' zero borders depend on
         # channels per block of the input transform: its planes, rows and output rows (28 values per
         # plane position and channel) within ~1 MB
         self.block = max(1, min(geo.C, _WINOGRAD_BLOCK_VALUES // (28 * self.F)))
@@ -993,22 +1008,31 @@ def _conv_winograd(geo: _ConvGeometry, wg: _Winograd, x: np.ndarray, wts: "_Conv
                    cdt: np.dtype) -> None:
     """y (M, Ho, Wo) = conv of one image x (C, H, W), bias added (see _Winograd)."""
     C, M, R, Q, F, slack = geo.C, geo.M, wg.R, wg.Q, wg.F, wg.slack
-    v = thread_scratch_flat(("winograd_v", cdt.str), (16, C + 1, F), cdt)
-    v[:, C] = 0
-    v[5, C] = 1  # meets the bias column of the weights
+
+    def bias_row(buf: np.ndarray) -> None:
+        buf[:, C] = 0
+        buf[5, C] = 1  # meets the bias column of the weights
+
+    # the parts of the buffers the transforms never write (borders, slack, the bias row) are written
+    # when a buffer's last user had another layout: once per run for all the channel blocks but the last
+    v = thread_scratch_kept(("winograd_v", cdt.str), (16, C + 1, F), cdt, (C, F), bias_row)
     cb = wg.block
     for c0 in range(0, C, cb):  # a block of channels at a time, its planes and rows in cache
         c1 = min(C, c0 + cb)
         n = (c1 - c0) * F
-        planes = thread_scratch_flat(("winograd_planes", cdt.str), (2, 2, n + slack), cdt)
+
+        def plane_borders(buf: np.ndarray, channels: int = c1 - c0, n: int = n) -> None:
+            for (py, px), (rows, cols) in wg.fills.items():
+                _zero_border(buf[py, px, :n].reshape(channels, R, Q).transpose(1, 2, 0), rows[0], cols[0])
+                buf[py, px, n:] = 0
+
+        planes = thread_scratch_kept(("winograd_planes", cdt.str), (2, 2, n + slack), cdt, (wg.layout, n),
+                                     plane_borders)
         for (py, px), (rows, cols) in wg.fills.items():
-            plane = planes[py, px, :n].reshape(c1 - c0, R, Q)
-            _zero_border(plane.transpose(1, 2, 0), rows[0], cols[0])
-            plane[:, rows[0], cols[0]] = x[c0:c1, rows[1], cols[1]]
-            planes[py, px, n:] = 0
+            planes[py, px, :n].reshape(c1 - c0, R, Q)[:, rows[0], cols[0]] = x[c0:c1, rows[1], cols[1]]
         # B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], rows first:
         # u[i][px] combines plane rows a and a+1 (a shift of Q), then v[i][j] columns b and b+1
-        u = thread_scratch_flat(("winograd_rows", cdt.str), (4, 2, n + 1), cdt)
+        u = thread_scratch_kept(("winograd_rows", cdt.str), (4, 2, n + 1), cdt, (n,), _zero_last_column)
         for px in range(2):
             e0, e1 = planes[0, px, :n], planes[0, px, Q:Q + n]
             o0, o1 = planes[1, px, :n], planes[1, px, Q:Q + n]
@@ -1016,7 +1040,6 @@ def _conv_winograd(geo: _ConvGeometry, wg: _Winograd, x: np.ndarray, wts: "_Conv
             np.add(o0, e1, out=u[1, px, :n])
             np.subtract(e1, o0, out=u[2, px, :n])
             np.subtract(o0, o1, out=u[3, px, :n])
-        u[:, :, n] = 0
         v4 = v[:, c0:c1].reshape(4, 4, n)
         for i in range(4):
             e0, e1 = u[i, 0, :n], u[i, 0, 1:n + 1]
@@ -1036,6 +1059,10 @@ def _conv_winograd(geo: _ConvGeometry, wg: _Winograd, x: np.ndarray, wts: "_Conv
     else:
         ho, wo = geo.osp
         y[...] = tiles.reshape(M, 2 * wg.th, 2 * wg.tw)[:, :ho, :wo]
+
+
+def _zero_last_column(buf: np.ndarray) -> None:
+    buf[..., -1] = 0
 
 
 _WINOGRAD_OUTPUT: dict[str, np.ndarray] = {}
