@@ -16,8 +16,8 @@ from onnxrt.ops import conv, pool
 from onnxrt.ops.conv import conv_kernel
 from onnxrt.ops.registry import KernelContext
 
-_CHANNELS_LAST_LIMITS = ("_CHANNELS_LAST_MAX_WIDTH", "_CHANNELS_LAST_MAX_KERNEL", "_CHANNELS_LAST_MAX_STRIDED_PIXELS",
-                         "_CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS", "_CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL")
+_CHANNELS_LAST_LIMITS = ("_CHANNELS_LAST_MAX_KERNEL", "_CHANNELS_LAST_WIDE_KERNEL_MAX_WIDTH",
+                         "_CHANNELS_LAST_MAX_STRIDED_PIXELS", "_CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS")
 
 
 @pytest.fixture(params=["channel_first", "channels_last"])
@@ -280,6 +280,40 @@ def test_channels_last_depthwise_takes_either_layout(hw, k, strides, pads, dil):
     for xin in (x, x_last):
         np.testing.assert_allclose(relu(xin, w, b), np.maximum(ref, 0), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(relu(xin, w, b, z), np.maximum(ref + z, 0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("run", [24, 120, 1 << 20])  # one pixel; 5 columns (13 = 5 + 5 + 3); whole rows
+@pytest.mark.parametrize("hw,k,pads,dil", [
+    ((9, 13), 3, [1, 1, 1, 1], [1, 1]),
+    ((6, 13), 5, [2, 3, 2, 5], [1, 2]),  # asymmetric pads, dilated along the width
+    ((2, 13), 5, [2, 2, 2, 2], [1, 1]),  # short map: row groups
+])
+def test_channels_last_depthwise_column_blocks(monkeypatch, run, hw, k, pads, dil):
+    """The stride-1 einsum over blocks of output columns (the weights repeated per column of a
+    block), with a shorter last block where the width has no divisor near the run, gives
+    onnxruntime's output."""
+    monkeypatch.setattr(conv, "_CHANNELS_LAST_RUN", run)
+    rng = np.random.default_rng(9)
+    C = 24
+    x = rng.standard_normal((1, C) + hw, dtype=np.float32)
+    w = rng.standard_normal((C, 1, k, k), dtype=np.float32)
+    b = rng.standard_normal(C, dtype=np.float32)
+    attrs = dict(group=C, pads=pads, dilations=dil)
+    geo = conv._ConvGeometry("Conv", x.shape, w.shape, attrs)
+    assert geo.channels_last.takes(False)
+    assert geo.channels_last.block == {24: 1, 120: 5, 1 << 20: 13}[run]
+    a, r = _run_both("Conv", x, {"W": w, "B": b}, **attrs)
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
+
+
+def test_column_block_prefers_a_divisor_near_the_run(monkeypatch):
+    monkeypatch.setattr(conv, "_CHANNELS_LAST_RUN", 768)
+    assert conv._column_block(56, 96) == 8       # 8 * 96 = 768
+    assert conv._column_block(112, 32) == 28     # 24 wanted: 28 divides 112
+    assert conv._column_block(7, 768) == 1       # the channels alone make the run
+    assert conv._column_block(7, 48) == 7        # 16 wanted, the whole row is 7 columns
+    assert conv._column_block(101, 32) == 24     # no divisor within 2x: 4 blocks of 24 columns, then 5
+    assert conv._column_block(53, 8) == 53       # 96 wanted: at most the row
 
 
 def _inverted_residual(n: int, dw_stride: int, extra_reader: bool, expand_k: int = 1, hw: int = 14) -> bytes:

@@ -670,24 +670,34 @@ class _BandedDepthwise:
 
 # When the channels-last depthwise path beats the banded (stride 1) and im2col (strided) ones, its own
 # transposes included (measured per MobileNetV2 / PP-OCR / ShuffleNet shape, microseconds):
-# * channel-first input, stride 1: up to 40 columns (384x14x14: 279 vs 366; 960x7x7: 151 vs 314;
-#   384x20x20 5x5: 1070 vs 1251), not at 80 (480x6x80 5x5: 2043 vs 1453) nor 56 (144x56x56 tied);
-#   with a 7x7 kernel (ConvNeXt) only as wide as the kernel (768x7x7: 452 vs 626; 384x14x14: 846 vs 747);
+# * stride 1, either input layout: kernels up to 5 wide at any width (its einsum runs over blocks of
+#   columns, _CHANNELS_LAST_RUN; inside the models, ms: PP-OCR's recognizer 240x12x80 5x5 (4) 6.0 ->
+#   4.6, 480x6x80 5x5 1.67 -> 1.28, 64x24x160 3x3 0.96 -> 0.74, 128x12x160 0.90 -> 0.88; its detector
+#   48x160x160 3x3 6.2 -> 4.7, 96x80x80 2.5 -> 2.1); wider kernels up to 14 columns (ConvNeXt's 7x7,
+#   alone: 384x14x14 557 vs 592; 768x7x7 faster still; not 192x28x28: 1205 vs 1125, nor 96x56x56:
+#   2504 vs 1673);
 # * channel-first input, strided: up to 2048 pixels (240x12x80 5x5 stride (2, 1): 1035 vs 1510), not
 #   at 56x56 (144 channels stride 2: 845 vs 795) nor 112x112 (96 channels: 2322 vs 1820);
-# * channels-last input (no transpose in): stride 1 with a 3x3 kernel at any width (16x320x320: 3992
-#   vs 5288) or any kernel up to 40 columns; strided up to 16384 pixels (96x112x112: 1456 vs 1820,
+# * channels-last input (no transpose in): strided up to 16384 pixels (96x112x112: 1456 vs 1820,
 #   but 32x320x320: 6498 vs 4871);
 # * any input at stride 1 whose kernel rows mostly fall in the top and bottom padding (the banded path
 #   computes them all; this one skips them): at most 60% of the (output row, kernel row) pairs inside
 #   the image (200x2x96 5x5: 40%, 279 vs 372; 88x3x96 5x5: 60%, 210 vs 240; but 32x6x96 3x3: 89%,
 #   120 vs 111).
-_CHANNELS_LAST_MAX_WIDTH = 40
-_CHANNELS_LAST_MAX_INSIDE_ROWS = 0.6
 _CHANNELS_LAST_MAX_KERNEL = 5
+_CHANNELS_LAST_WIDE_KERNEL_MAX_WIDTH = 14
+_CHANNELS_LAST_MAX_INSIDE_ROWS = 0.6
 _CHANNELS_LAST_MAX_STRIDED_PIXELS = 2048
 _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS = 16384
-_CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL = 3
+# Values per inner run of the channels-last einsum at stride 1: the weights are repeated over a block
+# of output columns so that one run covers about this many values. The whole row (Wo*C) made the
+# repeated weights large, read from L2 or memory for every output row; one pixel (C) made short runs.
+# Alone (us, one pixel / block of ~1024 values / whole row): 96x56x56 7x7 2928 / 1651 / 2380;
+# 32x112x112 3x3 2326 / 511 / 547; 144x56x56 3x3 957 / 564 / 713; 192x28x28 3x3 259 / 181 / 226;
+# 384x14x14 7x7 457 / 415 / 600. Inside the models (runs of 512 / 768 / 1024 / 2048 values, ms):
+# ConvNeXt-tiny's 18 7x7 convs 15.6 / 15.3 / 16.5 / 16.8 (whole rows: 22.7); MobileNetV2's 12 stride-1
+# 3x3 convs 3.85 / 3.62 / 3.60 / 3.64 (whole rows: 4.6); PP-OCR's detector and recognizer alike.
+_CHANNELS_LAST_RUN = 768
 
 
 class _ChannelsLastDepthwise:
@@ -697,15 +707,16 @@ class _ChannelsLastDepthwise:
     contiguous runs of values: the input run and the channel weights. ``np.einsum`` sums those
     products over the taps in one call, the channels innermost, where on a (C, H, W) image the
     per-channel weight is a scalar per row and every tap costs a broadcast multiply and an add.
-    At stride 1 along the width the width and channel axes merge into one run of Wo*C values, the
-    weights repeated Wo times (``tiled``): longer inner loops, fewer of them."""
+    At stride 1 along the width, the width and channel axes of a block of ``block`` output columns
+    merge into one run of block*C values, the weights repeated that many times: longer inner loops,
+    fewer of them (_CHANNELS_LAST_RUN). The last Wo % block columns take a second call."""
 
     def __init__(self, geo: _ConvGeometry) -> None:
         self.pshape = (geo.in_sp[0] + geo.begin[0] + geo.end[0], geo.in_sp[1] + geo.begin[1] + geo.end[1], geo.C)
         self.dst = (slice(geo.begin[0], geo.begin[0] + geo.in_sp[0]), slice(geo.begin[1], geo.begin[1] + geo.in_sp[1]))
         # what the zero border of the padded image depends on (thread_scratch_kept)
         self.layout = (self.pshape, tuple(geo.begin), tuple(geo.in_sp))
-        self.tiled = geo.strides[1] == 1
+        self.block = _column_block(geo.osp[1], geo.C) if geo.strides[1] == 1 else 1
         groups = _valid_kernel_rows(geo)
         inside = sum((h1 - h0) * (r1 - r0) for h0, h1, r0, r1 in groups) / (geo.osp[0] * geo.kernel[0])
         # (output rows, kernel rows) per einsum call: those inside the image on a short map, else all
@@ -715,10 +726,8 @@ class _ChannelsLastDepthwise:
         pixels, width = geo.in_sp[0] * geo.in_sp[1], geo.in_sp[1]
         kw = geo.kernel[1]
         if geo.strides == [1, 1]:
-            # a row no wider than the kernel is one short tile for the banded path, whatever the kernel
-            narrow = (kw <= _CHANNELS_LAST_MAX_KERNEL and width <= _CHANNELS_LAST_MAX_WIDTH) or width <= kw or short
-            self.from_channels_first = narrow
-            self.from_channels_last = kw <= _CHANNELS_LAST_INPUT_ANY_WIDTH_MAX_KERNEL or narrow
+            self.from_channels_first = self.from_channels_last = (
+                kw <= _CHANNELS_LAST_MAX_KERNEL or width <= max(kw, _CHANNELS_LAST_WIDE_KERNEL_MAX_WIDTH) or short)
         else:
             self.from_channels_first = pixels <= _CHANNELS_LAST_MAX_STRIDED_PIXELS
             self.from_channels_last = pixels <= _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS
@@ -728,18 +737,30 @@ class _ChannelsLastDepthwise:
         return self.from_channels_last if x_channels_last else self.from_channels_first
 
     def weights(self, wts: "_ConvWeights", geo: _ConvGeometry) -> np.ndarray:
-        """(kh, kw, C) channels-last weight, or (kh, kw, Wo*C) repeated per output column when tiled."""
-        key = ("channels_last", geo.osp[1] if self.tiled else 0)
+        """(kh, kw, block*C) channels-last weight, repeated for each output column of a block."""
+        key = ("channels_last", self.block)
         w = wts.bands.get(key)
         if w is None:
             kh, kw = geo.kernel
             w = wts.depthwise.reshape(geo.C, kh, kw).transpose(1, 2, 0)
-            if self.tiled:
-                w = np.broadcast_to(w[:, :, None, :], (kh, kw, geo.osp[1], geo.C)).reshape(kh, kw, -1)
+            w = np.broadcast_to(w[:, :, None, :], (kh, kw, self.block, geo.C)).reshape(kh, kw, -1)
             w = np.ascontiguousarray(w)
             w.flags.writeable = False
             wts.bands[key] = w
         return w
+
+
+def _column_block(wo: int, channels: int) -> int:
+    """Output columns per weight repeat of the channels-last path (stride 1): a divisor of ``wo``
+    whose run of columns * channels values is nearest _CHANNELS_LAST_RUN (within a factor of 2),
+    else that many columns with a shorter block at the row's end."""
+    want = _CHANNELS_LAST_RUN / channels
+    if want <= 1:
+        return 1
+    nearest = min((b for b in range(1, wo + 1) if wo % b == 0), key=lambda b: abs(math.log(b / want)))
+    if abs(math.log(nearest / want)) <= math.log(2):
+        return nearest
+    return min(wo, round(want))
 
 
 def _valid_kernel_rows(geo: _ConvGeometry) -> list[tuple[int, int, int, int]]:
@@ -774,18 +795,22 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
     ho, wo = geo.osp
     s0, s1, s2 = xp.strides
     w = cl.weights(wts, geo)
+    b = cl.block
+    blocks, rest = divmod(wo, b)
+    whole = blocks * b
     for h0, h1, r0, r1 in cl.row_groups:  # each run of output rows over the kernel rows inside the image
         if r0 == r1:
             out[h0:h1] = 0
             continue
         start = (h0 * sh + r0 * dh) * s0
-        if cl.tiled:
-            taps = strided_view(xp, start, (h1 - h0, r1 - r0, kw, wo * geo.C), (s0 * sh, s0 * dh, s1 * dw, s2))
-            np.einsum("hrsj,rsj->hj", taps, w[r0:r1], out=out[h0:h1].reshape(h1 - h0, wo * geo.C))
-        else:
-            taps = strided_view(xp, start, (h1 - h0, wo, r1 - r0, kw, geo.C),
-                                (s0 * sh, s1 * sw, s0 * dh, s1 * dw, s2))
-            np.einsum("hwrsc,rsc->hwc", taps, w[r0:r1], out=out[h0:h1])
+        rows = h1 - h0
+        taps = strided_view(xp, start, (rows, blocks, r1 - r0, kw, b * geo.C),
+                            (s0 * sh, s1 * sw * b, s0 * dh, s1 * dw, s2))
+        np.einsum("hbrsj,rsj->hbj", taps, w[r0:r1], out=out[h0:h1, :whole].reshape(rows, blocks, b * geo.C))
+        if rest:  # stride 1 (a block of one column leaves none)
+            taps = strided_view(xp, start + whole * s1, (rows, r1 - r0, kw, rest * geo.C),
+                                (s0 * sh, s0 * dh, s1 * dw, s2))
+            np.einsum("hrsj,rsj->hj", taps, w[r0:r1, :, :rest * geo.C], out=out[h0:h1, whole:].reshape(rows, -1))
     if wts.bias is not None:
         wts.bias_row().add_to(out.reshape(-1, geo.C))
 
