@@ -692,7 +692,7 @@ _CHANNELS_LAST_INPUT_MAX_STRIDED_PIXELS = 16384
 # Values per inner run of the channels-last einsum at stride 1: the weights are repeated over a block
 # of output columns so that one run covers about this many values. The whole row (Wo*C) made the
 # repeated weights large, read from L2 or memory for every output row; one pixel (C) made short runs.
-# Alone (us, one pixel / block of ~1024 values / whole row): 96x56x56 7x7 2928 / 1651 / 2380;
+# Alone (us, one pixel / a block of 650-1350 values / whole row): 96x56x56 7x7 2928 / 1651 / 2380;
 # 32x112x112 3x3 2326 / 511 / 547; 144x56x56 3x3 957 / 564 / 713; 192x28x28 3x3 259 / 181 / 226;
 # 384x14x14 7x7 457 / 415 / 600. Inside the models (runs of 512 / 768 / 1024 / 2048 values, ms):
 # ConvNeXt-tiny's 18 7x7 convs 15.6 / 15.3 / 16.5 / 16.8 (whole rows: 22.7); MobileNetV2's 12 stride-1
