@@ -717,6 +717,8 @@ class _ChannelsLastDepthwise:
         # what the zero border of the padded image depends on (thread_scratch_kept)
         self.layout = (self.pshape, tuple(geo.begin), tuple(geo.in_sp))
         self.block = _column_block(geo.osp[1], geo.C) if geo.strides[1] == 1 else 1
+        # whole blocks of output columns per row, and the columns left after them (stride 1 only)
+        self.blocks, self.rest = divmod(geo.osp[1], self.block)
         groups = _valid_kernel_rows(geo)
         inside = sum((h1 - h0) * (r1 - r0) for h0, h1, r0, r1 in groups) / (geo.osp[0] * geo.kernel[0])
         # (output rows, kernel rows) per einsum call: those inside the image on a short map, else all
@@ -795,9 +797,8 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
     ho, wo = geo.osp
     s0, s1, s2 = xp.strides
     w = cl.weights(wts, geo)
-    b = cl.block
-    blocks, rest = divmod(wo, b)
-    whole = blocks * b
+    b, blocks, rest = cl.block, cl.blocks, cl.rest
+    whole = wo - rest
     for h0, h1, r0, r1 in cl.row_groups:  # each run of output rows over the kernel rows inside the image
         if r0 == r1:
             out[h0:h1] = 0

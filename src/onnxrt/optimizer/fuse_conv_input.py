@@ -76,8 +76,7 @@ def _fold_input_affine(graph: ir.Graph, conv: ir.Node) -> ir.Node | None:
         chain.append(step)
         reader, value = step[0], step[1]
     pads = _ir.attr(conv, "pads", None) or []
-    auto_pad = _ir.attr(conv, "auto_pad", "NOTSET")
-    padded = any(pads) or (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", "VALID")
+    padded = any(pads) or _ir.attr(conv, "auto_pad", "NOTSET") not in ("NOTSET", "VALID")  # onnx_ir gives str
     source = None if padded else _biased_conv(value, reader, Cg * group, W.dtype)
     if not chain and source is None:
         return None
