@@ -794,7 +794,7 @@ def _depthwise_channels_last(geo: _ConvGeometry, cl: _ChannelsLastDepthwise, x: 
                                  lambda buf: _zero_border(buf, *cl.dst))
         xp[cl.dst] = x.transpose(1, 2, 0)
     kw, (sh, sw), (dh, dw) = geo.kernel[1], geo.strides, geo.dilations
-    ho, wo = geo.osp
+    wo = geo.osp[1]
     s0, s1, s2 = xp.strides
     w = cl.weights(wts, geo)
     b, blocks, rest = cl.block, cl.blocks, cl.rest
