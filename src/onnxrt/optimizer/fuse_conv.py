@@ -188,10 +188,7 @@ def with_inputs(graph: ir.Graph, conv: ir.Node, inputs: list[ir.Value | None]) -
 
 def _pad_amounts(pad: ir.Node, rank: int) -> list[int] | None:
     """The Pad's pads (begin..., end...) over ``rank`` axes when it is a zero constant pad, else None."""
-    mode = _ir.attr(pad, "mode", "constant")
-    if isinstance(mode, bytes):
-        mode = mode.decode()
-    if mode != "constant":
+    if _ir.attr(pad, "mode", "constant") != "constant":  # onnx_ir gives string attributes as str
         return None
     if len(pad.inputs) > 1:  # opset >= 11: pads (and value, axes) are inputs
         pads = _ir.const_array(pad.inputs[1])
@@ -229,7 +226,7 @@ def _fold_pads(graph: ir.Graph) -> int:
         convs = [u.node for u in uses]
         if not uses or any(not _ir.is_op(c, "Conv") or u.idx != 0 for c, u in zip(convs, uses)):
             continue
-        if any(_ir.attr(c, "auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET") for c in convs):
+        if any(_ir.attr(c, "auto_pad", "NOTSET") != "NOTSET" for c in convs):
             continue
         n = rank - 2
         for conv in convs:
