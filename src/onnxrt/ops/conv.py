@@ -1194,7 +1194,8 @@ def _epilogue(z_block: Callable[[slice, np.ndarray], np.ndarray] | None,
 def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights,
               activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None,
               x_channels_last: bool = False, channels_last_out: bool = False,
-              border: tuple[tuple, tuple] | None = None, shuffle: int = 0) -> np.ndarray:
+              border: tuple[tuple, tuple] | None = None, shuffle: int = 0,
+              into: np.ndarray | None = None) -> np.ndarray:
     """Conv of X with prepared weights. ``Z`` (same shape as the output) is added and then
     ``activation`` applied in place, on each GEMM output block while it is still in cache where the
     path allows it (FusedConv's semantics). ``x_channels_last``: X is a (N, C, H, W) view of
@@ -1204,7 +1205,10 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
 
     ``shuffle`` (the conv's groups, of a grouped 1x1 conv: ``conv_kernel``'s ``shuffle_groups``): the
     output's channels come out shuffled in those groups (channel k * M/g + j at j * g + k, ShuffleNet's
-    Reshape -> Transpose -> Reshape), each group's GEMM rows written there."""
+    Reshape -> Transpose -> Reshape), each group's GEMM rows written there.
+
+    ``into``: a C-contiguous array of the output's shape and compute dtype (a channel-first output)
+    that the conv writes its result into and returns, instead of a fresh one (runtime.concat_into)."""
     if shuffle and not (geo.kind == "1x1" and geo.g == shuffle and not channels_last_out):
         raise ValueError(f"{op_name}: only a channel-first grouped 1x1 conv writes a channel shuffle of its own groups")
     cdt = compute_dtype(X.dtype)
@@ -1218,6 +1222,10 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     elif channels_last_out:
         y_last = np.empty((N,) + geo.osp + (M,), dtype=cdt)
         y = y_last.transpose(0, 3, 1, 2)
+    elif into is not None:
+        if channels_last_out or into.shape != (N, M) + geo.osp or into.dtype != cdt or not into.flags.c_contiguous:
+            raise ValueError(f"{op_name}: cannot write a {into.dtype} array of shape {into.shape} as its output")
+        y = into
     else:
         y = np.empty((N, M) + geo.osp, dtype=cdt)
     # (a bordered image's interior is no (M, P) matrix; its 1x1 conv writes it by image rows)
@@ -1373,18 +1381,23 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     # by (X shape, dtype): the prepared run of _small_conv, or None where the conv is not small (decided once)
     small: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
 
-    def conv(X, W, B=None, Z=None, *, shuffle: int = 0):
-        if small and W is W_const and B is B_const and Z is None and not shuffle and type(X) is np.ndarray:
+    def geometry(X: np.ndarray, W: np.ndarray) -> _ConvGeometry:
+        key = (X.shape, W.shape)
+        geo = geometries.get(key)
+        if geo is None:
+            geo = geometries[key] = _ConvGeometry(op_name, X.shape, W.shape, attrs)
+        return geo
+
+    def conv(X, W, B=None, Z=None, *, shuffle: int = 0, into: np.ndarray | None = None):
+        if (small and W is W_const and B is B_const and Z is None and not shuffle and into is None
+                and type(X) is np.ndarray):
             run_small = small.get((X.shape, X.dtype))
             if run_small is not None:
                 return run_small(X)
         check_float(op_name, "X", X)
         check_float(op_name, "W", W)
         key = (X.shape, W.shape)
-        geo = geometries.get(key)
-        if geo is None:
-            geo = _ConvGeometry(op_name, X.shape, W.shape, attrs)
-            geometries[key] = geo
+        geo = geometry(X, W)
         _check_bias(op_name, B, geo.M)
         cdt = compute_dtype(X.dtype)
         if W is W_const and (B is None or B is B_const):
@@ -1405,7 +1418,22 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
         if (W is W_const and B is B_const and Z is None and not x_last and not channels_last_out
                 and (X.shape, X.dtype) not in small and len(small) < 8):
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
-        return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
+        if into is None:
+            return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
+        if channels_last_out or X.dtype != cdt:  # (neither where the readers are a Concat's: concat_into)
+            into[...] = _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
+            return into
+        return _conv_run(op_name, geo, X, wts, activation, Z, x_last, False, None, shuffle, into)
+
+    def output_shape(X: np.ndarray, W: np.ndarray) -> tuple[int, ...]:
+        """The shape of ``conv(X, W, ...)``'s result (ValueError where X and W do not make a conv)."""
+        geo = geometry(X, W)
+        return (geo.N, geo.M) + geo.osp
+
+    # what runtime.concat_into asks of a producer: ``into=`` (a C-contiguous array of the output's shape
+    # and X's dtype, written and returned) and ``output_shape``
+    conv.output_shape = output_shape  # type: ignore[attr-defined]
+    conv.writes_into = True  # type: ignore[attr-defined]
 
     # the channel shuffle this conv writes itself (runtime.channel_shuffle): that of its own groups, for
     # a 2-D grouped 1x1 conv of stride 1 and no padding (its GEMM's rows); 0: none

@@ -28,7 +28,7 @@ import onnx_ir as ir
 
 from onnxrt.errors import Fail, InvalidGraph, NotImplemented, OrtError, RuntimeException
 from onnxrt.ops import registry
-from onnxrt.runtime import channel_shuffle, concat_chains, elementwise_chains, shape_memo
+from onnxrt.runtime import channel_shuffle, concat_chains, concat_into, elementwise_chains, shape_memo
 from onnxrt.runtime.values import sparse_to_dense, tensor_to_numpy
 
 NONE_SLOT = 0
@@ -65,7 +65,8 @@ class PlanConfig:
     initializers_are_constant: bool = False
     # Fuse steps at planning time: chains of elementwise nodes run as one blocked pass
     # (runtime.elementwise_chains), a grouped conv writes the channel shuffle after it
-    # (runtime.channel_shuffle); the session turns it on at ORT_ENABLE_EXTENDED and above.
+    # (runtime.channel_shuffle), convs write into the Concat of their outputs (runtime.concat_into);
+    # the session turns it on at ORT_ENABLE_EXTENDED and above.
     fuse_steps: bool = False
 
 
@@ -149,6 +150,7 @@ class GraphPlan:
             self.steps = channel_shuffle.fuse(self.steps, set(self.output_slots), _node_failure)
             self.steps = elementwise_chains.fuse(self.steps, constants, set(self.output_slots),
                                                  config.opsets.get("", 0), NONE_SLOT, _node_failure)
+            self.steps = concat_into.fuse(self.steps, set(self.output_slots), _node_failure)
 
         # Values only folded nodes read (a weight transposed at planning time, say) are not needed to
         # run: drop them so a weight is not held twice.
