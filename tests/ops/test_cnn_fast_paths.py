@@ -100,7 +100,7 @@ def test_banded_depthwise_runtime_weight_and_float64(depthwise_path):
     ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)),
     ("AveragePool", dict(kernel_shape=[1, 3], strides=[1, 1])),
 ])
-def test_pools_match_onnxruntime(op_type, attrs):
+def test_pools_match_onnxruntime(op_type, attrs, average_pool_path):
     x = np.random.default_rng(1).standard_normal((1, 5, 11, 12), dtype=np.float32)
     a, r = _run_both(op_type, x, {}, **attrs)
     np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
@@ -117,11 +117,12 @@ def test_pools_match_onnxruntime(op_type, attrs):
     ("AveragePool", dict(kernel_shape=[7, 7])),
 ])
 @pytest.mark.parametrize("shape", [(2, 40, 7, 7), (1, 37, 40, 41)])  # the second spans blocks of channels
-def test_stride_one_pools_over_the_flattened_image(op_type, attrs, shape):
+def test_stride_one_pools_over_the_flattened_image(op_type, attrs, shape, monkeypatch):
     from onnxrt.ops.pool import _Geometry
     if min(shape[2:]) < attrs["kernel_shape"][0] + 1:
         attrs = {**attrs, "kernel_shape": [2, 2]}
     assert _Geometry(op_type, shape[2:], attrs).flat
+    monkeypatch.setattr(pool, "_MATRIX_MAX_POSITIONS_PER_TAP", 0)  # the tap passes (small images would average by the GEMM)
     x = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
     a, r = _run_both(op_type, x, {}, **attrs)
     np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
@@ -138,11 +139,12 @@ def test_stride_one_pools_over_the_flattened_image(op_type, attrs, shape):
     ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), False),  # windows that do not overlap
 ])
 @pytest.mark.parametrize("shape", [(2, 3, 9, 10), (1, 47, 60, 61)])  # the second spans blocks of channels
-def test_strided_pools_reduce_rows_over_the_flattened_image(op_type, attrs, flat, shape):
+def test_strided_pools_reduce_rows_over_the_flattened_image(op_type, attrs, flat, shape, monkeypatch):
     geo = pool._Geometry(op_type, shape[2:], attrs)
     assert geo.strided_flat is flat
     if shape[1] > 40:
         assert math.prod(shape[1:]) > pool._STRIDED_BLOCK
+    monkeypatch.setattr(pool, "_MATRIX_MAX_POSITIONS_PER_TAP", 0)  # the tap passes (small images would average by the GEMM)
     x = np.random.default_rng(4).standard_normal(shape, dtype=np.float32)
     a, r = _run_both(op_type, x, {}, **attrs)
     np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)
@@ -553,3 +555,18 @@ def test_depthwise_of_a_large_channels_last_image_gives_channel_first():
     y = conv_kernel(_ctx(attrs, [None, w, b]))(x_last, w, b)
     assert y.flags.c_contiguous
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,attrs,by_matrix", [
+    ((1, 1024, 7, 7), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), True),  # Inception-v2's
+    ((1, 272, 14, 14), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), True),  # ShuffleNet's
+    ((1, 136, 28, 28), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), False),
+    ((1, 480, 3, 80), dict(kernel_shape=[3, 2], strides=[3, 2]), False),  # PP-OCR's recognizer
+])
+def test_small_images_average_by_one_gemm(shape, attrs, by_matrix):
+    # the averaging matrix against the tap passes: prod(in_sp) multiply-adds per output, taken while
+    # that is at most _MATRIX_MAX_POSITIONS_PER_TAP per window tap
+    assert pool._Geometry("AveragePool", shape[2:], attrs).by_matrix is by_matrix
+    x = np.random.default_rng(7).standard_normal(shape, dtype=np.float32)
+    a, r = _run_both("AveragePool", x, {}, **attrs)
+    np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-6)

@@ -132,7 +132,7 @@ def test_max_pool_with_indices_matches_onnxruntime(attrs):
 
 @pytest.mark.parametrize("include_pad", [0, 1])
 @pytest.mark.parametrize("attrs", POOL_CASES)
-def test_average_pool_matches_onnxruntime(attrs, include_pad):
+def test_average_pool_matches_onnxruntime(attrs, include_pad, average_pool_path):
     x = _f32(2, 3, 9, 8)
     _check(*_run_both("AveragePool", [("X", x)], count_include_pad=include_pad, **attrs))
     # float16, and an input that is no C-contiguous array (a transposed view)
@@ -159,7 +159,7 @@ def _random_pool_cases(count: int, seed: int = 11) -> list[tuple[tuple, dict]]:
 
 
 @pytest.mark.parametrize("shape,attrs", _random_pool_cases(30))
-def test_max_and_average_pools_match_onnxruntime_on_random_geometries(shape, attrs):
+def test_max_and_average_pools_match_onnxruntime_on_random_geometries(shape, attrs, average_pool_path):
     # 1-D to 3-D, pads on either side (taps that reach only some outputs), dilations, ceil mode
     x = _f32(*shape)
     _check(*_run_both("MaxPool", [("X", x)], **attrs))

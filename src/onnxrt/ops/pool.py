@@ -9,6 +9,7 @@ divisors are separable, so they are an outer product of per-axis counts, compute
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Iterator
 
@@ -26,6 +27,15 @@ _FLAT_BLOCK = 1 << 16
 # Values per block of channels in strided_reduce (its bordered block and row reductions in the L2):
 # 32K / 64K / 128K on SqueezeNet's 64x111x111 3x3 stride-2 max pool: 599 / 484 / 469 us.
 _STRIDED_BLOCK = 1 << 17
+
+
+# AveragePool's GEMM path (averaging_matrix) makes prod(in_sp) multiply-adds per output value where the
+# tap passes make one add per window tap, each ~20x slower: it is taken while the input has at most
+# this many positions per window tap. Measured (us, tap passes / GEMM, positions per tap): 1024x7x7
+# 3x3 stride 1 206 / 42 (5), 576x14x14 270 / 174 (22), 272x14x14 stride 2 103 / 44 (22); 512x14x14
+# 2x2 stride 2 68 / 68 (49), 480x3x80 3x2 54 / 59 (40), 136x28x28 3x3 stride 2 131 / 245 (87).
+_MATRIX_MAX_POSITIONS_PER_TAP = 24
+_MATRIX_MAX_ENTRIES = 1 << 18  # 1 MB of float32 weights at most
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -120,6 +130,10 @@ class _Geometry:
         self.flat = flat_ok and self.strides == [1, 1]
         self.strided_flat = (flat_ok and self.strides != [1, 1] and not any(self.begin + self.end + self.extra)
                              and all(k > s for k, s in zip(self.kernel, self.strides)))
+        # small images average by one GEMM against a matrix of the windows' weights (averaging_matrix)
+        positions = math.prod(in_sp)
+        self.by_matrix = (0 < positions <= _MATRIX_MAX_POSITIONS_PER_TAP * math.prod(self.kernel)
+                          and positions * math.prod(out) <= _MATRIX_MAX_ENTRIES)
         # one window over the whole unpadded input (the 7x7 average pool that ends a CNN): the global pool
         self.whole = (self.kernel == self.in_sp and self.dilations == [1] * n and not any(self.begin + self.end)
                       and self.out == [1] * n)
@@ -281,6 +295,27 @@ class _Geometry:
             cur, fresh = out, True
         return cur if fresh else np.array(cur, copy=True)
 
+    def averaging_matrix(self, include_pad: bool, dtype) -> np.ndarray:
+        """(prod(in_sp), prod(out)) matrix whose column for an output position holds 1 / its window's
+        count at each input position of the window: the average pool of x (N, C, *in_sp) is
+        x.reshape(N * C, -1) @ it, one GEMM (see _MATRIX_MAX_POSITIONS_PER_TAP). Made on first use."""
+        key = ("matrix", include_pad, np.dtype(dtype).str)
+        m = self._divisors.get(key)
+        if m is None:
+            n = len(self.kernel)
+            outs = np.indices(self.out).reshape(n, -1)  # (n, P_out): each output position
+            weights = 1.0 / self.divisor(include_pad, np.float64).reshape(-1)
+            m = np.zeros((math.prod(self.in_sp), outs.shape[1]), dtype=np.float64)
+            for tap in itertools.product(*(range(k) for k in self.kernel)):
+                pos = [o * s + t * d - b for o, s, t, d, b in zip(outs, self.strides, tap, self.dilations, self.begin)]
+                inside = np.logical_and.reduce([(p >= 0) & (p < size) for p, size in zip(pos, self.in_sp)])
+                flat = np.ravel_multi_index([p[inside] for p in pos], self.in_sp)
+                m[flat, np.flatnonzero(inside)] = weights[inside]
+            m = m.astype(dtype)
+            m.flags.writeable = False
+            self._divisors[key] = m
+        return m
+
     def cached_reciprocal(self, include_pad: bool, dtype) -> np.ndarray:
         """1 / the window counts (a scalar when they are all the same): multiplying by it is ~4x
         faster than dividing by the counts, within an ulp of the quotient."""
@@ -359,7 +394,12 @@ def average_pool_factory(ctx: KernelContext):
         if geo.whole:
             return global_average_pool(X)  # a matrix-vector product: 544x7x7 in 3 us, 45 over the taps
         cdt = _compute_dtype(X.dtype)
-        s = geo.reduce(X.astype(cdt, copy=False), np.add, 0, geo.cached_reciprocal(include_pad, cdt))
+        x = X.astype(cdt, copy=False)
+        if geo.by_matrix:
+            rows = math.prod(X.shape[:2])
+            s = np.matmul(x.reshape(rows, -1), geo.averaging_matrix(include_pad, cdt)).reshape(X.shape[:2] + tuple(geo.out))
+        else:
+            s = geo.reduce(x, np.add, 0, geo.cached_reciprocal(include_pad, cdt))
         return s.astype(X.dtype, copy=False)
 
     return average_pool
