@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from onnxrt.runtime.step_readers import step_readers
+from onnxrt.runtime.step_readers import run_step, step_readers
 
 _SWAP = [0, 2, 1, 3, 4]
 
@@ -56,13 +56,7 @@ class ShuffledConv:
         return self._run(merge, self._run(swap, self._run(split, y, split_shape)), merge_shape)
 
     def _run(self, step: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return step.kernel(*args, **kwargs)
-        except Exception as e:
-            failure = self.wrap_error(step, e)
-            if failure is e:
-                raise
-            raise failure from e
+        return run_step(step, self.wrap_error, *args, **kwargs)
 
     def _shuffle_groups(self, out_shape: tuple, split_shape: np.ndarray, merge_shape: np.ndarray) -> int:
         """g when the Reshapes and the Transpose make a channel shuffle of g groups of an output of

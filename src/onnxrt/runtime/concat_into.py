@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from onnxrt.runtime.step_readers import step_readers
+from onnxrt.runtime.step_readers import run_step, step_readers
 
 
 class ConcatInto:
@@ -92,13 +92,7 @@ class ConcatInto:
         return buffer, dests
 
     def _run(self, step: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return step.kernel(*args, **kwargs)
-        except Exception as e:
-            failure = self.wrap_error(step, e)
-            if failure is e:
-                raise
-            raise failure from e
+        return run_step(step, self.wrap_error, *args, **kwargs)
 
 
 def fuse(steps: list, keep: set[int], wrap_error: Callable[[Any, BaseException], BaseException]) -> list:

@@ -1,8 +1,9 @@
-"""Which steps read each value slot: the index the planning-time fusions walk a plan's steps by."""
+"""What the planning-time fusions share: which steps read each value slot (the index they walk a
+plan's steps by), and how a fused step runs one of the steps it replaced."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 def step_readers(steps: Sequence[Any]) -> dict[int, list[int]]:
@@ -13,3 +14,15 @@ def step_readers(steps: Sequence[Any]) -> dict[int, list[int]]:
         for slot in set(step.inputs):
             readers.setdefault(slot, []).append(i)
     return readers
+
+
+def run_step(step: Any, wrap_error: Callable[[Any, BaseException], BaseException], *args: Any, **kwargs: Any) -> Any:
+    """``step.kernel(*args, **kwargs)`` from inside a fused step: a failure is reported as ``step``'s
+    (``wrap_error``: the plan's naming of the node at fault), as when it runs alone."""
+    try:
+        return step.kernel(*args, **kwargs)
+    except Exception as e:
+        failure = wrap_error(step, e)
+        if failure is e:
+            raise
+        raise failure from e
