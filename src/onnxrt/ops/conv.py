@@ -1223,7 +1223,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
         y_last = np.empty((N,) + geo.osp + (M,), dtype=cdt)
         y = y_last.transpose(0, 3, 1, 2)
     elif into is not None:
-        if channels_last_out or into.shape != (N, M) + geo.osp or into.dtype != cdt or not into.flags.c_contiguous:
+        if into.shape != (N, M) + geo.osp or into.dtype != cdt or not into.flags.c_contiguous:
             raise ValueError(f"{op_name}: cannot write a {into.dtype} array of shape {into.shape} as its output")
         y = into
     else:
@@ -1420,7 +1420,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
         if into is None:
             return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
-        if channels_last_out or X.dtype != cdt:  # (neither where the readers are a Concat's: concat_into)
+        if channels_last_out or X.dtype != cdt:  # a channels-last or cast result: made, then copied in
             into[...] = _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
             return into
         return _conv_run(op_name, geo, X, wts, activation, Z, x_last, False, None, shuffle, into)
