@@ -1381,11 +1381,10 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     # by (X shape, dtype): the prepared run of _small_conv, or None where the conv is not small (decided once)
     small: dict[tuple, Callable[[np.ndarray], np.ndarray] | None] = {}
 
-    def geometry(X: np.ndarray, W: np.ndarray) -> _ConvGeometry:
-        key = (X.shape, W.shape)
+    def geometry(key: tuple[tuple, tuple]) -> _ConvGeometry:  # by (X shape, W shape)
         geo = geometries.get(key)
         if geo is None:
-            geo = geometries[key] = _ConvGeometry(op_name, X.shape, W.shape, attrs)
+            geo = geometries[key] = _ConvGeometry(op_name, *key, attrs)
         return geo
 
     def conv(X, W, B=None, Z=None, *, shuffle: int = 0, into: np.ndarray | None = None):
@@ -1397,7 +1396,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
         check_float(op_name, "X", X)
         check_float(op_name, "W", W)
         key = (X.shape, W.shape)
-        geo = geometry(X, W)
+        geo = geometry(key)
         _check_bias(op_name, B, geo.M)
         cdt = compute_dtype(X.dtype)
         if W is W_const and (B is None or B is B_const):
@@ -1427,7 +1426,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
 
     def output_shape(X: np.ndarray, W: np.ndarray) -> tuple[int, ...]:
         """The shape of ``conv(X, W, ...)``'s result (ValueError where X and W do not make a conv)."""
-        geo = geometry(X, W)
+        geo = geometry((X.shape, W.shape))
         return (geo.N, geo.M) + geo.osp
 
     # what runtime.concat_into asks of a producer: ``into=`` (a C-contiguous array of the output's shape

@@ -25,6 +25,10 @@ import numpy as np
 from onnxrt.runtime.step_readers import run_step, step_readers
 
 
+# Layouts a ConcatInto keeps (one per set of input shapes; a model fed many shapes decides the rest per run)
+_MAX_LAYOUTS = 16
+
+
 class ConcatInto:
     """The kernel of the fused step: its arguments are, Concat input by Concat input, either the
     producer's own inputs (``parts[i]`` a step) or the value itself (``parts[i]`` None)."""
@@ -37,6 +41,8 @@ class ConcatInto:
         self.wrap_error = wrap_error
         attr = concat.node.attributes.get("axis")
         self.axis = None if attr is None else int(attr.value)  # the Concat kernel reports a missing axis
+        # by the parts' shapes and dtypes: what _blocks decided
+        self._layouts: dict[tuple, tuple] = {}
         # each part's first argument among the step's inputs
         self.starts = []
         position = 0
@@ -59,37 +65,57 @@ class ConcatInto:
 
     def _layout(self, parts: list[tuple]) -> tuple[np.ndarray | None, list[np.ndarray]]:
         """The concatenation's buffer and each part's C-contiguous block of it, or (None, []) where
-        this run takes the plain path."""
-        shapes, dtypes = [], set()
+        this run takes the plain path; decided once per shapes and dtypes (_blocks)."""
+        key = []
         for producer, a in zip(self.parts, parts):
             x = a[0]
             if type(x) is not np.ndarray:
                 return None, []
             if producer is None:
-                shapes.append(x.shape)
+                key.append((x.shape, x.dtype))
             elif len(a) < 2 or type(a[1]) is not np.ndarray:
                 return None, []
             else:
+                key.append((x.shape, x.dtype, a[1].shape))
+        key = tuple(key)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._blocks(parts)
+            if len(self._layouts) < _MAX_LAYOUTS:
+                self._layouts[key] = layout
+        if not layout:
+            return None, []
+        shape, dtype, blocks = layout
+        buffer = np.empty(shape, dtype=dtype)
+        return buffer, [buffer[b] for b in blocks]
+
+    def _blocks(self, parts: list[tuple]) -> tuple[tuple, np.dtype, list[tuple]] | tuple[()]:
+        """(the concatenation's shape, its dtype, each part's index into it), or () where these
+        shapes and dtypes take the plain path."""
+        shapes, dtypes = [], set()
+        for producer, a in zip(self.parts, parts):
+            if producer is None:
+                shapes.append(a[0].shape)
+            else:
                 try:
-                    shapes.append(producer.kernel.output_shape(x, a[1]))
+                    shapes.append(producer.kernel.output_shape(a[0], a[1]))
                 except ValueError:
-                    return None, []  # the conv's own run raises it, named
-            dtypes.add(x.dtype)
+                    return ()  # the conv's own run raises it, named
+            dtypes.add(a[0].dtype)
         rank = len(shapes[0])
         axis = self.axis
         if axis is None or len(dtypes) != 1 or not -rank <= axis < rank:
-            return None, []
+            return ()
         axis %= rank
         lead, rest = shapes[0][:axis], shapes[0][axis + 1:]
         if math.prod(lead) != 1 or any(len(s) != rank or s[:axis] != lead or s[axis + 1:] != rest for s in shapes):
-            return None, []
-        buffer = np.empty(lead + (sum(s[axis] for s in shapes),) + rest, dtype=dtypes.pop())
-        dests, position = [], 0
+            return ()
+        blocks, position = [], 0
         before = (slice(None),) * axis
         for s in shapes:
-            dests.append(buffer[before + (slice(position, position + s[axis]),)])
+            blocks.append(before + (slice(position, position + s[axis]),))
             position += s[axis]
-        return buffer, dests
+        return lead + (position,) + rest, dtypes.pop(), blocks
 
     def _run(self, step: Any, *args: Any, **kwargs: Any) -> Any:
         return run_step(step, self.wrap_error, *args, **kwargs)
