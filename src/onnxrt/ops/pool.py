@@ -110,7 +110,9 @@ class _Geometry:
         self.extra = [max(0, (o - 1) * s + dk - (i + b + e))
                       for o, s, dk, i, b, e in zip(out, self.strides, self.dk, in_sp, self.begin, self.end)]
         self.in_sp = list(in_sp)
-        self._divisors: dict[tuple, np.ndarray] = {}
+        # what averages multiply by, made on first use: 1 / the window counts (cached_reciprocal) and the
+        # averaging matrix (averaging_matrix), by (kind, count_include_pad, dtype)
+        self._averaging: dict[tuple, np.ndarray] = {}
         # tap_reduce reads x in place unless a stride-1 axis is padded (see there); per axis, the
         # (output slice, input slice) of every kernel tap that reads the input it is given
         self.read_in_place = not any(st == 1 and (b or e or x_) for st, b, e, x_
@@ -300,7 +302,7 @@ class _Geometry:
         count at each input position of the window: the average pool of x (N, C, *in_sp) is
         x.reshape(N * C, -1) @ it, one GEMM (see _MATRIX_MAX_POSITIONS_PER_TAP). Made on first use."""
         key = ("matrix", include_pad, np.dtype(dtype).str)
-        m = self._divisors.get(key)
+        m = self._averaging.get(key)
         if m is None:
             n = len(self.kernel)
             outs = np.indices(self.out).reshape(n, -1)  # (n, P_out): each output position
@@ -313,19 +315,19 @@ class _Geometry:
                 m[flat, np.flatnonzero(inside)] = weights[inside]
             m = m.astype(dtype)
             m.flags.writeable = False
-            self._divisors[key] = m
+            self._averaging[key] = m
         return m
 
     def cached_reciprocal(self, include_pad: bool, dtype) -> np.ndarray:
         """1 / the window counts (a scalar when they are all the same): multiplying by it is ~4x
         faster than dividing by the counts, within an ulp of the quotient."""
-        key = (include_pad, np.dtype(dtype).str)
-        r = self._divisors.get(key)
+        key = ("reciprocal", include_pad, np.dtype(dtype).str)
+        r = self._averaging.get(key)
         if r is None:
             d = self.divisor(include_pad, np.float64)
             r = 1.0 / d
             r = np.asarray(r.flat[0] if np.all(r == r.flat[0]) else r).astype(dtype)
-            self._divisors[key] = r
+            self._averaging[key] = r
         return r
 
     def windows(self, x: np.ndarray, value: Any) -> np.ndarray:
