@@ -1419,8 +1419,10 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
         if into is None:
             return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
-        if channels_last_out or X.dtype != cdt:  # a channels-last or cast result: made, then copied in
-            into[...] = _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
+        # ``into`` is channel-first whatever layout the readers would take; a result cast back to
+        # X's dtype is made, then copied in
+        if X.dtype != cdt:
+            into[...] = _conv_run(op_name, geo, X, wts, activation, Z, x_last, False, None, shuffle)
             return into
         return _conv_run(op_name, geo, X, wts, activation, Z, x_last, False, None, shuffle, into)
 
