@@ -10,8 +10,9 @@ MS = {"com.microsoft": 1}
 
 
 def _same(node, inputs: dict, n_out: int = 1, opset: int = 17, rtol=1e-5, atol=1e-6):
-    model = make_model([node], [vinfo(k, list(v.shape)) for k, v in inputs.items()],
-                       [vinfo(o, None) for o in node.output[:n_out]], opset=opset, extra_opsets=MS)
+    elem = {k: helper.np_dtype_to_tensor_dtype(v.dtype) for k, v in inputs.items()}
+    model = make_model([node], [vinfo(k, list(v.shape), elem[k]) for k, v in inputs.items()],
+                       [vinfo(o, None, elem[node.input[0]]) for o in node.output[:n_out]], opset=opset, extra_opsets=MS)
     for a, b in zip(run_onnxrt(model, inputs), run_onnxruntime(model, inputs)):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
 
@@ -44,6 +45,31 @@ def test_skip_layer_norms_all_outputs():
                            domain="com.microsoft", epsilon=1e-5), feeds, n_out=4, rtol=1e-4, atol=1e-5)
     _same(helper.make_node("SkipSimplifiedLayerNormalization", ["x", "s", "g", "bias"], ["y", "m", "i", "sum"],
                            domain="com.microsoft", epsilon=1e-5), feeds, n_out=1, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape, skip_shape, inputs", [
+    ((1, 128, 96), (1, 128, 96), ["x", "s", "g", "b", "bias"]),
+    ((2, 5, 24), (5, 24), ["x", "s", "g", "b"]),  # skip broadcast over the batch
+    ((2, 5, 24), (1, 5, 24), ["x", "s", "g", "", "bias"]),  # no beta
+    ((6, 40), (6, 40), ["x", "s", "g"]),
+])
+def test_skip_layer_norm_shapes_and_optional_inputs(x_shape, skip_shape, inputs):
+    h = x_shape[-1]
+    feeds = {"x": rand(*x_shape) * 3 + 1, "s": rand(*skip_shape, seed=1), "g": rand(h, seed=2), "b": rand(h, seed=3),
+             "bias": rand(h, seed=4)}
+    feeds = {k: v for k, v in feeds.items() if k in inputs}
+    _same(helper.make_node("SkipLayerNormalization", inputs, ["y", "m", "i", "sum"], domain="com.microsoft",
+                           epsilon=1e-5), feeds, n_out=4, rtol=1e-4, atol=1e-5)
+    simplified_inputs = ["x", "s", "g"] + (["bias"] if "bias" in inputs else [])
+    _same(helper.make_node("SkipSimplifiedLayerNormalization", simplified_inputs, ["y"], domain="com.microsoft",
+                           epsilon=1e-5), {k: v for k, v in feeds.items() if k in simplified_inputs}, rtol=1e-4, atol=1e-5)
+
+
+def test_skip_layer_norm_float16():
+    feeds = {k: v.astype(np.float16) for k, v in
+             {"x": rand(1, 7, 32), "s": rand(1, 7, 32, seed=1), "g": rand(32, seed=2), "b": rand(32, seed=3)}.items()}
+    _same(helper.make_node("SkipLayerNormalization", ["x", "s", "g", "b"], ["y", "", "", "sum"], domain="com.microsoft",
+                           epsilon=1e-5), feeds, rtol=2e-3, atol=2e-3)
 
 
 def test_simplified_layer_norm_in_onnx_domain():

@@ -20,6 +20,7 @@ from onnxrt.ops import registry
 from onnxrt.ops._common import leaky_relu_into, relu_into
 from onnxrt.ops.activation import _gelu_erf_f32, _sigmoid_inplace
 from onnxrt.ops.elementwise import erf_array
+from onnxrt.ops.normalization import _standardize_new, _standardize_rows
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
 MS = "com.microsoft"
@@ -237,56 +238,69 @@ def quick_gelu(X, *, alpha=1.702):
 
 
 def _skip_sum(op_name: str, X, skip, bias) -> np.ndarray:
+    """input + skip (+ bias) in a new C-contiguous array of the compute dtype."""
     _check_float(X, op_name, "input")
     if X.ndim not in (2, 3):
         raise ValueError(f"{op_name}: input must be 2-D or 3-D, got shape {X.shape}")
     if skip.shape[-1] != X.shape[-1]:
         raise ValueError(f"{op_name}: skip's last dim {skip.shape} does not match input {X.shape}")
     cdt = _compute_dtype(X)
-    s = X.astype(cdt, copy=True)
-    s += skip.astype(cdt, copy=False)  # skip may be [S,H] or [1,S,H]: broadcast like onnxruntime
+    s = np.empty(X.shape, dtype=cdt)
+    np.add(X, skip, out=s, dtype=cdt, casting="unsafe")  # skip may be [S,H] or [1,S,H]: broadcast like onnxruntime
     if bias is not None:
         s += bias.astype(cdt, copy=False)
     return s
 
 
-def _standardize(s: np.ndarray, epsilon: float, simplified: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _standardized(s: np.ndarray, epsilon: float, simplified: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """((s - mean) * inv_std_dev per row of the last axis, in a new array; the row means (zeros when
+    ``simplified``: RMS normalization); the inverse standard deviations), the statistics as
+    (rows, 1) columns."""
     rows = s.reshape(-1, s.shape[-1])
     if simplified:
-        mean = np.zeros((rows.shape[0], 1), dtype=rows.dtype)
-        centred = rows
+        n = rows.shape[1]
+        t = rows.dtype.type
+        inv = np.einsum("ij,ij->i", rows, rows) if n else np.zeros(rows.shape[0], dtype=rows.dtype)
+        inv *= t(1.0 / n) if n else t(0)
+        inv += t(epsilon)
+        np.sqrt(inv, out=inv)
+        np.reciprocal(inv, out=inv)
+        mean = np.zeros(rows.shape[0], dtype=rows.dtype)
+        y = np.multiply(rows, inv[:, None])
+    elif rows.shape[1]:
+        mean, inv, y = _standardize_new(rows, epsilon)
     else:
-        mean = rows.mean(axis=1, keepdims=True)
-        centred = rows - mean
-    var = np.mean(np.square(centred), axis=1, keepdims=True)
-    inv = 1.0 / np.sqrt(var + rows.dtype.type(epsilon))
-    return (centred * inv).reshape(s.shape), mean, inv
+        y = rows.copy()
+        mean, inv = _standardize_rows(y, epsilon)
+    return y.reshape(s.shape), mean[:, None], inv[:, None]
 
 
 def _stat_shape(X: np.ndarray) -> tuple[int, ...]:
     return X.shape[:-1] + (1,)
 
 
-@op("SkipLayerNormalization", 1, domain=MS)
-def skip_layer_normalization(input, skip, gamma, beta=None, bias=None, *, epsilon=1e-12):  # noqa: A002
-    s = _skip_sum("SkipLayerNormalization", input, skip, bias)
-    y, mean, inv = _standardize(s, epsilon, simplified=False)
-    y *= gamma.astype(y.dtype, copy=False)
-    if beta is not None:
-        y += beta.astype(y.dtype, copy=False)
+def _skip_outputs(input, s: np.ndarray, y: np.ndarray, mean: np.ndarray, inv: np.ndarray) -> tuple:  # noqa: A002
     f32 = np.float32
     return (y.astype(input.dtype, copy=False), mean.reshape(_stat_shape(input)).astype(f32),
             inv.reshape(_stat_shape(input)).astype(f32), s.astype(input.dtype, copy=False))
+
+
+@op("SkipLayerNormalization", 1, domain=MS)
+def skip_layer_normalization(input, skip, gamma, beta=None, bias=None, *, epsilon=1e-12):  # noqa: A002
+    s = _skip_sum("SkipLayerNormalization", input, skip, bias)
+    y, mean, inv = _standardized(s, epsilon, simplified=False)
+    y *= gamma.astype(y.dtype, copy=False)
+    if beta is not None:
+        y += beta.astype(y.dtype, copy=False)
+    return _skip_outputs(input, s, y, mean, inv)
 
 
 @op("SkipSimplifiedLayerNormalization", 1, domain=MS)
 def skip_simplified_layer_normalization(input, skip, gamma, bias=None, *, epsilon=1e-12):  # noqa: A002
     s = _skip_sum("SkipSimplifiedLayerNormalization", input, skip, bias)
-    y, mean, inv = _standardize(s, epsilon, simplified=True)
+    y, mean, inv = _standardized(s, epsilon, simplified=True)
     y *= gamma.astype(y.dtype, copy=False)
-    f32 = np.float32
-    return (y.astype(input.dtype, copy=False), mean.reshape(_stat_shape(input)).astype(f32),
-            inv.reshape(_stat_shape(input)).astype(f32), s.astype(input.dtype, copy=False))
+    return _skip_outputs(input, s, y, mean, inv)
 
 
 @op("SimplifiedLayerNormalization", 1)
