@@ -20,7 +20,7 @@ from onnxrt.ops import registry
 from onnxrt.ops._common import leaky_relu_into, relu_into
 from onnxrt.ops.activation import _gelu_erf_f32, _sigmoid_inplace
 from onnxrt.ops.elementwise import erf_array
-from onnxrt.ops.normalization import _standardize_new, _standardize_rows
+from onnxrt.ops.normalization import _standardize_new, _standardize_rows, inverse_rms
 from onnxrt.ops.registry import KernelContext, op, op_factory
 
 MS = "com.microsoft"
@@ -258,13 +258,7 @@ def _standardized(s: np.ndarray, epsilon: float, simplified: bool) -> tuple[np.n
     (rows, 1) columns."""
     rows = s.reshape(-1, s.shape[-1])
     if simplified:
-        n = rows.shape[1]
-        t = rows.dtype.type
-        inv = np.einsum("ij,ij->i", rows, rows) if n else np.zeros(rows.shape[0], dtype=rows.dtype)
-        inv *= t(1.0 / n) if n else t(0)
-        inv += t(epsilon)
-        np.sqrt(inv, out=inv)
-        np.reciprocal(inv, out=inv)
+        inv = inverse_rms(rows, epsilon)
         mean = np.zeros(rows.shape[0], dtype=rows.dtype)
         y = np.multiply(rows, inv[:, None])
     elif rows.shape[1]:
@@ -311,7 +305,7 @@ def simplified_layer_normalization(X, scale, *, axis=-1, epsilon=1e-5, stash_typ
         raise ValueError(f"SimplifiedLayerNormalization: axis {axis} out of range for rank {X.ndim}")
     cdt = np.dtype(np.float64) if X.dtype == np.float64 else np.dtype(np.float32)
     rows = X.astype(cdt).reshape(math.prod(X.shape[:a]), -1)
-    inv = 1.0 / np.sqrt(np.mean(np.square(rows), axis=1, keepdims=True) + cdt.type(epsilon))
+    inv = inverse_rms(rows, epsilon)[:, None]
     y = (rows * inv).reshape(X.shape) * scale.astype(cdt, copy=False)
     stat_shape = X.shape[:a] + (1,) * (X.ndim - a)
     return y.astype(X.dtype, copy=False), inv.reshape(stat_shape).astype(cdt)

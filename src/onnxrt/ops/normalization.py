@@ -52,6 +52,21 @@ def _standardize_rows(x: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.nda
     return mean, inv
 
 
+def inverse_rms(rows: np.ndarray, epsilon: float) -> np.ndarray:
+    """1 / sqrt(mean(x^2) + epsilon) of each row of a 2-D float array, shape (rows,): the sum of
+    squares as one einsum pass (RMS normalizations)."""
+    n = rows.shape[1]
+    t = rows.dtype.type
+    if n:
+        inv = np.einsum("ij,ij->i", rows, rows)
+        inv *= t(1.0 / n)
+    else:
+        inv = np.zeros(rows.shape[0], dtype=rows.dtype)
+    inv += t(epsilon)
+    np.sqrt(inv, out=inv)
+    return np.reciprocal(inv, out=inv)
+
+
 def _standardize_new(X: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, inv_std_dev, (X - mean) * inv_std_dev) per row of a 2-D float array, the last in a new
     array: row means as a matrix-vector product (BLAS), so three passes over memory in all."""
@@ -157,12 +172,7 @@ def rms_normalization(ctx: KernelContext):
         cdt = _cdt(X.dtype)
         x = _fresh_rows(X, rows, cols, cdt)
         if cols:
-            ms = np.einsum("ij,ij->i", x, x)
-            ms /= cdt.type(cols)
-            ms += cdt.type(epsilon)
-            np.sqrt(ms, out=ms)
-            np.reciprocal(ms, out=ms)
-            x *= ms[:, None]
+            x *= inverse_rms(x, epsilon)[:, None]
         y = x.reshape(X.shape)
         y *= scale if scale.dtype == cdt else scale.astype(cdt)
         return y.astype(scale.dtype, copy=False)
