@@ -1230,6 +1230,9 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
         y = np.empty((N, M) + geo.osp, dtype=cdt)
     # (a bordered image's interior is no (M, P) matrix; its 1x1 conv writes it by image rows)
     y3 = y.reshape(N, g, Mg, geo.P) if border is None else None
+    # where the GEMMs' rows go (group k's row j): with the shuffle, g rows apart (BLAS takes the row
+    # stride); the residual is added there, before the shuffle as in the unfused graph
+    rows3 = y.reshape(N, Mg, g, geo.P).transpose(0, 2, 1, 3) if shuffle else y3
     bias_col = wts.bias.reshape(M, 1) if wts.bias is not None else None
     z3 = None
     if Z is not None:
@@ -1278,21 +1281,12 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 _gemm_into(wts.gemm_bias[0], _with_ones_row(xi, cdt), y3[i, 0], None, post)
             elif g == 1:
                 _gemm_into(wts.gemm[0], np.ascontiguousarray(xi).reshape(geo.Cg, geo.P), y3[i, 0], bias_col, post)
+            elif wts.gemm_bias is not None:
+                np.matmul(wts.gemm_bias, _with_ones_row(xi, cdt, g), out=rows3[i])
             else:
-                # with the shuffle, group k's rows j land g rows apart (BLAS takes the row stride)
-                dest = y[i].reshape(Mg, g, geo.P).transpose(1, 0, 2) if shuffle == g else y3[i]
-                if wts.gemm_bias is not None:
-                    np.matmul(wts.gemm_bias, _with_ones_row(xi, cdt, g), out=dest)
-                else:
-                    np.matmul(wts.gemm, np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P), out=dest)
-                    if bias_col is not None:
-                        dest += wts.bias.reshape(g, Mg, 1)
-                if fused:
-                    if z3 is not None:
-                        dest += z3[i]
-                    if activation is not None:
-                        activation(y[i])
-                continue
+                np.matmul(wts.gemm, np.ascontiguousarray(xi).reshape(g, geo.Cg, geo.P), out=rows3[i])
+                if bias_col is not None:
+                    rows3[i] += wts.bias.reshape(g, Mg, 1)
         elif geo.kind == "depthwise":
             cl = geo.channels_last
             if channels_last_out or (cl is not None and cl.takes(x_channels_last)):
@@ -1337,7 +1331,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                     y3[i] += wts.bias.reshape(g, Mg, 1)
         if fused and post is None:
             if z3 is not None:
-                y3[i] += z3[i]
+                rows3[i] += z3[i]
             if activation is not None:
                 activation(y3[i])
     return y if y.dtype == X.dtype else y.astype(X.dtype)
