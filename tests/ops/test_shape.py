@@ -143,6 +143,23 @@ def test_pad_reflect_wider_than_the_input_reflects_again():
     np.testing.assert_array_equal(_pad(x, [1, 5, 2, 7], "reflect", None, None), np.pad(x, [(1, 2), (5, 7)], "reflect"))
 
 
+def test_pad_reflect_of_a_length_one_axis_repeats_it_beside_a_wider_reflection():
+    from onnxrt.ops.shape import _pad
+
+    # (onnxruntime refuses reflect on a length-1 axis; the ONNX reference, np.pad, repeats it)
+    x = RNG.standard_normal((1, 3)).astype(np.float32)
+    np.testing.assert_array_equal(_pad(x, [2, 5, 1, 7], "reflect", None, None), np.pad(x, [(2, 1), (5, 7)], "reflect"))
+    np.testing.assert_array_equal(_pad(x, [2, 1, 1, 2], "reflect", None, None), np.pad(x, [(2, 1), (1, 2)], "reflect"))
+
+
+def test_pad_plans_follow_the_shape_and_the_pads():
+    # the border copies are worked out once per (shape, pads, mode): each call must get its own
+    for shape in [(2, 6), (3, 5), (2, 6)]:
+        x = RNG.standard_normal(shape).astype(np.float32)
+        for pads in ([0, 2, 1, 3], [1, 1, 0, 4], [0, -1, 0, 2]):
+            check("Pad", [x, i64(*pads)], opset=19, mode="reflect")
+
+
 def test_pad_axes_and_old_attribute_form():
     x = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
     check("Pad", [x, i64(1, 2), np.array(7, np.int32), i64(-1)], opset=18)

@@ -11,8 +11,9 @@ on the host every run with ``tolist()`` (the cheapest way to get Python ints out
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import onnx
@@ -463,12 +464,23 @@ def tile_1(input, tiles, axis):  # noqa: A002
 # -- Pad, CenterCropPad --------------------------------------------------------------------------
 
 
-def _pad(data: np.ndarray, pads: list[int], mode: str, value: Any, axes: list[int] | None) -> np.ndarray:
-    r = data.ndim
+class _PadPlan(NamedTuple):
+    """How to pad one input shape: worked out once per (shape, pads, mode, axes), applied per run."""
+
+    crop: tuple | None  # negative pads: the index that crops the input first
+    out_shape: tuple[int, ...] | None  # None: nothing left to pad, the (cropped) input is the output
+    center: tuple  # where the input goes in the output
+    borders: tuple | None  # (border index, source index) copies inside the output; None: np.pad does it
+    np_pad_width: tuple  # the (begin, end) pairs for np.pad, when ``borders`` is None
+
+
+@functools.lru_cache(maxsize=512)
+def _pad_plan(shape: tuple[int, ...], pads: tuple[int, ...], mode: str, axes: tuple[int, ...] | None) -> _PadPlan:
+    r = len(shape)
     if axes is None:
         if len(pads) != 2 * r:
             raise ValueError(f"Pad: 'pads' has {len(pads)} entries, expected {2 * r} (2 x input rank)")
-        begins, ends = pads[:r], pads[r:]
+        begins, ends = list(pads[:r]), list(pads[r:])
     else:
         n = len(axes)
         if len(pads) != 2 * n:
@@ -479,67 +491,50 @@ def _pad(data: np.ndarray, pads: list[int], mode: str, value: Any, axes: list[in
             begins[a], ends[a] = pads[i], pads[n + i]
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise ValueError(f"Pad: unsupported mode '{mode}' (expected constant, reflect, edge or wrap)")
-    # Negative pads crop first.
-    if any(p < 0 for p in begins) or any(p < 0 for p in ends):
-        index = []
+    crop = None
+    if any(p < 0 for p in begins) or any(p < 0 for p in ends):  # negative pads crop first
+        index, cropped = [], []
         for i in range(r):
-            b, e, dim = begins[i], ends[i], data.shape[i]
+            b, e, dim = begins[i], ends[i], shape[i]
             s = -b if b < 0 else 0
             t = dim + e if e < 0 else dim
             if t < s:
                 raise ValueError(f"Pad: negative pads {b}, {e} remove more than the {dim} elements of axis {i}")
             index.append(slice(s, t))
-        data = data[tuple(index)]
+            cropped.append(t - s)
+        crop, shape = tuple(index), tuple(cropped)
         begins = [max(p, 0) for p in begins]
         ends = [max(p, 0) for p in ends]
     if not any(begins) and not any(ends):
-        return data
+        return _PadPlan(crop, None, (), None, ())
+    out_shape = tuple(d + b + e for d, b, e in zip(shape, begins, ends))
+    center = tuple(slice(b, b + d) for b, d in zip(begins, shape))
+    width = tuple(zip(begins, ends))
     if mode == "constant":
-        out_shape = tuple(d + b + e for d, b, e in zip(data.shape, begins, ends))
-        if value is None:
-            value = _zero_of(data.dtype)
-        out = np.full(out_shape, value, dtype=data.dtype)
-        out[tuple(slice(b, b + d) for b, d in zip(begins, data.shape))] = data
-        return out
-    for i in range(r):
-        if (begins[i] or ends[i]) and data.shape[i] == 0:
+        return _PadPlan(crop, out_shape, center, (), width)
+    axis_modes = []
+    for i, (d, b, e) in enumerate(zip(shape, begins, ends)):
+        if (b or e) and d == 0:
             raise ValueError(f"Pad: mode '{mode}' cannot pad axis {i} of size 0")
-        if mode == "reflect" and data.shape[i] == 1 and (begins[i] or ends[i]):
-            mode_i = "edge"  # reflecting a single element repeats it
-        else:
-            mode_i = None
-        if mode_i:
-            data = np.pad(data, [(begins[j], ends[j]) if j == i else (0, 0) for j in range(r)], mode="edge")
-            begins[i] = ends[i] = 0
-    if not any(begins) and not any(ends):
-        return data
-    if _fits_one_reflection(data.shape, begins, ends, mode):
-        return _pad_by_slices(data, begins, ends, mode)
-    if _is_ml_float(data.dtype) or data.dtype.kind == "V":
-        return np.pad(data.view(np.uint8 if data.dtype.itemsize == 1 else np.uint16),
-                      list(zip(begins, ends)), mode=mode).view(data.dtype)
-    return np.pad(data, list(zip(begins, ends)), mode=mode)
+        # reflecting a single element repeats it
+        axis_modes.append("edge" if mode == "reflect" and d == 1 else mode)
+    # np.pad handles borders wider than one mirror image (reflect: pads < dim) or one copy (wrap:
+    # pads <= dim): it reflects repeatedly (and repeats a length-1 axis as onnxruntime does)
+    if any((m == "reflect" and (b >= d or e >= d)) or (m == "wrap" and (b > d or e > d))
+           for m, d, b, e in zip(axis_modes, shape, begins, ends)):
+        return _PadPlan(crop, out_shape, center, None, width)
+    return _PadPlan(crop, out_shape, center, _border_copies(shape, begins, ends, axis_modes), width)
 
 
-def _fits_one_reflection(shape: tuple, begins: list[int], ends: list[int], mode: str) -> bool:
-    """Whether every border is one mirror image (reflect: pads < dim), one copy (wrap: pads <= dim)
-    or a repeated edge; np.pad handles the rest (it reflects repeatedly)."""
-    if mode == "edge":
-        return True
-    limit = {"reflect": -1, "wrap": 0}[mode]
-    return all(b <= d + limit and e <= d + limit for d, b, e in zip(shape, begins, ends))
+def _border_copies(shape: tuple, begins: list[int], ends: list[int], axis_modes: list[str]) -> tuple:
+    """reflect / edge / wrap borders as slice copies inside the output (np.pad costs ~40 us of
+    Python per call).
 
-
-def _pad_by_slices(data: np.ndarray, begins: list[int], ends: list[int], mode: str) -> np.ndarray:
-    """reflect / edge / wrap padding as a few slice copies (np.pad costs ~40 us of Python per call).
-
-    The input goes to the middle of the output; then axis by axis each border is copied from the
-    output itself, over the whole extent of the other axes: borders of later axes read garbage at
-    first and are overwritten when their own axis comes."""
-    out = np.empty(tuple(d + b + e for d, b, e in zip(data.shape, begins, ends)), dtype=data.dtype)
-    out[tuple(slice(b, b + d) for b, d in zip(begins, data.shape))] = data
-    r = data.ndim
-    for i, (d, b, e) in enumerate(zip(data.shape, begins, ends)):
+    Axis by axis each border is copied from the output itself, over the whole extent of the other
+    axes: borders of later axes read garbage at first and are overwritten when their own axis comes."""
+    r = len(shape)
+    copies = []
+    for i, (d, b, e, mode) in enumerate(zip(shape, begins, ends, axis_modes)):
         def at(sl: slice, _i: int = i) -> tuple:
             return (slice(None),) * _i + (sl,) + (slice(None),) * (r - _i - 1)
 
@@ -551,9 +546,31 @@ def _pad_by_slices(data: np.ndarray, begins: list[int], ends: list[int], mode: s
         else:  # wrap: the far end of the input comes around
             left, right = slice(hi - b, hi), slice(lo, lo + e)
         if b:
-            out[at(slice(0, b))] = out[at(left)]
+            copies.append((at(slice(0, b)), at(left)))
         if e:
-            out[at(slice(hi, hi + e))] = out[at(right)]
+            copies.append((at(slice(hi, hi + e)), at(right)))
+    return tuple(copies)
+
+
+def _pad(data: np.ndarray, pads: list[int], mode: str, value: Any, axes: list[int] | None) -> np.ndarray:
+    plan = _pad_plan(data.shape, tuple(pads), mode, None if axes is None else tuple(axes))
+    if plan.crop is not None:
+        data = data[plan.crop]
+    if plan.out_shape is None:
+        return data
+    if mode == "constant":
+        out = np.full(plan.out_shape, _zero_of(data.dtype) if value is None else value, dtype=data.dtype)
+        out[plan.center] = data
+        return out
+    if plan.borders is None:
+        if _is_ml_float(data.dtype) or data.dtype.kind == "V":
+            return np.pad(data.view(np.uint8 if data.dtype.itemsize == 1 else np.uint16),
+                          plan.np_pad_width, mode=mode).view(data.dtype)
+        return np.pad(data, plan.np_pad_width, mode=mode)
+    out = np.empty(plan.out_shape, dtype=data.dtype)
+    out[plan.center] = data
+    for border, source in plan.borders:
+        out[border] = out[source]
     return out
 
 
