@@ -10,6 +10,7 @@ Integer inputs stay integers (sums wrap as in C); float16 and the ml_dtypes floa
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -36,14 +37,15 @@ def _is_int(dtype: np.dtype) -> bool:
 
 
 def _sum(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
-    return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+    # (np.add.reduce is what np.sum calls, without its ~1.5 us of Python dispatch)
+    return np.add.reduce(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
 
 
 def _mean(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
     count = 1
     for a in axes:
         count *= x.shape[a]
-    s = np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+    s = np.add.reduce(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
     if _is_int(x.dtype):
         if count == 0:
             return np.zeros(s.shape, dtype=x.dtype)
@@ -141,7 +143,8 @@ _KINDS: dict[str, Callable] = {
 }
 
 
-def _check_axes(axes, rank: int, name: str) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=1024)
+def _check_axes(axes: tuple[int, ...], rank: int, name: str) -> tuple[int, ...]:
     out = tuple(normalize_axis(int(a), rank, name) for a in axes)
     if len(set(out)) != len(out):
         raise ValueError(f"{name}: 'axes' {list(axes)} contains duplicates for a tensor of rank {rank}")
@@ -165,15 +168,15 @@ def _make_factory(name: str):
         keepdims = bool(ctx.attrs.get("keepdims", 1))
         axes_is_input = ctx.since_version >= input_since
         noop = axes_is_input and bool(ctx.attrs.get("noop_with_empty_axes", 0))
-        static_axes: list[int] | None = None
+        static_axes: tuple[int, ...] | None = None
         dynamic = False
         if not axes_is_input:
             a = ctx.attrs.get("axes")
-            static_axes = list(a) if a is not None else None
+            static_axes = tuple(a) if a is not None else None
         elif ctx.num_inputs >= 2 and ctx.input_names[1]:
             const = ctx.const_inputs[1] if len(ctx.const_inputs) > 1 else None
             if const is not None:
-                static_axes = _axes_from_input(const, name)
+                static_axes = tuple(_axes_from_input(const, name))
             else:
                 dynamic = True
 
@@ -182,7 +185,7 @@ def _make_factory(name: str):
                 raise TypeError(f"{name}: input 'data' must be a tensor, got {type(data).__name__}")
             ax = static_axes
             if dynamic and axes is not None:
-                ax = _axes_from_input(axes, name)
+                ax = tuple(_axes_from_input(axes, name))
             if not ax:
                 if noop:
                     return data
