@@ -389,6 +389,22 @@ def lstm(ctx: KernelContext):
 
     cw, cr, cb = c._const_wrb
     one_step_ok = c.num_dir == 1 and c.clip is None and not input_forget and cw is not None and cr is not None
+    default_acts = [e[1] for e in c.acts[0]] == ["sigmoid", "tanh", "tanh"]
+    stacked_cache: dict = {}
+
+    def stacked_weights(W, R, B, cdt, H, input_size):
+        """[W; R] transposed as one (input + H, 4H) matrix and the two biases summed, with the i, o, f
+        columns halved: one GEMM of [x, h] and one tanh then give every gate, sigmoid(z) being
+        0.5 + 0.5 tanh(z / 2) (halving is exact)."""
+        hit = stacked_cache.get(cdt)
+        if hit is None:
+            Wt, Rt, _, summed = c._weights(W, R, B, cdt, 1, 4, H, input_size)
+            scale = np.ones(4 * H, dtype=cdt)
+            scale[:3 * H] = 0.5
+            weights = np.ascontiguousarray(np.concatenate((Wt, Rt[0])) * scale)
+            bias = None if summed is None else np.ascontiguousarray(summed[0, 0] * scale)
+            hit = stacked_cache[cdt] = (weights, bias)
+        return hit
 
     def one_step(X, W, R, B, initial_h, initial_c):
         """A one-step sequence in one direction with constant weights: the step itself, without the
@@ -409,14 +425,30 @@ def lstm(ctx: KernelContext):
                 return None
             else:
                 states.append(value.astype(cdt, copy=False).reshape(1, batch, H))
-        Wt, Rt, _, summed = c._weights(W, R, B, cdt, 1, 4, H, input_size)
-        xw = X.reshape(batch, input_size) @ Wt  # as the general path: projection + biases, then + h Rt
-        if summed is not None:
-            xw += summed[0, 0]
-        g = np.matmul(states[0], Rt)
-        g += xw
-        ys = np.empty((1, 1, batch, H), dtype=cdt)
-        h, cell = lstm_step(g, states[0], states[1], ys, 0, None, c.bound_acts(cdt), c, False, None)
+        if default_acts:
+            weights, bias = stacked_weights(W, R, B, cdt, H, input_size)
+            g = np.concatenate((X.reshape(batch, input_size), states[0][0]), axis=1) @ weights
+            if bias is not None:
+                g += bias
+            np.tanh(g, out=g)
+            iof = g[:, :3 * H]
+            iof *= 0.5
+            iof += 0.5
+            cell = iof[:, 2 * H:] * states[1][0]
+            cell += iof[:, :H] * g[:, 3 * H:]
+            h = np.tanh(cell)
+            h *= iof[:, H:2 * H]
+            ys = h.reshape(1, 1, batch, H).copy()
+            h, cell = h.reshape(1, batch, H), cell.reshape(1, batch, H)
+        else:
+            Wt, Rt, _, summed = c._weights(W, R, B, cdt, 1, 4, H, input_size)
+            xw = X.reshape(batch, input_size) @ Wt  # as the general path: projection + biases, then + h Rt
+            if summed is not None:
+                xw += summed[0, 0]
+            g = np.matmul(states[0], Rt)
+            g += xw
+            ys = np.empty((1, 1, batch, H), dtype=cdt)
+            h, cell = lstm_step(g, states[0], states[1], ys, 0, None, c.bound_acts(cdt), c, False, None)
         if c.layout == 0:
             return ys, h, cell
         return ys.reshape(batch, 1, 1, H), h.reshape(batch, 1, H), cell.reshape(batch, 1, H)
