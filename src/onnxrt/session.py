@@ -66,6 +66,12 @@ class _InputSpec:
     dtype: np.dtype | None
     dims: tuple[int | None, ...] | None  # None: rank unknown; None inside: free dimension
     type_string: str
+    # the one shape a feed can have when every dim is fixed (a feed of it needs no per-axis check)
+    fixed_shape: tuple[int, ...] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        dims = self.dims
+        self.fixed_shape = dims if self.kind == "tensor" and dims is not None and None not in dims else None
 
 
 def _node_arg(value: ir.Value, overrides: dict[str, onnx.TypeProto] | None = None) -> NodeArg:
@@ -230,6 +236,7 @@ class InferenceSession:
                 self._input_specs[name] = _InputSpec(name, self._input_specs[name].slot_index, kind, None, None,
                                                      _types.type_proto_string(tp))
         self._required_inputs = [v.name for v in graph_inputs if v.name not in initializer_names]
+        self._required_names = frozenset(self._required_inputs)
         self._output_index = {name: i for i, name in enumerate(self._plan.output_names)}
         self._value_names = set(self._plan._slot_of)
         # BLAS threads during a run: intra_op_num_threads (0 = every core) unless the config entry
@@ -333,6 +340,8 @@ class InferenceSession:
     # -- running ---------------------------------------------------------------------------
 
     def _check_feed(self, spec: _InputSpec, value: Any) -> Any:
+        if type(value) is np.ndarray and value.dtype == spec.dtype and value.shape == spec.fixed_shape:
+            return value
         if isinstance(value, OrtValue):
             value = value.numpy()
         if spec.kind == "tensor":
@@ -383,17 +392,16 @@ class InferenceSession:
         if not isinstance(input_feed, dict):
             raise InvalidArgument(f"input_feed must be a dict of input name to value, got {type(input_feed).__name__}.")
         specs = self._input_specs
-        for name in input_feed:
-            if name not in specs:
-                valid = ", ".join(self._required_inputs + [a.name for a in self._overridable])
-                raise InvalidArgument(f"Invalid input name: {name} (valid input names: {valid})")
-        missing = [n for n in self._required_inputs if n not in input_feed]
-        if missing:
-            raise ValueError(f"Required inputs ({missing}) are missing from input feed ({list(input_feed)}).")
         feeds: list[Any] = [None] * len(specs)
         for name, value in input_feed.items():
-            spec = specs[name]
+            spec = specs.get(name)
+            if spec is None:
+                valid = ", ".join(self._required_inputs + [a.name for a in self._overridable])
+                raise InvalidArgument(f"Invalid input name: {name} (valid input names: {valid})")
             feeds[spec.slot_index] = self._check_feed(spec, value)
+        if not self._required_names <= input_feed.keys():
+            missing = [n for n in self._required_inputs if n not in input_feed]
+            raise ValueError(f"Required inputs ({missing}) are missing from input feed ({list(input_feed)}).")
         return feeds
 
     def _plan_for(self, output_names: Sequence[str] | None) -> tuple[GraphPlan, list[int] | None]:
@@ -454,6 +462,11 @@ class InferenceSession:
         if isinstance(value, np.ndarray):
             if not value.flags.writeable:
                 return value.copy()
+            if value.base is None:  # an array owning its memory aliases a feed only by being it
+                for f in feeds:
+                    if value is f:
+                        return value.copy()
+                return value
             for f in feeds:
                 if isinstance(f, np.ndarray) and np.may_share_memory(value, f):
                     return value.copy()

@@ -119,6 +119,8 @@ def relu_into(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """max(x, 0) (NaN stays NaN) into ``out`` (``x`` itself for in place; a new array when None)."""
     if out is None:
         out = np.empty(x.shape, dtype=x.dtype)
+    if x.size <= 1024:  # one call: the slower scalar loop does not show at this size, the slicing would
+        return np.maximum(x, 0, out=out)
     zeros = _zeros(x.dtype)
     if x.flags.c_contiguous and out.flags.c_contiguous:
         xf, of = x.reshape(-1), out.reshape(-1)
