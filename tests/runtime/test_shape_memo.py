@@ -95,6 +95,23 @@ def test_if_on_a_shape_takes_the_branch_of_each_run():
         np.testing.assert_array_equal(session.run(None, {"x": x})[0], expected)
 
 
+def test_numpy_scalar_results_are_kept_too():
+    # a cast to bool of a 0-d shape value gives a numpy scalar (silero_vad's decoder): immutable, so
+    # held like a small array, and the steps that read it are held in turn
+    model = _model(
+        [h.make_node("Shape", ["x"], ["n"], name="shape"), h.make_node("Gather", ["n", "i0"], ["a"], name="gather"),
+         h.make_node("Cast", ["a"], ["flag"], to=T.BOOL, name="to_bool"),
+         h.make_node("Not", ["flag"], ["y"], name="not")],
+        [h.make_tensor_value_info("x", T.FLOAT, ["A"])], [h.make_tensor_value_info("y", T.BOOL, None)],
+        [_i64("i0", 0)])
+    session = onnxrt.InferenceSession(model)
+    calls = _counting(session)
+    for size, computed in [(3, 4), (3, 4), (0, 8), (0, 8), (2, 12)]:
+        y = session.run(None, {"x": np.ones(size, np.float32)})[0]
+        assert type(y) is np.ndarray and y.shape == () and bool(y) == (size == 0)
+        assert sum(calls.values()) == computed
+
+
 def test_large_results_are_recomputed_not_kept():
     model = _model(
         [h.make_node("Shape", ["x"], ["n"], name="shape"), h.make_node("ConstantOfShape", ["n"], ["z"], name="zeros"),

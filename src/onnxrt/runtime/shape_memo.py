@@ -64,7 +64,10 @@ class ShapeMemo:
 
 
 def _small(value: Any) -> bool:
-    return type(value) is np.ndarray and value.size <= MAX_KEPT_ELEMENTS and value.dtype != object
+    """A small array, or a numpy scalar (what a ufunc makes of 0-d inputs; immutable)."""
+    if type(value) is np.ndarray:
+        return value.size <= MAX_KEPT_ELEMENTS and value.dtype != object
+    return isinstance(value, np.generic) and not isinstance(value, np.object_)
 
 
 def _keep(result: Any) -> bool:
@@ -73,7 +76,8 @@ def _keep(result: Any) -> bool:
     if not all(_small(a) for a in arrays):
         return False
     for a in arrays:
-        a.flags.writeable = False
+        if type(a) is np.ndarray:
+            a.flags.writeable = False
     return True
 
 
