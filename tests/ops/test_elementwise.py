@@ -155,6 +155,22 @@ def test_activations_match_onnxruntime(op_type, attrs):
     _same_as_ort(op_type, [x], opset=20, rtol=2e-6, atol=atol, **attrs)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [9, 5000])  # a short array clips exp's argument, a long one does not
+def test_sigmoid_far_tails_without_warnings(dtype, size):
+    x = np.resize(np.array([-1e4, -750.0, -100.0, -88.5, -20.0, 0.0, 30.0, np.inf, -np.inf], dtype), size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (y,) = _run(_model("Sigmoid", [x], opset=13), [x])
+    xd = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        ref = 1 / (1 + np.exp(-xd))
+    assert y.dtype == dtype
+    tiny = np.finfo(dtype).tiny  # below the smallest normal number a clipped argument may differ
+    np.testing.assert_allclose(y, ref.astype(dtype), rtol=2e-7 if dtype == np.float32 else 1e-15, atol=tiny)
+    assert np.isnan(_run(_model("Sigmoid", [x[:1]], opset=13), [np.array([np.nan], dtype)])[0])[0]
+
+
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_tail_accuracy(approximate):
     x = np.array([-9.0, -6.0, -4.5, -1.0, -1e-6, 0.0, 1e-6, 0.7, 3.0, 12.0], np.float32)
