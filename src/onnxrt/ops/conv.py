@@ -288,7 +288,7 @@ def _gather_columns(geo: "_ConvGeometry", x: np.ndarray, with_ones: bool) -> np.
     """(C*K [+1], P) column matrix of image ``x`` (C, *in_sp): one np.take through the geometry's
     index (``with_ones``: ending in a ones row)."""
     index = geo.gather if with_ones else geo.gather[:-1]
-    return np.take(np.concatenate((x.reshape(-1), _ZERO_ONE), dtype=x.dtype), index)
+    return np.concatenate((x.reshape(-1), _ZERO_ONE), dtype=x.dtype).take(index)  # (the method: np.take adds ~1 us)
 
 
 _ZERO_ONE = np.array([0.0, 1.0])  # what the gather index reads for the padding and the ones row
