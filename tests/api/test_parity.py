@@ -202,6 +202,24 @@ def test_outputs_never_alias_weights():
     np.testing.assert_array_equal(again, [[1, 2, 3]])
 
 
+@pytest.mark.parametrize("op_type", ["Identity", "Flatten"])  # the feed itself; a view of it
+def test_outputs_never_alias_the_callers_feeds(op_type):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node(op_type, ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    options = onnxrt.SessionOptions()
+    options.graph_optimization_level = onnxrt.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the node
+    session = onnxrt.InferenceSession(model.SerializeToString(), options)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3).copy()  # owning its memory, as most feeds do
+    y = session.run(None, {"x": x})[0]
+    assert not np.shares_memory(x, y)
+    y += 100
+    np.testing.assert_array_equal(x, np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
 def test_concurrent_runs_from_threads():
     session = onnxrt.InferenceSession(models.add_model().SerializeToString())
     errors = []

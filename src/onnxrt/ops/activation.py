@@ -50,13 +50,13 @@ def _done(r, back):
 # Past these exp overflows (and warns). On a short array, clipping there costs less than np.errstate
 # (~1.5 us); it changes nothing above the type's smallest normal number (sigmoid(-88) is 6e-39).
 _EXP_ARG_LIMIT = {np.dtype(np.float32): 88.0, np.dtype(np.float64): 709.0}
-_SHORT = 4096
+_SIGMOID_CLIP_MAX_SIZE = 4096  # values up to which the clip replaces np.errstate
 
 
 def _sigmoid_inplace(r: np.ndarray) -> np.ndarray:
     """r <- 1 / (1 + exp(-r)), in place on a float array the caller owns."""
     np.negative(r, out=r)
-    limit = _EXP_ARG_LIMIT.get(r.dtype) if r.size <= _SHORT else None
+    limit = _EXP_ARG_LIMIT.get(r.dtype) if r.size <= _SIGMOID_CLIP_MAX_SIZE else None
     if limit is not None:
         np.minimum(r, limit, out=r)
         np.exp(r, out=r)
