@@ -28,7 +28,7 @@ import numpy as np
 
 from onnxrt.ops.contrib_fused import inplace_activation
 from onnxrt.runtime import threads
-from onnxrt.runtime.step_readers import step_readers
+from onnxrt.runtime.step_readers import run_step, step_readers
 
 # An operand of a link: the chain's running value, an external input (index into the chain's
 # external inputs), or a scalar constant (None for an omitted optional input).
@@ -224,13 +224,7 @@ class FusedChain:
         for link in self.links:
             args = [value if op.kind == CHAIN else inputs[op.index] if op.kind == INPUT else op.value
                     for op in link.operands]
-            try:
-                value = link.step.kernel(*args)
-            except Exception as e:
-                failure = self.wrap_error(link.step, e)
-                if failure is e:
-                    raise
-                raise failure from e
+            value = run_step(link.step, self.wrap_error, *args)
             if type(value) is tuple:
                 value = value[0]
         return value
