@@ -392,17 +392,17 @@ def lstm(ctx: KernelContext):
     default_acts = [e[1] for e in c.acts[0]] == ["sigmoid", "tanh", "tanh"]
     stacked_cache: dict = {}
 
-    def stacked_weights(W, R, B, cdt, H, input_size):
+    def stacked_weights(W, R, B, cdt, H):
         """[W; R] transposed as one (input + H, 4H) matrix and the two biases summed, with the i, o, f
         columns halved: one GEMM of [x, h] and one tanh then give every gate, sigmoid(z) being
         0.5 + 0.5 tanh(z / 2) (halving is exact)."""
         hit = stacked_cache.get(cdt)
-        if hit is None:
-            Wt, Rt, _, summed = c._weights(W, R, B, cdt, 1, 4, H, input_size)
+        if hit is None:  # made from W, R and B themselves: _weights' cache would hold them a second time
             scale = np.ones(4 * H, dtype=cdt)
             scale[:3 * H] = 0.5
-            weights = np.ascontiguousarray(np.concatenate((Wt, Rt[0])) * scale)
-            bias = None if summed is None else np.ascontiguousarray(summed[0, 0] * scale)
+            weights = np.concatenate((W[0].T, R[0].T)).astype(cdt, copy=False) * scale
+            b = None if B is None else B.astype(cdt, copy=False).reshape(2, 4 * H)
+            bias = None if b is None else (b[0] + b[1]) * scale
             hit = stacked_cache[cdt] = (weights, bias)
         return hit
 
@@ -426,7 +426,7 @@ def lstm(ctx: KernelContext):
             else:
                 states.append(value.astype(cdt, copy=False).reshape(1, batch, H))
         if default_acts:
-            weights, bias = stacked_weights(W, R, B, cdt, H, input_size)
+            weights, bias = stacked_weights(W, R, B, cdt, H)
             g = np.concatenate((X.reshape(batch, input_size), states[0][0]), axis=1) @ weights
             if bias is not None:
                 g += bias

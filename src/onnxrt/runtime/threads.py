@@ -154,7 +154,7 @@ def current_num_threads() -> int:
 
 class run_scope:  # noqa: N801 - used as a context manager, like the contextlib functions here
     """Around one session run: BLAS limited to ``blas`` threads, intra-op splitting over the
-    resolved thread count for kernels running in this thread. Yields the resolved count.
+    resolved thread count for kernels running in this thread; ``with`` gives the resolved count.
 
     A class rather than a generator-based context manager: it runs around every session run, and
     contextlib's generator costs ~2 us of that."""
