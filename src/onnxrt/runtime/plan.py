@@ -547,7 +547,7 @@ class GraphPlan:
                     raise Terminated()
                 if step.donate is None:
                     inputs = step.inputs
-                    if len(inputs) == 1:
+                    if len(inputs) == 1:  # most steps: the slot read directly, no tuple made
                         result = step.kernel(values[inputs[0]])
                     else:
                         result = step.kernel(*step.fetch(values))
