@@ -380,6 +380,59 @@ def test_conv_1x1_expansion_with_residual_and_activation_blockwise():
     _check(conv._conv_run("Conv", geo, x, wts, lambda y: np.maximum(y, 0, out=y), z), np.maximum(expected + z, 0))
 
 
+RESIDUAL_CASES = [
+    # x shape, w shape, attrs: the paths whose GEMMs add into a dying residual, and some that do not
+    ((1, 16, 9, 9), (32, 16, 1, 1), {}),  # 1x1 expansion: the bias as a weight column
+    ((2, 32, 9, 9), (16, 32, 1, 1), {}),  # 1x1 reduction, two images
+    ((1, 16, 9, 9), (32, 16, 1, 1), dict(strides=[2, 2])),  # strided 1x1
+    ((1, 8, 30, 30), (24, 8, 3, 3), dict(pads=[1, 1, 1, 1])),  # im2col by row blocks
+    ((2, 8, 90, 90), (24, 8, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    ((1, 5, 4, 4), (6, 5, 3, 3), dict(pads=[1, 1, 1, 1])),  # gathered columns (a tiny image)
+    ((1, 16, 12, 12), (8, 16, 3, 3), dict(pads=[1, 1, 1, 1])),  # shifted GEMM sums: Z added after
+    ((1, 8, 12, 12), (8, 1, 3, 3), dict(group=8, pads=[1, 1, 1, 1])),  # depthwise: Z added after
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", RESIDUAL_CASES)
+@pytest.mark.parametrize("z_is_output", [False, True])
+def test_fused_conv_residual_that_dies_takes_the_products(xs, ws, attrs, z_is_output):
+    """FusedConv(X, W, B, Z) where Z dies at the node: on the GEMM paths the plan donates Z's array
+    and the GEMM adds its products into it (runtime.blas.accumulate); the result is onnxruntime's
+    either way. Where Z is also a graph output it is not donated, and keeps its values."""
+    from onnx import TensorProto
+
+    from onnxrt.ops import conv
+    from onnxrt.runtime import blas
+
+    x, w, b = _f32(*xs), _f32(*ws), _f32(ws[0])
+    geo = conv._ConvGeometry("Conv", xs, ws, attrs)
+    z_in = _f32(geo.N, geo.M, *geo.osp)
+    nodes = [helper.make_node("Relu", ["Zin"], ["Z"]),
+             helper.make_node("FusedConv", ["X", "W", "B", "Z"], ["Y"], domain="com.microsoft",
+                              activation="Relu", **attrs)]
+    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)]
+    if z_is_output:
+        outputs.append(helper.make_tensor_value_info("Z", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, xs),
+                                           helper.make_tensor_value_info("Zin", TensorProto.FLOAT, z_in.shape)],
+                              outputs, [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(b, "B")])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    data = helper.make_model(graph, opset_imports=opsets, ir_version=9).SerializeToString()
+    feeds = {"X": x, "Zin": z_in}
+    expected = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+    session = onnxrt.InferenceSession(data)
+    step = next(s for s in session._plan.steps if s.op_type == "FusedConv")
+    assert (step.donate is not None) == (blas.accumulates() and not z_is_output)
+    accumulated = []
+    real = blas.accumulate
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(blas, "accumulate", lambda *a: accumulated.append(1) or real(*a))
+        got = session.run(None, feeds)
+    _check(got, expected)
+    takes_products = step.donate is not None and conv._accumulates_z(geo)
+    assert bool(accumulated) == takes_products
+
+
 def _fused_conv_ctx(attrs, consts):
     from onnxrt.ops.registry import KernelContext
 

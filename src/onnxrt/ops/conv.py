@@ -28,7 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from onnxrt.ops._common import RowVector, strided_view, thread_scratch, thread_scratch_flat, thread_scratch_kept
 from onnxrt.ops.registry import KernelContext, normalize_domain, op, op_factory
-from onnxrt.runtime import threads
+from onnxrt.runtime import blas, threads
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers (pool.py imports these too)
@@ -315,8 +315,9 @@ _GATHER_MAX_COLUMNS = 1 << 14
 
 
 def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarray | None,
-               post: Epilogue | None = None) -> None:
-    """out (M, P) = w (M, K) @ cols (K, P) (+ bias per row), then ``post(block, column_slice)``.
+               post: Epilogue | None = None, accumulate: bool = False) -> None:
+    """out (M, P) = w (M, K) @ cols (K, P) (+ bias per row), then ``post(block, column_slice)``;
+    with ``accumulate``, out += the product instead (out holds the residual: blas.accumulate).
 
     The GEMM is one BLAS call (BLAS threads are the session's intra-op threads; splitting it over
     the intra-op pool as well would run two threaded GEMMs on the same cores). With an epilogue it
@@ -326,7 +327,10 @@ def _gemm_into(w: np.ndarray, cols: np.ndarray, out: np.ndarray, bias: np.ndarra
     for p0 in range(0, P, step):
         sl = slice(p0, min(P, p0 + step))
         o = out[:, sl]
-        np.matmul(w, cols[:, sl], out=o)
+        if accumulate:
+            blas.accumulate(w, cols[:, sl], o)
+        else:
+            np.matmul(w, cols[:, sl], out=o)
         if bias is not None:
             o += bias
         if post is not None:
@@ -469,12 +473,14 @@ def _nothing(buf: np.ndarray) -> None:
 
 def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray | None,
                 bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype,
-                out_last: np.ndarray | None = None, activation: Callable[[np.ndarray], Any] | None = None) -> None:
+                out_last: np.ndarray | None = None, activation: Callable[[np.ndarray], Any] | None = None,
+                accumulate: bool = False) -> None:
     """Ungrouped im2col conv of one image x (C, *in_sp) into out (M, P), a block of output rows at
     a time: the block's columns are one strided copy out of the zero-bordered image (a view of
     shape (C, *kernel, rows, *osp[1:])) into a cache-sized buffer, then one GEMM writes the block's
     output columns and the epilogue runs on them while they are in cache. With ``out_last`` (P, M)
-    instead, the GEMM runs transposed and writes the output channels-last, then ``activation``."""
+    instead, the GEMM runs transposed and writes the output channels-last, then ``activation``. With
+    ``accumulate`` the GEMM adds into ``out`` (which holds the residual) rather than writing it."""
     xp = _padded_image(geo, x, cdt)[1] if any(geo.begin) or any(geo.end) else x
     with_ones = wts.gemm_bias is not None
     w = wts.gemm_bias[0] if with_ones else wts.gemm[0]
@@ -507,7 +513,10 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
                 activation(o)
             continue
         o = out[:, sl]
-        np.matmul(w, cols, out=o)
+        if accumulate:
+            blas.accumulate(w, cols, o)
+        else:
+            np.matmul(w, cols, out=o)
         if bias_col is not None and not with_ones:
             o += bias_col
         if post is not None:
@@ -515,10 +524,14 @@ def _conv_tiled(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.
 
 
 def _conv_gather(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray,
-                 bias_col: np.ndarray | None, post: Epilogue | None) -> None:
+                 bias_col: np.ndarray | None, post: Epilogue | None, accumulate: bool = False) -> None:
     """Ungrouped conv of a small image x (C, *in_sp) into out (M, P): one np.take makes the whole
-    column matrix, one GEMM the output."""
-    np.matmul(wts.gemm[0], _gather_columns(geo, x, with_ones=False), out=out)
+    column matrix, one GEMM the output (``accumulate``: adds it to what out holds)."""
+    cols = _gather_columns(geo, x, with_ones=False)
+    if accumulate:
+        blas.accumulate(wts.gemm[0], cols, out)
+    else:
+        np.matmul(wts.gemm[0], cols, out=out)
     if bias_col is not None:
         out += bias_col
     if post is not None:
@@ -1195,7 +1208,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
               activation: Callable[[np.ndarray], Any] | None = None, Z: np.ndarray | None = None,
               x_channels_last: bool = False, channels_last_out: bool = False,
               border: tuple[tuple, tuple] | None = None, shuffle: int = 0,
-              into: np.ndarray | None = None) -> np.ndarray:
+              into: np.ndarray | None = None, z_in_place: bool = False) -> np.ndarray:
     """Conv of X with prepared weights. ``Z`` (same shape as the output) is added and then
     ``activation`` applied in place, on each GEMM output block while it is still in cache where the
     path allows it (FusedConv's semantics). ``x_channels_last``: X is a (N, C, H, W) view of
@@ -1208,7 +1221,11 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     Reshape -> Transpose -> Reshape), each group's GEMM rows written there.
 
     ``into``: a C-contiguous array of the output's shape and compute dtype (a channel-first output)
-    that the conv writes its result into and returns, instead of a fresh one (runtime.concat_into)."""
+    that the conv writes its result into and returns, instead of a fresh one (runtime.concat_into).
+
+    ``z_in_place``: Z is the result's array (a C-contiguous array of the output's shape and compute
+    dtype that the caller may overwrite, on a path where _accumulates_z): each GEMM adds its products
+    into it (one BLAS call, blas.accumulate) instead of writing them and adding Z after."""
     if shuffle and not (geo.kind == "1x1" and geo.g == shuffle and not channels_last_out):
         raise ValueError(f"{op_name}: only a channel-first grouped 1x1 conv writes a channel shuffle of its own groups")
     cdt = compute_dtype(X.dtype)
@@ -1222,6 +1239,8 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     elif channels_last_out:
         y_last = np.empty((N,) + geo.osp + (M,), dtype=cdt)
         y = y_last.transpose(0, 3, 1, 2)
+    elif z_in_place:
+        y = Z
     elif into is not None:
         if into.shape != (N, M) + geo.osp or into.dtype != cdt or not into.flags.c_contiguous:
             raise ValueError(f"{op_name}: cannot write a {into.dtype} array of shape {into.shape} as its output")
@@ -1235,7 +1254,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     rows3 = y.reshape(N, Mg, g, geo.P).transpose(0, 2, 1, 3) if shuffle else y3
     bias_col = wts.bias.reshape(M, 1) if wts.bias is not None else None
     z3 = None
-    if Z is not None:
+    if Z is not None and not z_in_place:
         if tuple(Z.shape) != tuple(y.shape):
             raise ValueError(f"{op_name}: input 'Z' has shape {tuple(Z.shape)}, expected {tuple(y.shape)}")
         z3 = Z.reshape(N, g, Mg, geo.P)
@@ -1276,11 +1295,12 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                         bias_row = None if wts.bias is None else wts.bias_row()
                     _gemm_rows_into(a, w_t, y_last[i].reshape(geo.P, M), bias_row, activation)
                     continue
-                _gemm_into(wts.gemm[0], pixels_by_channel.T, y3[i, 0], bias_col, post)
+                _gemm_into(wts.gemm[0], pixels_by_channel.T, y3[i, 0], bias_col, post, z_in_place)
             elif g == 1 and wts.gemm_bias is not None:
-                _gemm_into(wts.gemm_bias[0], _with_ones_row(xi, cdt), y3[i, 0], None, post)
+                _gemm_into(wts.gemm_bias[0], _with_ones_row(xi, cdt), y3[i, 0], None, post, z_in_place)
             elif g == 1:
-                _gemm_into(wts.gemm[0], np.ascontiguousarray(xi).reshape(geo.Cg, geo.P), y3[i, 0], bias_col, post)
+                _gemm_into(wts.gemm[0], np.ascontiguousarray(xi).reshape(geo.Cg, geo.P), y3[i, 0], bias_col, post,
+                           z_in_place)
             elif wts.gemm_bias is not None:
                 np.matmul(wts.gemm_bias, _with_ones_row(xi, cdt, g), out=rows3[i])
             else:
@@ -1307,7 +1327,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             else:
                 _depthwise(geo, x[i], wts.depthwise, wts.bias, y[i], cdt, post)
         elif geo.gather is not None:
-            _conv_gather(geo, x[i], wts, y3[i, 0], bias_col, post)
+            _conv_gather(geo, x[i], wts, y3[i, 0], bias_col, post, z_in_place)
         elif geo.winograd is not None and not channels_last_out:
             _conv_winograd(geo, geo.winograd, x[i], wts, y[i], cdt)
             if post is not None:
@@ -1318,13 +1338,13 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             if channels_last_out:
                 _conv_tiled(geo, x[i], wts, None, bias_col, None, cdt, y_last[i].reshape(geo.P, M), activation)
                 continue
-            _conv_tiled(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
+            _conv_tiled(geo, x[i], wts, y3[i, 0], bias_col, post, cdt, accumulate=z_in_place)
         else:
             with_ones = wts.gemm_bias is not None
             cols = _im2col(geo, x[i], cdt, with_ones)
             w = wts.gemm_bias if with_ones else wts.gemm
             if g == 1:
-                _gemm_into(w[0], cols[0], y3[i, 0], None if with_ones else bias_col, post)
+                _gemm_into(w[0], cols[0], y3[i, 0], None if with_ones else bias_col, post, z_in_place)
             else:
                 np.matmul(w, cols, out=y3[i])
                 if bias_col is not None and not with_ones:
@@ -1335,6 +1355,12 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
             if activation is not None:
                 activation(y3[i])
     return y if y.dtype == X.dtype else y.astype(X.dtype)
+
+
+def _accumulates_z(geo: _ConvGeometry) -> bool:
+    """Whether _conv_run takes this conv as ungrouped GEMMs into the (M, P) output (1x1, im2col or
+    gathered columns), which can add their products into the residual's array (z_in_place)."""
+    return geo.g == 1 and geo.kind in ("1x1", "im2col") and geo.winograd is None and not geo.shifted
 
 
 def _is_channels_last(x: np.ndarray) -> bool:
@@ -1360,7 +1386,11 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
 
     ``activation`` (an in-place function on a float array, returning it) is applied to the output,
     after the bias and the optional residual ``Z`` (same shape as the output), on each GEMM output
-    block while it is still in cache: com.microsoft FusedConv is ``conv_kernel(ctx, act)``."""
+    block while it is still in cache: com.microsoft FusedConv is ``conv_kernel(ctx, act)``.
+
+    Where Z dies at this node (the plan's ``inplace`` donation) and the conv is one GEMM per image,
+    the GEMM adds its products into Z's array and returns it (``z_dies``; _conv_run's z_in_place):
+    the residual costs no pass of its own."""
     attrs = dict(ctx.attrs)
     op_name = ctx.op_type or "Conv"
     consts = list(ctx.const_inputs) + [None] * 3
@@ -1381,7 +1411,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
             geo = geometries[key] = _ConvGeometry(op_name, *key, attrs)
         return geo
 
-    def conv(X, W, B=None, Z=None, *, shuffle: int = 0, into: np.ndarray | None = None):
+    def conv(X, W, B=None, Z=None, *, shuffle: int = 0, into: np.ndarray | None = None, z_dies: bool = False):
         if (small and W is W_const and B is B_const and Z is None and not shuffle and into is None
                 and type(X) is np.ndarray):
             run_small = small.get((X.shape, X.dtype))
@@ -1412,7 +1442,11 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
                 and (X.shape, X.dtype) not in small and len(small) < 8):
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
         if into is None:
-            return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle)
+            z_in_place = (z_dies and not shuffle and type(Z) is np.ndarray and Z.dtype == cdt == X.dtype
+                          and Z.flags.c_contiguous and Z.flags.writeable and _accumulates_z(geo)
+                          and Z.shape == (geo.N, geo.M) + geo.osp)
+            return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle,
+                             z_in_place=z_in_place)
         # ``into`` is channel-first whatever layout the readers would take; a result cast back to
         # X's dtype is made, then copied in
         if X.dtype != cdt:
@@ -1429,6 +1463,8 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     # and X's dtype, written and returned) and ``output_shape``
     conv.output_shape = output_shape  # type: ignore[attr-defined]
     conv.writes_into = True  # type: ignore[attr-defined]
+    if blas.accumulates():  # (else adding into Z would be the product and the add it saves)
+        conv.inplace = {3: lambda X, W, B=None, Z=None: conv(X, W, B, Z, z_dies=True)}  # type: ignore[attr-defined]
 
     # the channel shuffle this conv writes itself (runtime.channel_shuffle): that of its own groups, for
     # a 2-D grouped 1x1 conv of stride 1 and no padding (its GEMM's rows); 0: none

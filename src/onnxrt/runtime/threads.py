@@ -105,6 +105,11 @@ class _Blas:
 _blas = _Blas()
 
 
+def blas_libraries() -> list[Any]:
+    """threadpoolctl's controllers of the loaded BLAS libraries (``filepath``, ``internal_api``, ...)."""
+    return _blas.libs()
+
+
 def blas_num_threads() -> list[int]:
     """Thread counts of the loaded BLAS libraries (empty when threadpoolctl finds none)."""
     return _blas.current()
