@@ -291,28 +291,52 @@ PATH_CASES = [
 
 @pytest.mark.parametrize("xs,ws,attrs", PATH_CASES)
 def test_conv_gemm_paths_agree_blockwise(xs, ws, attrs):
-    """The shifted-GEMM, row-tiled im2col, whole im2col and gather paths give onnxruntime's result,
-    also with blocks of one or two output rows (so that the last block is partial) and with a
-    residual and activation applied block by block."""
+    """The shifted-GEMM, tap-GEMM, row-tiled im2col, whole im2col and gather paths give onnxruntime's
+    result, also with blocks of one or two output rows (so that the last block is partial), with a
+    residual and activation applied block by block, without a bias, and in float64."""
     from onnxrt.ops import conv
+    from onnxrt.runtime import blas
 
     x, w, b = _f32(*xs), _f32(*ws), _f32(ws[0])
     expected = _run_both("Conv", [("X", x), ("W", w), ("B", b)], initializers=("W", "B"), **attrs)[1][0]
     z = _f32(*expected.shape)
     relu = lambda y: np.maximum(y, 0, out=y)  # noqa: E731
     wts = conv._ConvWeights(w, b, 1, np.dtype(np.float32))
+    unbiased = conv._ConvWeights(w, None, 1, np.dtype(np.float32))
     stride_1 = all(s == 1 for s in attrs.get("strides", [1]))
-    for shifted, tiled, gather in [(stride_1, True, False), (False, True, False), (False, False, False),
-                                   (False, False, True)]:
+    paths = [(stride_1, False, True, False), (False, stride_1 and blas.accumulates(), True, False),
+             (False, False, True, False), (False, False, False, False), (False, False, False, True)]
+    for shifted, taps, tiled, gather in paths:
         for rows in (1, 2, 64):
             geo = conv._ConvGeometry("Conv", x.shape, w.shape, attrs)
             assert geo.gather is not None  # these are small enough for it
-            geo.shifted, geo.padded_ok = shifted, tiled
+            geo.shifted, geo.tap_gemms, geo.padded_ok = shifted, taps, tiled
             geo.gather = geo.gather if gather else None
-            geo.shifted_rows = geo.im2col_rows = rows
-            geo.key = geo.key + (shifted, tiled, gather, rows)  # own scratch buffers
+            geo.shifted_rows = geo.im2col_rows = geo.tap_gemm_rows = rows
+            geo.key = geo.key + (shifted, taps, tiled, gather, rows)  # own scratch buffers
             _check(conv._conv_run("Conv", geo, x, wts), expected)
             _check(conv._conv_run("Conv", geo, x, wts, relu, z), np.maximum(expected + z, 0))
+            _check(conv._conv_run("Conv", geo, x, unbiased), expected - b.reshape((-1,) + (1,) * (x.ndim - 2)))
+            wts64 = conv._ConvWeights(w, b, 1, np.dtype(np.float64))
+            got64 = conv._conv_run("Conv", geo, x.astype(np.float64), wts64)
+            assert got64.dtype == np.float64
+            _check(got64.astype(np.float32), expected)
+
+
+def test_conv_tap_gemms_take_wide_maps_of_as_many_outputs_as_inputs():
+    from onnxrt.ops import conv
+    from onnxrt.runtime import blas
+
+    def takes(x_shape, w_shape, **attrs):
+        return conv._ConvGeometry("Conv", x_shape, w_shape, attrs).tap_gemms
+
+    assert takes((1, 64, 56, 56), (64, 64, 3, 3), pads=[1, 1, 1, 1]) == blas.accumulates()
+    assert not takes((1, 64, 56, 56), (96, 64, 3, 3), pads=[1, 1, 1, 1])  # an expansion
+    assert not takes((1, 64, 56, 56), (32, 64, 3, 3), pads=[1, 1, 1, 1])  # the shifted path's
+    assert not takes((1, 64, 14, 14), (64, 64, 3, 3), pads=[1, 1, 1, 1])  # too small a map
+    assert not takes((1, 64, 56, 56), (64, 64, 3, 3), pads=[1, 1, 1, 1], strides=[2, 2])
+    assert not takes((1, 64, 56, 56), (64, 32, 3, 3), pads=[1, 1, 1, 1], group=2)
+    assert not takes((1, 256, 56, 56), (256, 256, 3, 3), pads=[1, 1, 1, 1])  # Winograd's
 
 
 WINOGRAD_CASES = [

@@ -264,6 +264,10 @@ class _ConvGeometry:
         self.gather = (_gather_index(self) if self.kind == "im2col" and group == 1
                        and C * self.K * self.P <= _GATHER_MAX_COLUMNS else None)
         self.winograd = _Winograd(self) if _winograd_pays(self) else None
+        self.tap_gemms = (self.kind == "im2col" and group == 1 and self.padded_ok and all(s == 1 for s in strides)
+                          and M == C and self.P >= _TAP_GEMMS_MIN_POSITIONS and self.winograd is None
+                          and blas.accumulates())
+        self.tap_gemm_rows = max(1, min(self.osp[0], _TAP_GEMMS_BLOCK_BYTES // max(1, M * padded_row * 4)))
 
 
 def _gather_index(geo: "_ConvGeometry") -> np.ndarray:
@@ -309,6 +313,17 @@ _IM2COL_BLOCK_BYTES = 16 << 20
 # Bytes of tap products per block in the shifted-GEMM path: there the block is the GEMM's output,
 # and measured (96 -> 24 channels at 160x160) bigger GEMMs win over cache residence up to ~4 MB.
 _SHIFTED_BLOCK_BYTES = 4 << 20
+# Stride-1 ungrouped convs with as many output as input channels, on maps of at least this many
+# positions, sum one GEMM per kernel tap into their output (_conv_tap_gemms) instead of building
+# im2col columns. Alone, us (im2col / tap GEMMs), 3x3 with ReLU: 64 channels at 56x56 1839 / 1401, at
+# 224x224 28077 / 21366; 128 at 112x112 19768 / 16241, at 28x28 1391 / 1278; 32 at 112x112 2737 / 1845.
+# Not taken: 14x14 maps and smaller (256: 1242 / 1219; 512 at 7x7: 1503 / 1914); expansions, even
+# (64 -> 128 at 56x56 2540 / 2470; 64 -> 96 at 28x28 645 / 651, slower inside Inception-v2: 1.82 /
+# 2.32 ms for its three); fewer outputs than inputs (the shifted path: 128 -> 32 at 56x56 1525 /
+# 1744); the Winograd convs (256 at 56x56 14177 / 14736).
+_TAP_GEMMS_MIN_POSITIONS = 784
+# Bytes of the tap GEMMs' output block (the whole map measured best up to 64 x 224 x 226 floats).
+_TAP_GEMMS_BLOCK_BYTES = 16 << 20
 # Largest column matrix (values) of the gather path; measured against the other paths: 3-6x faster
 # at a few hundred to 1500 values, slower at 80K (16x12x48 3x3: 116 vs 102 us).
 _GATHER_MAX_COLUMNS = 1 << 14
@@ -608,6 +623,43 @@ def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: n
         o.reshape((M, n) + tuple(geo.osp[1:]))[...] = acc.reshape((M, n) + tuple(psp[1:]))[keep]
         if bias_col is not None:
             o += bias_col
+        if post is not None:
+            post(o, sl)
+
+
+def _conv_tap_gemms(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray,
+                    bias_col: np.ndarray | None, post: Epilogue | None, cdt: np.dtype) -> None:
+    """Ungrouped stride-1 conv of one image x (C, *in_sp) into out (M, P) without an im2col matrix:
+    on the flattened zero-bordered image every kernel tap reads one contiguous run of each channel
+    at a fixed offset (a (C, L) view, rows a padded image apart), so the block's output at every
+    padded position is the sum over taps of (M, C) weight slice @ that view, summed inside BLAS
+    (blas.accumulate). The positions off the output's edge are dropped when the block is copied
+    out, bias added. Where im2col copies K*C values per output position, this reads the image in
+    place and moves the (M, L) block once per tap through BLAS."""
+    psp, row, offsets = geo.padded_sp, geo.padded_strides[0], geo.tap_offsets
+    flat, _ = _padded_image(geo, x, cdt, geo.flat_tail)
+    w_taps = wts.tap_stacked()
+    M, K = geo.M, geo.K
+    rows = geo.tap_gemm_rows
+    acc_buf = thread_scratch_flat(("tap_gemms_acc", cdt.str), (M * rows * row,), cdt)
+    row_out = math.prod(geo.osp[1:])
+    keep = (slice(None), slice(None)) + tuple(slice(0, o) for o in geo.osp[1:])
+    for r0 in range(0, geo.osp[0], rows):
+        n = min(rows, geo.osp[0] - r0)
+        L = n * row
+        start = r0 * row
+        acc = acc_buf[:M * L].reshape(M, L)
+        np.matmul(w_taps[:M], flat[:, start + offsets[0]:start + offsets[0] + L], out=acc)
+        for t in range(1, K):
+            blas.accumulate(w_taps[t * M:(t + 1) * M], flat[:, start + offsets[t]:start + offsets[t] + L], acc)
+        sl = slice(r0 * row_out, (r0 + n) * row_out)
+        o = out[:, sl]
+        inside = acc.reshape((M, n) + tuple(psp[1:]))[keep]
+        o3 = o.reshape((M, n) + tuple(geo.osp[1:]))
+        if bias_col is not None:
+            np.add(inside, bias_col.reshape((M,) + (1,) * (geo.n)), out=o3)
+        else:
+            o3[...] = inside
         if post is not None:
             post(o, sl)
 
@@ -1182,7 +1234,7 @@ class _ConvWeights:
         return self._bias_row
 
     def tap_stacked(self) -> np.ndarray:
-        """(K*M, C) tap-major weight of an ungrouped conv, made on first use (shifted-GEMM path)."""
+        """(K*M, C) tap-major weight of an ungrouped conv, made on first use (shifted and tap-GEMM paths)."""
         if self._tap_stacked is None:
             M, CK = self.gemm.shape[1:]
             K = self.K
@@ -1334,6 +1386,8 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
                 post(y3[i, 0], slice(0, geo.P))
         elif geo.shifted:
             _conv_shifted(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
+        elif geo.tap_gemms and not channels_last_out:
+            _conv_tap_gemms(geo, x[i], wts, y3[i, 0], bias_col, post, cdt)
         elif g == 1 and geo.padded_ok:
             if channels_last_out:
                 _conv_tiled(geo, x[i], wts, None, bias_col, None, cdt, y_last[i].reshape(geo.P, M), activation)
@@ -1360,7 +1414,8 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
 def _accumulates_z(geo: _ConvGeometry) -> bool:
     """Whether _conv_run takes this conv as ungrouped GEMMs into the (M, P) output (1x1, im2col or
     gathered columns), which can add their products into the residual's array (z_in_place)."""
-    return geo.g == 1 and geo.kind in ("1x1", "im2col") and geo.winograd is None and not geo.shifted
+    return (geo.g == 1 and geo.kind in ("1x1", "im2col") and geo.winograd is None and not geo.shifted
+            and not geo.tap_gemms)
 
 
 def _is_channels_last(x: np.ndarray) -> bool:
