@@ -1518,7 +1518,9 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     # and X's dtype, written and returned) and ``output_shape``
     conv.output_shape = output_shape  # type: ignore[attr-defined]
     conv.writes_into = True  # type: ignore[attr-defined]
-    if blas.accumulates():  # (else adding into Z would be the product and the add it saves)
+    # only ungrouped convs take Z's array as their GEMMs' output (_accumulates_z); without the single
+    # BLAS call, adding into Z would be the product and the add it saves
+    if group == 1 and blas.accumulates():
         conv.inplace = {3: lambda X, W, B=None, Z=None: conv(X, W, B, Z, z_dies=True)}  # type: ignore[attr-defined]
 
     # the channel shuffle this conv writes itself (runtime.channel_shuffle): that of its own groups, for
