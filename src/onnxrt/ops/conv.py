@@ -597,7 +597,7 @@ def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: n
     copy) gives every tap's contribution at every padded position, and the output block is the sum
     of K shifted slices of that product. That moves K*M values per output pixel where im2col moves
     K*C, the better deal when the conv has fewer output than input channels."""
-    psp, row, offsets = geo.padded_sp, geo.padded_strides[0], geo.tap_offsets
+    row, offsets = geo.padded_strides[0], geo.tap_offsets
     flat, _ = _padded_image(geo, x, cdt, geo.flat_tail)
     w_taps = wts.tap_stacked()
     M, K = geo.M, geo.K
@@ -605,8 +605,6 @@ def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: n
     reach = offsets[-1]  # the last tap reads furthest
     prod_buf = thread_scratch(("shifted_prod", geo.key, cdt.str), lambda: np.empty((K * M, rows * row + reach), dtype=cdt))
     acc_buf = thread_scratch(("shifted_acc", geo.key, cdt.str), lambda: np.empty((M, rows * row), dtype=cdt))
-    row_out = math.prod(geo.osp[1:])
-    keep = (slice(None), slice(None)) + tuple(slice(0, o) for o in geo.osp[1:])
     for r0 in range(0, geo.osp[0], rows):
         n = min(rows, geo.osp[0] - r0)
         L = n * row
@@ -618,13 +616,26 @@ def _conv_shifted(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: n
         np.add(prod3[0, :, offsets[0]:offsets[0] + L], prod3[1, :, offsets[1]:offsets[1] + L], out=acc)
         for t in range(2, K):
             acc += prod3[t, :, offsets[t]:offsets[t] + L]
-        sl = slice(r0 * row_out, (r0 + n) * row_out)
-        o = out[:, sl]
-        o.reshape((M, n) + tuple(geo.osp[1:]))[...] = acc.reshape((M, n) + tuple(psp[1:]))[keep]
-        if bias_col is not None:
-            o += bias_col
-        if post is not None:
-            post(o, sl)
+        _store_padded_rows(geo, acc, out, r0, n, bias_col, post)
+
+
+def _store_padded_rows(geo: _ConvGeometry, acc: np.ndarray, out: np.ndarray, r0: int, n: int,
+                       bias_col: np.ndarray | None, post: Epilogue | None) -> None:
+    """Output rows r0 .. r0 + n, computed at every position of those rows of the zero-bordered image
+    (acc, (M, n * padded row)), into out (M, P): the positions off the output's edge dropped, the
+    bias added on the way, then ``post`` on the block (the shifted and tap-GEMM paths)."""
+    row_out = math.prod(geo.osp[1:])
+    sl = slice(r0 * row_out, (r0 + n) * row_out)
+    o = out[:, sl]
+    keep = (slice(None), slice(None)) + tuple(slice(0, o) for o in geo.osp[1:])
+    inside = acc.reshape((geo.M, n) + tuple(geo.padded_sp[1:]))[keep]
+    o_rows = o.reshape((geo.M, n) + tuple(geo.osp[1:]))
+    if bias_col is None:
+        o_rows[...] = inside
+    else:
+        np.add(inside, bias_col.reshape((geo.M,) + (1,) * geo.n), out=o_rows)
+    if post is not None:
+        post(o, sl)
 
 
 def _conv_tap_gemms(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out: np.ndarray,
@@ -636,32 +647,21 @@ def _conv_tap_gemms(geo: _ConvGeometry, x: np.ndarray, wts: "_ConvWeights", out:
     (blas.accumulate). The positions off the output's edge are dropped when the block is copied
     out, bias added. Where im2col copies K*C values per output position, this reads the image in
     place and moves the (M, L) block once per tap through BLAS."""
-    psp, row, offsets = geo.padded_sp, geo.padded_strides[0], geo.tap_offsets
+    row, offsets = geo.padded_strides[0], geo.tap_offsets
     flat, _ = _padded_image(geo, x, cdt, geo.flat_tail)
     w_taps = wts.tap_stacked()
-    M, K = geo.M, geo.K
+    M = geo.M
     rows = geo.tap_gemm_rows
     acc_buf = thread_scratch_flat(("tap_gemms_acc", cdt.str), (M * rows * row,), cdt)
-    row_out = math.prod(geo.osp[1:])
-    keep = (slice(None), slice(None)) + tuple(slice(0, o) for o in geo.osp[1:])
     for r0 in range(0, geo.osp[0], rows):
         n = min(rows, geo.osp[0] - r0)
         L = n * row
-        start = r0 * row
+        taps = [flat[:, r0 * row + offset:r0 * row + offset + L] for offset in offsets]
         acc = acc_buf[:M * L].reshape(M, L)
-        np.matmul(w_taps[:M], flat[:, start + offsets[0]:start + offsets[0] + L], out=acc)
-        for t in range(1, K):
-            blas.accumulate(w_taps[t * M:(t + 1) * M], flat[:, start + offsets[t]:start + offsets[t] + L], acc)
-        sl = slice(r0 * row_out, (r0 + n) * row_out)
-        o = out[:, sl]
-        inside = acc.reshape((M, n) + tuple(psp[1:]))[keep]
-        o3 = o.reshape((M, n) + tuple(geo.osp[1:]))
-        if bias_col is not None:
-            np.add(inside, bias_col.reshape((M,) + (1,) * (geo.n)), out=o3)
-        else:
-            o3[...] = inside
-        if post is not None:
-            post(o, sl)
+        np.matmul(w_taps[:M], taps[0], out=acc)
+        for t in range(1, geo.K):
+            blas.accumulate(w_taps[t * M:(t + 1) * M], taps[t], acc)
+        _store_padded_rows(geo, acc, out, r0, n, bias_col, post)
 
 
 def _depthwise_block_channels(per_channel_floats: int) -> int:
