@@ -627,7 +627,7 @@ def _store_padded_rows(geo: _ConvGeometry, acc: np.ndarray, out: np.ndarray, r0:
     row_out = math.prod(geo.osp[1:])
     sl = slice(r0 * row_out, (r0 + n) * row_out)
     o = out[:, sl]
-    keep = (slice(None), slice(None)) + tuple(slice(0, o) for o in geo.osp[1:])
+    keep = (slice(None), slice(None)) + tuple(slice(0, size) for size in geo.osp[1:])
     inside = acc.reshape((geo.M, n) + tuple(geo.padded_sp[1:]))[keep]
     o_rows = o.reshape((geo.M, n) + tuple(geo.osp[1:]))
     if bias_col is None:
