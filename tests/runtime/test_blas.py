@@ -85,3 +85,23 @@ def test_numpy_wheels_openblas_is_found():
     if not any(getattr(lib, "internal_api", None) == "openblas" for lib in threads.blas_libraries()):
         pytest.skip("numpy here is not built on OpenBLAS")
     assert blas.accumulates()
+
+
+def test_without_the_library_everything_takes_the_numpy_paths(monkeypatch):
+    """Where no OpenBLAS entry point is found (another BLAS, numpy built otherwise): accumulate is a
+    product and an add, and convs neither offer an in-place residual nor take the tap GEMMs."""
+    from onnxrt.ops import conv
+
+    monkeypatch.setattr(blas, "_gemm", {})
+    assert not blas.accumulates()
+    a, b = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((3, 5)).astype(np.float32)
+    out = rng.standard_normal((4, 5)).astype(np.float32)
+    _expect_sum(a, b, out)
+    assert not conv._ConvGeometry("Conv", (1, 64, 56, 56), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}).tap_gemms
+    from onnxrt.ops.registry import KernelContext
+
+    ctx = KernelContext(op_type="FusedConv", domain="com.microsoft", name="", opset=1, since_version=1,
+                        attrs={}, num_inputs=4, num_outputs=1, input_names=[""] * 4, output_names=["Y"],
+                        const_inputs=[None] * 4, input_types=[None] * 4, output_types=[None], num_captured=0,
+                        session=None)
+    assert not hasattr(conv.conv_kernel(ctx), "inplace")
