@@ -194,3 +194,23 @@ def test_newest_ir_version_loads():
 def test_non_model_source_is_a_type_error():
     with pytest.raises(TypeError):
         onnxrt.InferenceSession(12345)
+
+
+@pytest.mark.parametrize("op,opset,inputs,outputs,what", [
+    ("Relu", 17, ["x", "x"], ["y"], "input size 2 not in range [min=1, max=1]"),
+    ("Add", 17, ["x"], ["y"], "input size 1 not in range [min=2, max=2]"),
+    ("Relu", 17, ["x"], ["y", "z"], "output size 2 not in range [min=1, max=1]"),
+    ("Split", 9, ["x", "x"], ["y", "z"], "input size 2 not in range [min=1, max=1]"),  # split became an input at 13
+])
+def test_node_with_more_or_fewer_inputs_or_outputs_than_its_schema_is_refused_at_load(op, opset, inputs, outputs, what):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op, inputs, outputs, name="bad")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info(outputs[0], TensorProto.FLOAT, None)])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8).SerializeToString()
+    ours = assert_same_error(lambda: onnxrt.InferenceSession(data),
+                             lambda: onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]))
+    assert isinstance(ours, onnxrt.InvalidGraph)
+    for fact in ("'bad'", op, what):
+        assert fact in str(ours), str(ours)

@@ -418,6 +418,7 @@ class GraphPlan:
             attrs[name] = self._attribute_value(attr, inner_scope, subplans)
         schema = _schema(node.op_type, opset, domain)
         if schema is not None:
+            _check_arity(node, schema)
             for name, spec in schema.attributes.items():
                 if spec.required and name not in attrs:
                     raise InvalidGraph(
@@ -757,6 +758,20 @@ def _schema(op_type: str, opset: int, domain: str) -> onnx.defs.OpSchema | None:
 
 
 _defaults_cache: dict[tuple[str, int, str], dict[str, Any]] = {}
+
+
+def _check_arity(node: ir.Node, schema: onnx.defs.OpSchema) -> None:
+    """onnxruntime's load-time check of a node's input and output counts against its schema (omitted
+    optional ones count, as their empty names do in the file), so that a kernel never runs with more
+    or fewer arguments than it was written for."""
+    for what, count, low, high in (("input", len(node.inputs), schema.min_input, schema.max_input),
+                                   ("output", len(node.outputs), schema.min_output, schema.max_output)):
+        if not low <= count <= high:
+            raise InvalidGraph(
+                f"This is an invalid model. Node '{node.name}' ({node.op_type}): Error Node with schema"
+                f"({schema.domain}::{schema.name}:{schema.since_version}) has {what} size {count} not in range "
+                f"[min={low}, max={high}]."
+            )
 
 
 def _schema_defaults(op_type: str, opset: int, domain: str) -> dict[str, Any]:
