@@ -35,6 +35,7 @@ from onnxrt.optimizer.fuse_gelu import fuse_gelu
 from onnxrt.optimizer.fuse_layernorm import fuse_layer_norm, fuse_skip_layer_norm
 from onnxrt.optimizer.fuse_matmul_add import fuse_matmul_add
 from onnxrt.optimizer.merge_consecutive import merge_consecutive
+from onnxrt.optimizer.merge_sibling_convs import merge_sibling_convs
 from onnxrt.options import GraphOptimizationLevel
 
 Pass = Callable[[ir.Model], int]
@@ -62,6 +63,7 @@ PASSES: dict[GraphOptimizationLevel, list[Pass]] = {
         fuse_skip_layer_norm,
         fuse_conv_input_affine,
         fuse_activations,
+        merge_sibling_convs,
         remove_dead_nodes,
     ],
     GraphOptimizationLevel.ORT_ENABLE_LAYOUT: [],
