@@ -28,20 +28,15 @@ def merge_sibling_convs(model: ir.Model) -> int:
     if split_opset < 2:  # Split-1 takes its sizes in another form
         return 0
     merged = 0
-    readers: dict[int, list[ir.Node]] = defaultdict(list)
-    inputs: dict[int, ir.Value] = {}
+    # (input, signature) -> the convs reading that input, in graph order
+    groups: dict[tuple[ir.Value, tuple], list[ir.Node]] = defaultdict(list)
     for node in _ir.live_nodes(graph):
         if _pointwise_conv(node):
-            readers[id(node.inputs[0])].append(node)
-            inputs[id(node.inputs[0])] = node.inputs[0]
-    for key, nodes in readers.items():
-        groups: dict[tuple, list[ir.Node]] = defaultdict(list)
-        for node in nodes:
-            groups[_signature(node)].append(node)
-        for group in groups.values():
-            if len(group) > 1:
-                _merge(graph, inputs[key], group, split_opset)
-                merged += 1
+            groups[(node.inputs[0], _signature(node))].append(node)
+    for (x, _), group in groups.items():
+        if len(group) > 1:
+            _merge(graph, x, group, split_opset)
+            merged += 1
     return merged
 
 
@@ -68,8 +63,8 @@ def _signature(node: ir.Node) -> tuple:
 
 
 def _merge(graph: ir.Graph, x: ir.Value, group: list[ir.Node], split_opset: int) -> None:
-    order = {id(node): i for i, node in enumerate(graph)}
-    group = sorted(group, key=lambda node: order[id(node)])
+    """One conv over the group's stacked weights and a Split, where the group's first conv stood
+    (every conv of the group reads only x and constants, so its readers all come after it)."""
     first = group[0]
     weights = [_ir.const_array(node.inputs[1]) for node in group]
     biases = [_ir.const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
