@@ -541,3 +541,42 @@ def test_small_conv_not_for_batches_groups_or_runtime_weights():
         finally:
             conv._conv_run = general
         assert len(calls) == 3
+
+
+def test_tap_gemms_and_residual_in_place_under_concurrent_runs():
+    """A tap-GEMM conv (as many outputs as inputs, 28x28) feeding a residual FusedConv whose Z dies
+    there, run from four threads at once: every run gives the single-threaded result (the tap GEMMs'
+    accumulator is per thread; Z's array belongs to its run)."""
+    from onnx import TensorProto
+
+    from onnxrt.ops import conv
+    from onnxrt.runtime import blas
+    from tests.concurrency import run_concurrently
+
+    geo = conv._ConvGeometry("Conv", (1, 16, 28, 28), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]})
+    assert geo.tap_gemms == blas.accumulates()
+    nodes = [helper.make_node("Conv", ["X", "W1", "B1"], ["H"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["X"], ["Z"]),
+             helper.make_node("FusedConv", ["H", "W2", "B2", "Z"], ["Y"], domain="com.microsoft", activation="Relu")]
+    inits = [onnx.numpy_helper.from_array(a, n) for n, a in
+             (("W1", _f32(16, 16, 3, 3)), ("B1", _f32(16)), ("W2", _f32(16, 16, 1, 1)), ("B2", _f32(16)))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 16, 28, 28])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    data = helper.make_model(graph, opset_imports=opsets, ir_version=9).SerializeToString()
+    session = onnxrt.InferenceSession(data)
+    fused = next(step for step in session._plan.steps if step.op_type == "FusedConv")
+    assert (fused.donate is not None) == blas.accumulates()
+    feeds = [_f32(1, 16, 28, 28) for _ in range(4)]
+    expected = [session.run(None, {"X": x})[0] for x in feeds]
+    _check(expected, [ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+                      for x in feeds], atol=1e-4)  # outputs up to ~25, sums of 160 products
+    errors = []
+
+    def work(i):
+        for _ in range(20):
+            if not np.array_equal(session.run(None, {"X": feeds[i]})[0], expected[i]):
+                errors.append(i)
+
+    run_concurrently(work, 4)
+    assert not errors
