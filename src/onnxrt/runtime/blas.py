@@ -25,9 +25,9 @@ from onnxrt.runtime import threads
 # CBLAS enums
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
-# (symbol prefix and suffix, integer type): numpy >= 2's scipy-openblas, numpy 1.26's openblas64_,
-# both built with 64-bit integers
-_ENTRY_POINTS = (("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64))
+# CBLAS GEMM symbols ({} = s or d) of OpenBLAS builds with 64-bit integers: numpy >= 2's
+# scipy-openblas, numpy 1.26's openblas64_
+_ENTRY_POINTS = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")
 
 _lock = threading.Lock()
 _gemm: dict[np.dtype, Callable[..., None]] | None = None
@@ -42,17 +42,17 @@ def _find_gemm() -> dict[np.dtype, Callable[..., None]]:
             dll = ctypes.CDLL(lib.filepath)
         except OSError:
             continue
-        for pattern, integer in _ENTRY_POINTS:
+        for pattern in _ENTRY_POINTS:
             try:
                 found = {np.dtype(np.float32): (getattr(dll, pattern.format("s")), ctypes.c_float),
                          np.dtype(np.float64): (getattr(dll, pattern.format("d")), ctypes.c_double)}
             except AttributeError:
                 continue
+            i64 = ctypes.c_int64
             for function, real in found.values():
                 function.restype = None
-                function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer, integer,
-                                     real, ctypes.c_void_p, integer, ctypes.c_void_p, integer,
-                                     real, ctypes.c_void_p, integer]
+                function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, i64,
+                                     real, ctypes.c_void_p, i64, ctypes.c_void_p, i64, real, ctypes.c_void_p, i64]
             return {dtype: function for dtype, (function, _) in found.items()}
     return {}
 
