@@ -455,7 +455,7 @@ def test_fused_conv_residual_that_dies_takes_the_products(xs, ws, attrs, z_is_ou
         patch.setattr(blas, "accumulate", lambda *a: accumulated.append(1) or real(*a))
         got = session.run(None, feeds)
     _check(got, expected)
-    takes_products = step.donate is not None and conv._accumulates_z(geo)
+    takes_products = step.donate is not None and geo.adds_into_z
     assert bool(accumulated) == takes_products
 
 

@@ -268,6 +268,10 @@ class _ConvGeometry:
                           and M == C and self.P >= _TAP_GEMMS_MIN_POSITIONS and self.winograd is None
                           and blas.accumulates())
         self.tap_gemm_rows = max(1, min(self.osp[0], _TAP_GEMMS_BLOCK_BYTES // max(1, M * padded_row * 4)))
+        # _conv_run takes the conv as ungrouped GEMMs into the (M, P) output (1x1, im2col or gathered
+        # columns), which can add their products into a residual's array (its z_in_place)
+        self.adds_into_z = (group == 1 and self.kind in ("1x1", "im2col") and self.winograd is None
+                            and not self.shifted and not self.tap_gemms)
 
 
 def _gather_index(geo: "_ConvGeometry") -> np.ndarray:
@@ -1276,7 +1280,7 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     that the conv writes its result into and returns, instead of a fresh one (runtime.concat_into).
 
     ``z_in_place``: Z is the result's array (a C-contiguous array of the output's shape and compute
-    dtype that the caller may overwrite, on a path where _accumulates_z): each GEMM adds its products
+    dtype that the caller may overwrite, where ``geo.adds_into_z``): each GEMM adds its products
     into it (one BLAS call, blas.accumulate) instead of writing them and adding Z after."""
     if shuffle and not (geo.kind == "1x1" and geo.g == shuffle and not channels_last_out):
         raise ValueError(f"{op_name}: only a channel-first grouped 1x1 conv writes a channel shuffle of its own groups")
@@ -1411,13 +1415,6 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     return y if y.dtype == X.dtype else y.astype(X.dtype)
 
 
-def _accumulates_z(geo: _ConvGeometry) -> bool:
-    """Whether _conv_run takes this conv as ungrouped GEMMs into the (M, P) output (1x1, im2col or
-    gathered columns), which can add their products into the residual's array (z_in_place)."""
-    return (geo.g == 1 and geo.kind in ("1x1", "im2col") and geo.winograd is None and not geo.shifted
-            and not geo.tap_gemms)
-
-
 def _is_channels_last(x: np.ndarray) -> bool:
     """Whether the (C, H, W) image x is a transposed view of (H, W, C) memory whose pixels are
     contiguous runs of channels and whose rows are one after the other, or further apart (the
@@ -1498,7 +1495,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
             small[(X.shape, X.dtype)] = _small_conv(geo, wts, activation, X.dtype)
         if into is None:
             z_in_place = (z_dies and not shuffle and type(Z) is np.ndarray and Z.dtype == cdt == X.dtype
-                          and Z.flags.c_contiguous and Z.flags.writeable and _accumulates_z(geo)
+                          and Z.flags.c_contiguous and Z.flags.writeable and geo.adds_into_z
                           and Z.shape == (geo.N, geo.M) + geo.osp)
             return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle,
                              z_in_place=z_in_place)
@@ -1518,7 +1515,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     # and X's dtype, written and returned) and ``output_shape``
     conv.output_shape = output_shape  # type: ignore[attr-defined]
     conv.writes_into = True  # type: ignore[attr-defined]
-    # only ungrouped convs take Z's array as their GEMMs' output (_accumulates_z); without the single
+    # only ungrouped convs take Z's array as their GEMMs' output (geo.adds_into_z); without the single
     # BLAS call, adding into Z would be the product and the add it saves
     if group == 1 and blas.accumulates():
         conv.inplace = {3: lambda X, W, B=None, Z=None: conv(X, W, B, Z, z_dies=True)}  # type: ignore[attr-defined]
