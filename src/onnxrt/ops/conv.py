@@ -217,6 +217,7 @@ class _ConvGeometry:
         padded = [i + b + e for i, b, e in zip(x_shape[2:], begin, end)]
         self.osp = tuple(out_spatial(padded, kernel, strides, dilations, op_name))
         self.x_shape, self.n, self.N, self.C, self.M = tuple(x_shape), n, N, C, M
+        self.out_shape = (N, M) + self.osp  # the conv's output, channel-first
         self.g, self.Cg, self.Mg = group, Cg, M // group
         self.kernel, self.strides, self.dilations, self.begin, self.end = kernel, strides, dilations, begin, end
         self.K = math.prod(kernel)
@@ -1094,8 +1095,9 @@ class _Winograd:
             # run, this 5.
             dt = wts.gemm.dtype
             gw = np.kron(_WINOGRAD_G, _WINOGRAD_G).astype(dt) @ wts.gemm[0].reshape(M * C, 9).T
-            u = np.zeros((16, M, C + 1), dtype=dt)
+            u = np.empty((16, M, C + 1), dtype=dt)
             u[:, :, :C] = gw.reshape(16, M, C)
+            u[:, :, C] = 0
             if wts.bias is not None:
                 u[5, :, C] = wts.bias
             u.flags.writeable = False
@@ -1302,11 +1304,11 @@ def _conv_run(op_name: str, geo: _ConvGeometry, X: np.ndarray, wts: _ConvWeights
     elif z_in_place:
         y = Z
     elif into is not None:
-        if into.shape != (N, M) + geo.osp or into.dtype != cdt or not into.flags.c_contiguous:
+        if into.shape != geo.out_shape or into.dtype != cdt or not into.flags.c_contiguous:
             raise ValueError(f"{op_name}: cannot write a {into.dtype} array of shape {into.shape} as its output")
         y = into
     else:
-        y = np.empty((N, M) + geo.osp, dtype=cdt)
+        y = np.empty(geo.out_shape, dtype=cdt)
     # (a bordered image's interior is no (M, P) matrix; its 1x1 conv writes it by image rows)
     y3 = y.reshape(N, g, Mg, geo.P) if border is None else None
     # where the GEMMs' rows go (group k's row j): with the shuffle, g rows apart (BLAS takes the row
@@ -1500,7 +1502,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
         if into is None:
             z_in_place = (z_dies and not shuffle and type(Z) is np.ndarray and Z.dtype == cdt == X.dtype
                           and Z.flags.c_contiguous and Z.flags.writeable and geo.adds_into_z
-                          and Z.shape == (geo.N, geo.M) + geo.osp)
+                          and Z.shape == geo.out_shape)
             return _conv_run(op_name, geo, X, wts, activation, Z, x_last, channels_last_out, border, shuffle,
                              z_in_place=z_in_place)
         # ``into`` is channel-first whatever layout the readers would take; a result cast back to
@@ -1513,7 +1515,7 @@ def conv_kernel(ctx: KernelContext, activation: Callable[[np.ndarray], Any] | No
     def output_shape(X: np.ndarray, W: np.ndarray) -> tuple[int, ...]:
         """The shape of ``conv(X, W, ...)``'s result (ValueError where X and W do not make a conv)."""
         geo = geometry((X.shape, W.shape))
-        return (geo.N, geo.M) + geo.osp
+        return geo.out_shape
 
     # what runtime.concat_into asks of a producer: ``into=`` (a C-contiguous array of the output's shape
     # and X's dtype, written and returned) and ``output_shape``
@@ -1636,9 +1638,8 @@ def _output_layout(geo: _ConvGeometry, x_channels_last: bool, readers: _Channels
 def _reader_geometries(geo: _ConvGeometry, readers: _ChannelsLastReaders) -> list[_ConvGeometry] | None:
     """The geometries of the depthwise readers of this conv's output, or None when one of them would
     not accept it (that reader reports its own error when it runs)."""
-    out_shape = (geo.N, geo.M) + geo.osp
     try:
-        return [_ConvGeometry(op_name, out_shape, w_shape, attrs) for op_name, w_shape, attrs in readers.depthwise]
+        return [_ConvGeometry(op_name, geo.out_shape, w_shape, attrs) for op_name, w_shape, attrs in readers.depthwise]
     except ValueError:
         return None
 

@@ -22,6 +22,7 @@ import onnx_ir as ir
 
 from onnxrt.optimizer import _ir
 
+
 def merge_sibling_convs(model: ir.Model) -> int:
     graph = model.graph
     split_opset = _ir.opset(model)
